@@ -1,0 +1,1 @@
+"""The bacillus segmentation service (ONNX Runtime; never imports TensorFlow or ``training``)."""

@@ -1,0 +1,66 @@
+"""The project's standing rules: dependency groups, the service's imports, the two set-up commands."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[=<>!~\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_service_groups_never_pull_tensorflow() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    base = _requirement_names(project["dependencies"])
+    for group in ("api", "service", "gpu"):
+        names = base | _requirement_names(extras[group]) | _requirement_names(extras["api"])
+        assert not names & {"tensorflow", "tf2onnx", "keras", "tf-keras"}, group
+    assert "onnxruntime" in _requirement_names(extras["service"])
+    assert "onnxruntime-gpu" in _requirement_names(extras["gpu"])
+    assert "onnxruntime" not in _requirement_names(extras["gpu"])
+    assert {"tensorflow", "tf2onnx", "onnx"} <= _requirement_names(extras["training"])
+    # every direct dependency is pinned to a version seen working
+    for requirement in project["dependencies"] + [
+        r for g in extras.values() for r in g if not r.startswith("tbseg")
+    ]:
+        assert "==" in requirement, requirement
+
+
+def test_service_never_imports_tensorflow_or_training() -> None:
+    for path in (ROOT / "service").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                assert top not in {"tensorflow", "keras", "tf2onnx", "training"}, f"{path}: imports {module}"
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "make serve" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("install:", "serve:", "test:"):
+        assert re.search(rf"^{target}", makefile, re.MULTILINE), target
+
+
+def test_serve_says_clearly_that_the_service_is_not_built_yet() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "not built yet" in result.stderr

@@ -1,0 +1,129 @@
+"""Discovering data set folders in every layout, and the errors for folders we cannot trust."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.annotations import AnnotationError, BoxLabel
+from training.dataset import AnnotationKind, discover_fields, load_dataset, read_annotation, read_rgb
+from training.synthetic import SyntheticField, write_dataset
+
+
+@pytest.mark.parametrize("kind", list(AnnotationKind))
+def test_every_layout_reads_back(
+    tmp_path: Path, synthetic_fields: list[SyntheticField], kind: AnnotationKind
+) -> None:
+    write_dataset(tmp_path, synthetic_fields, kind)
+    found = discover_fields(tmp_path)
+    assert [f.field_id for f in found] == ["1", "2", "3"]
+    assert {f.kind for f in found} == {kind}
+    for files, field in zip(found, synthetic_fields, strict=True):
+        annotation = read_annotation(files)
+        np.testing.assert_array_equal(read_rgb(files.image), field.image)
+        if kind is AnnotationKind.MASK_PNG:
+            assert annotation.mask is not None
+            np.testing.assert_array_equal(annotation.mask, field.mask)
+        else:
+            assert annotation.boxes == field.boxes
+
+
+def test_ids_sort_numerically(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> None:
+    renamed = [
+        SyntheticField(i, f.image, f.mask, f.boxes)
+        for i, f in zip(("10", "9", "x"), synthetic_fields, strict=True)
+    ]
+    write_dataset(tmp_path, renamed, AnnotationKind.ZNSM_CSV)
+    assert [f.field_id for f in discover_fields(tmp_path)] == ["9", "10", "x"]
+
+
+def test_documentation_files_are_ignored(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> None:
+    write_dataset(tmp_path, synthetic_fields[:1], AnnotationKind.ZNSM_CSV)
+    (tmp_path / "SOURCE.md").write_text("# where this came from\n", encoding="utf-8")
+    (tmp_path / "annotations" / "README.txt").write_text("notes\n", encoding="utf-8")
+    assert len(load_dataset(tmp_path)) == 1
+
+
+def _one_field(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> Path:
+    return write_dataset(tmp_path / "data", synthetic_fields[:1], AnnotationKind.ZNSM_CSV)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected", "named"),
+    [
+        # an image with no annotation
+        (
+            lambda root: (root / "annotations" / "1_annot.csv").unlink(),
+            "image has no annotation",
+            "images/1.png",
+        ),
+        # an annotation with no image
+        (
+            lambda root: (root / "images" / "1.png").rename(root / "images" / "2.png"),
+            "has no image",
+            "1_annot.csv",
+        ),
+        # the same field annotated twice
+        (
+            lambda root: shutil.copy(root / "annotations" / "1_annot.csv", root / "annotations" / "1.xml"),
+            "more than one annotation",
+            "images/1.png",
+        ),
+        # a file we do not know what to do with
+        (lambda root: (root / "annotations" / "1.docx").write_bytes(b"PK"), "unknown file", "1.docx"),
+        # two images sharing a stem
+        (
+            lambda root: shutil.copy(root / "images" / "1.png", root / "images" / "1.jpg"),
+            "share the stem",
+            "1.",
+        ),
+    ],
+)
+def test_inconsistent_folders_name_the_file(
+    tmp_path: Path, synthetic_fields: list[SyntheticField], damage, expected: str, named: str
+) -> None:
+    root = _one_field(tmp_path, synthetic_fields)
+    damage(root)
+    with pytest.raises(AnnotationError, match=expected) as info:
+        discover_fields(root)
+    assert named in str(info.value)
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(AnnotationError, match="does not exist"):
+        discover_fields(tmp_path / "nowhere")
+    with pytest.raises(AnnotationError, match="no images found"):
+        discover_fields(tmp_path)
+
+
+def test_undecodable_image_is_an_annotation_error(
+    tmp_path: Path, synthetic_fields: list[SyntheticField]
+) -> None:
+    root = _one_field(tmp_path, synthetic_fields)
+    (root / "images" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(AnnotationError, match="cannot read image") as info:
+        load_dataset(root)
+    assert "1.png" in str(info.value)
+
+
+def test_read_rgb_converts_grey_16_bit_and_rgba(tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 5), 65535, dtype=np.uint16)).save(tmp_path / "wide.png")
+    Image.fromarray(np.full((4, 5, 4), 9, dtype=np.uint8), mode="RGBA").save(tmp_path / "alpha.png")
+    assert read_rgb(tmp_path / "wide.png").shape == (4, 5, 3)
+    assert (read_rgb(tmp_path / "wide.png") == 255).all()
+    assert (read_rgb(tmp_path / "alpha.png") == 9).all()
+
+
+def test_the_shared_data_set_reads_whole(znsm_ms2: Path) -> None:
+    fields = load_dataset(znsm_ms2)
+    assert len(fields) == 35
+    assert {f.image_size for f in fields} == {(2592, 1944)}
+    labels = [b.label for f in fields for b in f.boxes]
+    assert labels.count(BoxLabel.SINGLE_BACILLUS) == 338
+    assert labels.count(BoxLabel.BACILLI_CLUSTER) == 86
+    assert labels.count(BoxLabel.UNCLASSIFIED) == 18
+    assert labels.count(BoxLabel.ARTIFACT) == 18

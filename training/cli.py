@@ -1,0 +1,277 @@
+"""Command line of the offline training package: ``python -m training COMMAND ...``.
+
+Commands:
+    masks    derive bacillus masks from boxes; write masks, overlays and box galleries to look at
+    split    make a train / validation / test split by field (the shipped one is fixed in training/splits/)
+    patches  cut the paper's 45×45 training patches for the train and validation fields of a split
+    synth    write a small synthetic ZN-like data set in any annotation format
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from training.annotations import AnnotationError, BoxLabel
+from training.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
+from training.dataset import AnnotationKind, discover_fields, read_annotation, read_rgb
+from training.overlays import box_gallery, draw_overlay
+from training.paths import ZNSM_MS2
+from training.sampling import PatchSet, SamplerConfig, sample_field
+from training.split import ZNSM_MS2_SPLIT, DatasetSplit, make_split
+from training.synthetic import BACKGROUNDS, synthetic_field, write_dataset
+
+log = logging.getLogger(__name__)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", type=Path, default=ZNSM_MS2, help="data set folder (default: %(default)s)")
+
+
+def _add_mask_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = MaskDerivation()
+    group = parser.add_argument_group("mask derivation from boxes")
+    group.add_argument(
+        "--min-contrast",
+        type=float,
+        default=defaults.min_contrast,
+        help="least a* above the local background (default: %(default)s)",
+    )
+    group.add_argument(
+        "--min-area",
+        type=int,
+        default=defaults.min_area_px,
+        help="specks smaller than this many pixels are dropped (default: %(default)s)",
+    )
+    group.add_argument(
+        "--overshoot",
+        type=int,
+        default=defaults.overshoot_px,
+        help="pixels a rod may run past its box (default: %(default)s)",
+    )
+
+
+def _mask_params(args: argparse.Namespace) -> MaskDerivation:
+    return MaskDerivation(
+        min_contrast=args.min_contrast, min_area_px=args.min_area, overshoot_px=args.overshoot
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    masks = commands.add_parser("masks", help="derive masks from boxes; write masks, overlays, galleries")
+    _add_data_arguments(masks)
+    _add_mask_arguments(masks)
+    masks.add_argument("--fields", help="comma-separated field ids (default: all)")
+    masks.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+
+    split = commands.add_parser("split", help="make a split by field, stratified by bacilli per field")
+    _add_data_arguments(split)
+    split.add_argument("--test-fraction", type=float, default=0.3)
+    split.add_argument("--validation-fraction", type=float, default=0.1)
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("-o", "--out", type=Path, required=True, help="split JSON to write")
+    split.add_argument("--force", action="store_true", help="overwrite an existing split file")
+
+    patches = commands.add_parser("patches", help="cut training and validation patches (the paper's sampler)")
+    _add_data_arguments(patches)
+    _add_mask_arguments(patches)
+    patches.add_argument(
+        "--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)"
+    )
+    patches.add_argument("--seed", type=int, default=0)
+    patches.add_argument("--positives", type=int, default=SamplerConfig.positives_per_field)
+    patches.add_argument("--negatives", type=int, default=SamplerConfig.negatives_per_field)
+    patches.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder for train.npz, validation.npz and patches.json",
+    )
+
+    synth = commands.add_parser("synth", help="write a synthetic ZN-like data set")
+    synth.add_argument("-o", "--out", type=Path, required=True)
+    synth.add_argument(
+        "--format", choices=[k.value for k in AnnotationKind], default=AnnotationKind.ZNSM_CSV.value
+    )
+    synth.add_argument("--count", type=int, default=6)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=(320, 240))
+    return parser
+
+
+def run_masks(args: argparse.Namespace) -> int:
+    fields = discover_fields(args.data)
+    if args.fields:
+        wanted = {f.strip() for f in args.fields.split(",")}
+        unknown = wanted - {f.field_id for f in fields}
+        if unknown:
+            raise AnnotationError(args.data, f"no such field(s): {', '.join(sorted(unknown))}")
+        fields = [f for f in fields if f.field_id in wanted]
+    args.out.mkdir(parents=True, exist_ok=True)
+    params = _mask_params(args)
+    rows = []
+    for files in tqdm(fields, desc="masks", unit="field"):
+        annotation = read_annotation(files)
+        image = read_rgb(files.image)
+        if annotation.mask is not None:
+            mask, found = annotation.mask, []
+        else:
+            mask, found = derive_bacillus_mask(image, annotation.boxes, params)
+        fid = files.field_id
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(args.out / f"{fid}_mask.png")
+        draw_overlay(image, mask, annotation.boxes).save(args.out / f"{fid}_overlay.png")
+        if annotation.boxes:
+            box_gallery(image, mask, annotation.boxes).save(args.out / f"{fid}_boxes.png")
+        labels = Counter(b.label for b in annotation.boxes)
+        rows.append(
+            {
+                "field": fid,
+                "single_bacillus_boxes": labels[BoxLabel.SINGLE_BACILLUS],
+                "cluster_boxes": labels[BoxLabel.BACILLI_CLUSTER],
+                "unclassified_boxes": labels[BoxLabel.UNCLASSIFIED],
+                "artifact_boxes": labels[BoxLabel.ARTIFACT],
+                "bacillus_pixels": int(mask.sum()),
+                "bacillus_fraction": round(float(mask.mean()), 6),
+                "empty_bacillus_boxes": sum(1 for s in found if s.pixels == 0),
+                "median_box_fill": round(
+                    float(np.median([s.pixels_inside_box / (s.box.width * s.box.height) for s in found])), 4
+                )
+                if found
+                else "",
+            }
+        )
+    with (args.out / "masks_summary.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    total = sum(r["bacillus_pixels"] for r in rows)
+    empty = sum(r["empty_bacillus_boxes"] for r in rows)
+    log.info(
+        "%d fields: %d bacillus pixels (%.3f%% of all), %d bacillus boxes with no derived pixel; "
+        "written to %s",
+        len(rows),
+        total,
+        100 * float(np.mean([r["bacillus_fraction"] for r in rows])),
+        empty,
+        args.out,
+    )
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.force:
+        log.error("%s exists; the shipped split is fixed. Use --force to overwrite it.", args.out)
+        return 2
+    counts = {}
+    for files in discover_fields(args.data):
+        annotation = read_annotation(files)
+        counts[files.field_id] = len(
+            annotation.boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER)
+        )
+    split = make_split(
+        counts,
+        dataset=args.data.name,
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+    )
+    split.save(args.out)
+    for name in ("train", "validation", "test"):
+        ids = split.subset(name)
+        log.info(
+            "%-10s %2d fields, %3d bacillus boxes: %s",
+            name,
+            len(ids),
+            sum(counts[i] for i in ids),
+            " ".join(ids),
+        )
+    return 0
+
+
+def run_patches(args: argparse.Namespace) -> int:
+    split = DatasetSplit.load(args.split)
+    fields = {f.field_id: f for f in discover_fields(args.data)}
+    split.check_covers(set(fields))
+    config = SamplerConfig(positives_per_field=args.positives, negatives_per_field=args.negatives)
+    params = _mask_params(args)
+    summary: dict[str, object] = {
+        "data": str(args.data),
+        "split": str(args.split),
+        "seed": args.seed,
+        "sampler": asdict(config),
+        "mask_derivation": asdict(params),
+    }
+    started = time.perf_counter()
+    for name in ("train", "validation"):
+        parts = []
+        for fid in tqdm(split.subset(name), desc=f"patches ({name})", unit="field"):
+            image = read_rgb(fields[fid].image)
+            labels = label_map(read_annotation(fields[fid]), image, params)
+            parts.append(sample_field(fid, image, labels, args.seed, config))
+        patches = PatchSet.concatenate(parts, config.patch_size)
+        patches.save(args.out / f"{name}.npz")
+        summary[name] = {
+            "fields": list(split.subset(name)),
+            "patches": len(patches),
+            "bacillus": int((patches.labels == PixelClass.BACILLUS).sum()),
+            "background": int((patches.labels == PixelClass.BACKGROUND).sum()),
+        }
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    (args.out / "patches.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    log.info("patches written to %s: %s", args.out, {k: summary[k] for k in ("train", "validation")})
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    backgrounds = sorted(BACKGROUNDS)
+    width, height = args.size
+    fields = [
+        synthetic_field(
+            args.seed + i,
+            height=height,
+            width=width,
+            background=backgrounds[i % len(backgrounds)],
+            field_id=str(i + 1),
+        )
+        for i in range(args.count)
+    ]
+    write_dataset(args.out, fields, AnnotationKind(args.format))
+    log.info("%d synthetic fields (%s) written to %s", args.count, args.format, args.out)
+    return 0
+
+
+COMMANDS = {"masks": run_masks, "split": run_split, "patches": run_patches, "synth": run_synth}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (AnnotationError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
