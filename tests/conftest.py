@@ -14,9 +14,7 @@ from training.synthetic import SyntheticField, synthetic_field
 def znsm_ms2() -> Path:
     """The shared real data set; skips the test, saying why, when it is not beside the checkout."""
     if not (ZNSM_MS2 / "images").is_dir():
-        pytest.skip(
-            f"real data not available: {ZNSM_MS2} is missing (tests on real fields need ../shared/data)"
-        )
+        pytest.skip(f"real data not available: {ZNSM_MS2} is missing (tests on real fields need ../shared/data)")
     return ZNSM_MS2
 
 
@@ -27,3 +25,36 @@ def synthetic_fields() -> list[SyntheticField]:
         synthetic_field(seed, background=bg, field_id=str(seed))
         for seed, bg in ((1, "pink"), (2, "blue"), (3, "green"))
     ]
+
+
+@pytest.fixture(scope="session")
+def random_patch_cnn():
+    """The paper's patch CNN with seeded random weights (biases too, so no output is trivially zero)."""
+    import numpy as np
+
+    from training.patch_cnn import build_patch_cnn, to_model_input
+    from training.sampling import extract_patches
+
+    model = build_patch_cnn(seed=3)
+    rng = np.random.default_rng(3)
+    model.set_weights([w if w.ndim > 1 else rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    # Spread the two logits and centre them on a synthetic field, so both classes occur and argmax means something.
+    conv4 = model.get_layer("conv4")
+    kernel, bias = conv4.get_weights()
+    conv4.set_weights([kernel * 100, bias])
+    field = synthetic_field(11, height=150, width=170, background="green").image
+    ys, xs = np.mgrid[0:150:5, 0:170:5]
+    p = model.predict(to_model_input(extract_patches(field, np.stack([ys.ravel(), xs.ravel()], 1))), verbose=0)
+    bias[1] -= np.median(np.log(p[:, 1]) - np.log(p[:, 0]))
+    conv4.set_weights([kernel * 100, bias])
+    return model
+
+
+@pytest.fixture(scope="session")
+def random_dense_onnx(random_patch_cnn, tmp_path_factory) -> Path:
+    """The random-weight patch CNN exported as the dense ONNX model, with full metadata."""
+    from training.export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "random.onnx"
+    export_onnx(random_patch_cnn, path, recipe="random", training_data="none", validation_metrics={"loss": 0.0})
+    return path

@@ -28,9 +28,7 @@ def test_service_groups_never_pull_tensorflow() -> None:
     assert "onnxruntime" not in _requirement_names(extras["gpu"])
     assert {"tensorflow", "tf2onnx", "onnx"} <= _requirement_names(extras["training"])
     # every direct dependency is pinned to a version seen working
-    for requirement in project["dependencies"] + [
-        r for g in extras.values() for r in g if not r.startswith("tbseg")
-    ]:
+    for requirement in project["dependencies"] + [r for g in extras.values() for r in g if not r.startswith("tbseg")]:
         assert "==" in requirement, requirement
 
 
@@ -59,8 +57,6 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def test_serve_says_clearly_that_the_service_is_not_built_yet() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "serve"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([sys.executable, "-m", "service", "serve"], capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "not built yet" in result.stderr

@@ -254,9 +254,7 @@ def read_voc_xml(path: Path, image_path: Path, image_size: tuple[int, int]) -> F
         except ValueError as exc:
             raise AnnotationError(path, f"{where}: <bndbox> corners are not numeric ({exc})") from exc
         boxes.append(
-            _positive_box(
-                path, where, parse_label(name, path), xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1
-            )
+            _positive_box(path, where, parse_label(name, path), xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1)
         )
     return FieldAnnotation(image_path, image_size, _clip_all(path, boxes, image_size), None, path)
 
@@ -276,8 +274,7 @@ def read_mask_png(path: Path, image_path: Path, image_size: tuple[int, int]) -> 
     if mask_img.size != image_size:
         raise AnnotationError(
             path,
-            f"mask is {mask_img.size[0]}×{mask_img.size[1]} but {image_path.name} is "
-            f"{image_size[0]}×{image_size[1]}",
+            f"mask is {mask_img.size[0]}×{mask_img.size[1]} but {image_path.name} is {image_size[0]}×{image_size[1]}",
         )
     if mask_img.mode == "P":  # palette masks: judge by colour, as a person looking at them would
         mask_img = mask_img.convert("RGB")

@@ -5,6 +5,11 @@ Commands:
     split    make a train / validation / test split by field (the shipped one is fixed in training/splits/)
     patches  cut the paper's 45×45 training patches for the train and validation fields of a split
     synth    write a small synthetic ZN-like data set in any annotation format
+    train    train the patch CNN with a recipe (paper, hard-negatives, augmented)
+    calibrate  fold Platt calibration fitted on the validation fields into a run (recipe calibrated)
+    export   write a run's dense network as ONNX with its metadata
+    evaluate score a dense ONNX model on a subset of the split (pixel and bacillus level)
+    ship     copy the run with the best test bacillus F1 into models/ and write its model card
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from training.annotations import AnnotationError, BoxLabel
 from training.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
 from training.dataset import AnnotationKind, discover_fields, read_annotation, read_rgb
 from training.overlays import box_gallery, draw_overlay
-from training.paths import ZNSM_MS2
+from training.paths import REPO_ROOT, ZNSM_MS2
+from training.recipes import RECIPES, get_recipe
 from training.sampling import PatchSet, SamplerConfig, sample_field
 from training.split import ZNSM_MS2_SPLIT, DatasetSplit, make_split
 from training.synthetic import BACKGROUNDS, synthetic_field, write_dataset
@@ -65,9 +71,7 @@ def _add_mask_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _mask_params(args: argparse.Namespace) -> MaskDerivation:
-    return MaskDerivation(
-        min_contrast=args.min_contrast, min_area_px=args.min_area, overshoot_px=args.overshoot
-    )
+    return MaskDerivation(min_contrast=args.min_contrast, min_area_px=args.min_area, overshoot_px=args.overshoot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     patches = commands.add_parser("patches", help="cut training and validation patches (the paper's sampler)")
     _add_data_arguments(patches)
     _add_mask_arguments(patches)
-    patches.add_argument(
-        "--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)"
-    )
+    patches.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
     patches.add_argument("--seed", type=int, default=0)
     patches.add_argument("--positives", type=int, default=SamplerConfig.positives_per_field)
     patches.add_argument("--negatives", type=int, default=SamplerConfig.negatives_per_field)
@@ -110,13 +112,78 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synth", help="write a synthetic ZN-like data set")
     synth.add_argument("-o", "--out", type=Path, required=True)
-    synth.add_argument(
-        "--format", choices=[k.value for k in AnnotationKind], default=AnnotationKind.ZNSM_CSV.value
-    )
+    synth.add_argument("--format", choices=[k.value for k in AnnotationKind], default=AnnotationKind.ZNSM_CSV.value)
     synth.add_argument("--count", type=int, default=6)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=(320, 240))
+    train = commands.add_parser("train", help="train the patch CNN on the fixed split with a recipe")
+    _add_data_arguments(train)
+    train.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    train.add_argument("--recipe", default="paper", help="one of: " + ", ".join(RECIPES))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    train.add_argument(
+        "-o", "--out", type=Path, required=True, help="run folder (model.keras, train_log.json, curves.png)"
+    )
+
+    calibrate = commands.add_parser("calibrate", help="calibrate a run on its validation fields")
+    _add_data_arguments(calibrate)
+    calibrate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT)
+    calibrate.add_argument("--run", type=Path, required=True, help="run folder to calibrate")
+    calibrate.add_argument("-o", "--out", type=Path, required=True, help="new run folder")
+
+    export = commands.add_parser("export", help="export a run's dense network to ONNX")
+    export.add_argument("--run", type=Path, required=True, help="run folder with model.keras and train_log.json")
+    export.add_argument("-o", "--out", type=Path, help="ONNX file (default: RUN/model.onnx)")
+
+    evaluate = commands.add_parser("evaluate", help="score a dense ONNX model on a subset of the split")
+    _add_data_arguments(evaluate)
+    evaluate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT)
+    evaluate.add_argument("--subset", default="test", choices=["train", "validation", "test"])
+    evaluate.add_argument("--model", type=Path, required=True, help="dense ONNX model")
+    evaluate.add_argument("--threshold", type=float, default=0.5, help="P(bacillus) cut (0.5 = argmax)")
+    evaluate.add_argument("-o", "--out", type=Path, required=True, help="folder for report.json and heatmaps")
+
+    ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
+    ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
+    ship.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="(default: %(default)s)")
+    ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
     return parser
+
+
+def run_ship(args: argparse.Namespace) -> int:
+    from training.model_card import ship
+
+    ship(args.runs, args.models, args.bench)
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.runs import calibrate_run
+
+    calibrate_run(args.run, args.out, args.data, args.split)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from training.runs import export_run
+
+    export_run(args.run, args.out)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    evaluate(args.model, args.data, args.split, args.subset, args.out, threshold=args.threshold)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.train import train_recipe  # TensorFlow loads only for the commands that need it
+
+    train_recipe(args.data, args.split, get_recipe(args.recipe), args.out, seed=args.seed, epochs=args.epochs)
+    return 0
 
 
 def run_masks(args: argparse.Namespace) -> int:
@@ -167,8 +234,7 @@ def run_masks(args: argparse.Namespace) -> int:
     total = sum(r["bacillus_pixels"] for r in rows)
     empty = sum(r["empty_bacillus_boxes"] for r in rows)
     log.info(
-        "%d fields: %d bacillus pixels (%.3f%% of all), %d bacillus boxes with no derived pixel; "
-        "written to %s",
+        "%d fields: %d bacillus pixels (%.3f%% of all), %d bacillus boxes with no derived pixel; written to %s",
         len(rows),
         total,
         100 * float(np.mean([r["bacillus_fraction"] for r in rows])),
@@ -185,9 +251,7 @@ def run_split(args: argparse.Namespace) -> int:
     counts = {}
     for files in discover_fields(args.data):
         annotation = read_annotation(files)
-        counts[files.field_id] = len(
-            annotation.boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER)
-        )
+        counts[files.field_id] = len(annotation.boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER))
     split = make_split(
         counts,
         dataset=args.data.name,
@@ -260,7 +324,17 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"masks": run_masks, "split": run_split, "patches": run_patches, "synth": run_synth}
+COMMANDS = {
+    "masks": run_masks,
+    "split": run_split,
+    "patches": run_patches,
+    "synth": run_synth,
+    "train": run_train,
+    "calibrate": run_calibrate,
+    "export": run_export,
+    "evaluate": run_evaluate,
+    "ship": run_ship,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

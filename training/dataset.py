@@ -111,9 +111,7 @@ def discover_fields(root: Path) -> list[FieldFiles]:
                 annotations.setdefault(key[0], []).append((path, key[1]))
             elif folder == image_dir and suffix in IMAGE_SUFFIXES:
                 if path.stem in images:
-                    raise AnnotationError(
-                        path, f"two images share the stem {path.stem!r}: {images[path.stem]}"
-                    )
+                    raise AnnotationError(path, f"two images share the stem {path.stem!r}: {images[path.stem]}")
                 images[path.stem] = path
             elif suffix in IGNORED_SUFFIXES:
                 continue
@@ -138,9 +136,7 @@ def discover_fields(root: Path) -> list[FieldFiles]:
                 f"in {', '.join(str(d) for d in annotation_dirs) or root})",
             )
         if len(found) > 1:
-            raise AnnotationError(
-                image, "image has more than one annotation: " + ", ".join(str(p) for p, _ in found)
-            )
+            raise AnnotationError(image, "image has more than one annotation: " + ", ".join(str(p) for p, _ in found))
         fields.append(FieldFiles(image, found[0][0], found[0][1]))
     return sorted(fields, key=lambda f: field_sort_key(f.field_id))
 

@@ -32,9 +32,7 @@ def draw_overlay(
     picture = Image.fromarray(shown)
     draw = ImageDraw.Draw(picture)
     for b in boxes:
-        draw.rectangle(
-            [b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=BOX_COLOURS[b.label], width=line_px
-        )
+        draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=BOX_COLOURS[b.label], width=line_px)
     return picture
 
 

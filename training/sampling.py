@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,12 +141,23 @@ def _draw(rng: np.random.Generator, candidates: npt.NDArray[np.intp], count: int
     return rng.choice(candidates, size=count, replace=candidates.size < count)
 
 
+def _pool_counts(total: int, shares: Mapping[str, float]) -> dict[str, int]:
+    """Split ``total`` draws over pools by share (largest remainders), so the counts add up exactly."""
+    weight = sum(shares.values())
+    exact = {name: total * share / weight for name, share in shares.items()}
+    counts = {name: int(v) for name, v in exact.items()}
+    for name in sorted(exact, key=lambda n: exact[n] - counts[n], reverse=True)[: total - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
 def sample_field(
     field_id: str,
     image: npt.NDArray[np.uint8],
     labels: npt.NDArray[np.uint8],
     seed: int,
     config: SamplerConfig | None = None,
+    negative_pools: Mapping[str, tuple[npt.NDArray[np.bool_], float]] | None = None,
 ) -> PatchSet:
     """Draw one field's patches: ``positives_per_field`` bacillus centres, ``negatives_per_field`` background.
 
@@ -158,24 +169,41 @@ def sample_field(
         labels: ``[y, x]`` :class:`PixelClass` map of the same size.
         seed: the run's seed.
         config: counts and patch size; the paper's when None.
+        negative_pools: where background centres come from, as ``name → (pixel mask, share)``; only
+            BACKGROUND pixels of a pool are drawn, and an empty pool's share goes to the whole background.
+            None: the whole background (the paper).
     """
     config = config or SamplerConfig()
     if labels.shape != image.shape[:2]:
         raise ValueError(f"label map {labels.shape} does not match field {image.shape[:2]}")
     rng = field_rng(seed, field_id)
     flat = labels.ravel()
+    background = flat == PixelClass.BACKGROUND
+    pools: dict[str, npt.NDArray[np.intp]] = {}
+    shares: dict[str, float] = {}
+    for name, (pool, share) in sorted((negative_pools or {}).items()):
+        candidates = np.flatnonzero(pool.ravel() & background)
+        if candidates.size and share > 0:
+            pools[name], shares[name] = candidates, share
+    rest = 1.0 - sum(shares.values()) if negative_pools else 1.0
+    if rest > 1e-9 or not pools:
+        pools["background"], shares["background"] = np.flatnonzero(background), max(rest, 1e-9)
+    requests = [
+        (
+            PixelClass.BACILLUS.name.lower(),
+            np.flatnonzero(flat == PixelClass.BACILLUS),
+            config.positives_per_field,
+        )
+    ]
+    requests += [(name, pools[name], n) for name, n in _pool_counts(config.negatives_per_field, shares).items()]
     chosen = []
-    for cls, count in (
-        (PixelClass.BACILLUS, config.positives_per_field),
-        (PixelClass.BACKGROUND, config.negatives_per_field),
-    ):
-        candidates = np.flatnonzero(flat == cls)
+    for name, candidates, count in requests:
         if candidates.size < count:
             log.warning(
                 "field %s: only %d %s pixels for %d patches%s",
                 field_id,
                 candidates.size,
-                cls.name.lower(),
+                name,
                 count,
                 " (drawn with replacement)" if candidates.size else "",
             )

@@ -53,9 +53,7 @@ def _rod_distance(
     return np.sqrt(((pixels - line) ** 2).sum(-1)).min(-1)
 
 
-def _blend(
-    image: npt.NDArray[np.float64], alpha: npt.NDArray[np.float64], colour: npt.NDArray[np.float64]
-) -> None:
+def _blend(image: npt.NDArray[np.float64], alpha: npt.NDArray[np.float64], colour: npt.NDArray[np.float64]) -> None:
     image *= 1 - alpha[..., None]
     image += alpha[..., None] * colour
 

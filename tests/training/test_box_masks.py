@@ -76,16 +76,12 @@ def test_label_map_ignores_unclassified_and_keeps_artifacts_as_background(
 
 def test_label_map_uses_an_exact_mask_when_given(synthetic_fields: list[SyntheticField]) -> None:
     field = synthetic_fields[1]
-    annotation = FieldAnnotation(
-        Path("2.png"), (field.image.shape[1], field.image.shape[0]), (), field.mask, Path("x")
-    )
+    annotation = FieldAnnotation(Path("2.png"), (field.image.shape[1], field.image.shape[0]), (), field.mask, Path("x"))
     labels = label_map(annotation, field.image)
     np.testing.assert_array_equal(labels == PixelClass.BACILLUS, field.mask)
 
 
-@pytest.mark.parametrize(
-    "field_id", ["2", "20", "44"]
-)  # pink with clusters; blue with nuclei; green with debris
+@pytest.mark.parametrize("field_id", ["2", "20", "44"])  # pink with clusters; blue with nuclei; green with debris
 def test_masks_of_real_fields(znsm_ms2: Path, field_id: str) -> None:
     (files,) = [f for f in discover_fields(znsm_ms2) if f.field_id == field_id]
     annotation, image = read_annotation(files), read_rgb(files.image)

@@ -15,9 +15,7 @@ from training.synthetic import SyntheticField, write_dataset
 
 
 @pytest.mark.parametrize("kind", list(AnnotationKind))
-def test_every_layout_reads_back(
-    tmp_path: Path, synthetic_fields: list[SyntheticField], kind: AnnotationKind
-) -> None:
+def test_every_layout_reads_back(tmp_path: Path, synthetic_fields: list[SyntheticField], kind: AnnotationKind) -> None:
     write_dataset(tmp_path, synthetic_fields, kind)
     found = discover_fields(tmp_path)
     assert [f.field_id for f in found] == ["1", "2", "3"]
@@ -34,8 +32,7 @@ def test_every_layout_reads_back(
 
 def test_ids_sort_numerically(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> None:
     renamed = [
-        SyntheticField(i, f.image, f.mask, f.boxes)
-        for i, f in zip(("10", "9", "x"), synthetic_fields, strict=True)
+        SyntheticField(i, f.image, f.mask, f.boxes) for i, f in zip(("10", "9", "x"), synthetic_fields, strict=True)
     ]
     write_dataset(tmp_path, renamed, AnnotationKind.ZNSM_CSV)
     assert [f.field_id for f in discover_fields(tmp_path)] == ["9", "10", "x"]
@@ -100,9 +97,7 @@ def test_missing_and_empty_folders(tmp_path: Path) -> None:
         discover_fields(tmp_path)
 
 
-def test_undecodable_image_is_an_annotation_error(
-    tmp_path: Path, synthetic_fields: list[SyntheticField]
-) -> None:
+def test_undecodable_image_is_an_annotation_error(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> None:
     root = _one_field(tmp_path, synthetic_fields)
     (root / "images" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     with pytest.raises(AnnotationError, match="cannot read image") as info:

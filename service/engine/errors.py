@@ -1,0 +1,15 @@
+"""Errors the engine raises; each names the offending value. Only the HTTP layer maps them to statuses."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ModelContractError(EngineError):
+    """The model file is missing, unreadable, or its metadata does not describe what the engine needs."""
+
+
+class InvalidImage(EngineError):
+    """An image array the engine cannot work on (wrong dtype, rank or channel count)."""

@@ -1,0 +1,145 @@
+"""An ONNX model of the dense bacillus network and the contract its metadata declares."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.engine.errors import ModelContractError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("receptive_field", "halo", "input_layout", "input_scale", "classes")
+POSITIVE_CLASS = "bacillus"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the model file says about itself (ONNX metadata properties).
+
+    Attributes:
+        model_id: a name for this exact model (recipe and weight digest).
+        receptive_field_px: side of the square input window one output pixel depends on.
+        halo_px: pixels of context needed on each side of a tile: ``receptive_field_px // 2``.
+        input_layout: ``NHWC``.
+        input_scale: factor applied to 0..255 RGB before the network.
+        input_padding: numpy ``np.pad`` mode used at the field's border (``reflect``).
+        classes: output channel names, in order.
+        raw: every metadata property as stored.
+    """
+
+    model_id: str
+    receptive_field_px: int
+    halo_px: int
+    input_layout: str
+    input_scale: float
+    input_padding: str
+    classes: tuple[str, ...]
+    raw: dict[str, str]
+
+    @property
+    def positive_index(self) -> int:
+        return self.classes.index(POSITIVE_CLASS)
+
+    @property
+    def validation_metrics(self) -> dict[str, object]:
+        try:
+            value = json.loads(self.raw.get("validation_metrics", "{}"))
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    @staticmethod
+    def from_properties(props: dict[str, str], source: str) -> ModelMeta:
+        """Parse and check the metadata properties.
+
+        Raises:
+            ModelContractError: a required key is missing or a value does not make sense, naming both.
+        """
+        missing = [k for k in REQUIRED_KEYS if k not in props]
+        if missing:
+            raise ModelContractError(f"{source}: metadata lacks {', '.join(missing)}")
+        try:
+            receptive_field = int(props["receptive_field"])
+            halo = int(props["halo"])
+            scale = float(Fraction(props["input_scale"].strip()))
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ModelContractError(f"{source}: bad numeric metadata ({exc})") from exc
+        classes = tuple(c.strip() for c in props["classes"].split(","))
+        if receptive_field < 1 or receptive_field % 2 == 0 or halo != receptive_field // 2:
+            raise ModelContractError(
+                f"{source}: receptive_field {receptive_field} and halo {halo} disagree (halo must be rf // 2)"
+            )
+        if props["input_layout"] != "NHWC":
+            raise ModelContractError(f"{source}: input_layout {props['input_layout']!r}; only NHWC is supported")
+        if POSITIVE_CLASS not in classes:
+            raise ModelContractError(f"{source}: classes {classes} has no {POSITIVE_CLASS!r}")
+        padding = props.get("input_padding", "reflect")
+        if padding not in ("reflect", "symmetric", "edge"):
+            raise ModelContractError(f"{source}: input_padding {padding!r} is not a known padding")
+        return ModelMeta(
+            model_id=props.get("model_id", Path(source).stem),
+            receptive_field_px=receptive_field,
+            halo_px=halo,
+            input_layout=props["input_layout"],
+            input_scale=scale,
+            input_padding=padding,
+            classes=classes,
+            raw=dict(props),
+        )
+
+
+class OnnxModel:
+    """An ONNX Runtime session over the dense network, with its metadata.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: execution providers in order of preference; those this onnxruntime build lacks are dropped
+            (logged once), and the CPU provider is always last.
+        intra_op_threads: threads per operator; 0 lets ONNX Runtime choose (all cores).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        intra_op_threads: int = 0,
+    ) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelContractError(f"{path}: model file not found")
+        available = set(ort.get_available_providers())
+        wanted = [p for p in providers if p in available]
+        dropped = [p for p in providers if p not in available]
+        if dropped:
+            log.warning(
+                "execution providers not available in this onnxruntime, using %s instead of %s",
+                wanted or ["CPUExecutionProvider"],
+                list(providers),
+            )
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            raise ModelContractError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        self.meta = ModelMeta.from_properties(self.session.get_modelmeta().custom_metadata_map, str(path))
+        self.input_name = self.session.get_inputs()[0].name
+        self.providers = tuple(self.session.get_providers())
+        self.path = path
+
+    def run(self, batch_nhwc: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Class probabilities ``[n, h − 2·halo, w − 2·halo, classes]`` of a scaled, padded ``[n, h, w, 3]`` batch."""
+        (output,) = self.session.run(None, {self.input_name: batch_nhwc})
+        return output

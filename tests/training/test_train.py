@@ -1,0 +1,49 @@
+"""Training end to end on a small synthetic data set: the run folder, the log, the chosen epoch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.dataset import AnnotationKind
+from training.recipes import RECIPES
+from training.runs import export_run
+from training.split import DatasetSplit
+from training.synthetic import synthetic_field, write_dataset
+from training.train import augment, train_recipe
+
+
+def test_augment_keeps_the_centre_and_range() -> None:
+    patches = np.random.default_rng(0).integers(0, 256, (8, 45, 45, 3), dtype=np.uint8)
+    plain = augment(patches, np.random.default_rng(1), rotate_flip=False, colour_jitter=False)
+    np.testing.assert_allclose(plain * 255, patches, atol=1e-4)
+    turned = augment(patches, np.random.default_rng(1), rotate_flip=True, colour_jitter=False)
+    np.testing.assert_allclose(turned[:, 22, 22], plain[:, 22, 22])
+    jittered = augment(patches, np.random.default_rng(1), rotate_flip=True, colour_jitter=True)
+    assert jittered.min() >= 0 and jittered.max() <= 1 and not np.allclose(jittered, turned)
+
+
+def test_train_and_export_a_small_run(tmp_path: Path) -> None:
+    fields = [
+        synthetic_field(s, height=96, width=128, background=("pink", "blue", "green")[s % 3], field_id=str(s))
+        for s in range(5)
+    ]
+    data = write_dataset(tmp_path / "data", fields, AnnotationKind.ZNSM_CSV)
+    split = DatasetSplit("synthetic", train=("0", "1", "2"), validation=("3",), test=("4",))
+    split.save(tmp_path / "split.json")
+    recipe = dataclasses.replace(RECIPES["augmented"], positives_per_field=40, negatives_per_field=40, epochs=3)
+    record = train_recipe(data, tmp_path / "split.json", recipe, tmp_path / "run", seed=0)
+    assert record["epochs_run"] == 3 and 1 <= record["best_epoch"] <= 3
+    assert record["patches"] == {"train": 240, "validation": 80, "train_bacillus": 120, "validation_bacillus": 40}
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert log["recipe"]["name"] == "augmented" and len(log["history"]["val_loss"]) == 3
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    onnx_path = export_run(tmp_path / "run")
+    from training.export import read_metadata
+
+    meta = read_metadata(onnx_path)
+    assert meta["recipe"] == "augmented"
+    assert json.loads(meta["validation_metrics"])["best_epoch"] == record["best_epoch"]
