@@ -56,7 +56,33 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
         assert re.search(rf"^{target}", makefile, re.MULTILINE), target
 
 
-def test_serve_says_clearly_that_the_service_is_not_built_yet() -> None:
-    result = subprocess.run([sys.executable, "-m", "service", "serve"], capture_output=True, text=True, check=False)
-    assert result.returncode != 0
-    assert "not built yet" in result.stderr
+def test_serve_refuses_to_start_without_a_model(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(tmp_path / "missing.onnx")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "missing.onnx does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_corrupt_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    env = {"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(bad), "TBSEG_PORT": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr and "cannot load" in result.stderr and "Traceback" not in result.stderr

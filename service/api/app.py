@@ -1,0 +1,100 @@
+"""The FastAPI application: ``create_app(settings)`` assembles routers, errors, metrics and the model's lifespan.
+
+Start-up loads the model, checks its metadata, warms it up on one full tile, and only then reports ready
+(``/readyz``). A model that cannot be loaded stops the start-up with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api import problems
+from service.api.gate import InferenceGate
+from service.api.routes import health, model, segment
+from service.api.state import ServiceState
+from service.engine.model import OnnxModel
+from service.engine.segmenter import Segmenter
+from service.metrics import MetricsMiddleware
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the client's ``X-Request-Id`` or a new one), in logs, errors and headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = given if given.replace("-", "").isalnum() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, with_id)
+
+
+def load_segmenter(settings: Settings) -> Segmenter:
+    """Load the model named by the settings and wrap it in a segmenter (raises ModelContractError)."""
+    onnx_model = OnnxModel(
+        settings.model_path, providers=settings.provider_list, intra_op_threads=settings.intra_op_threads
+    )
+    log.info(
+        "model %s loaded from %s on %s", onnx_model.meta.model_id, settings.model_path, ", ".join(onnx_model.providers)
+    )
+    return Segmenter(
+        onnx_model,
+        tile_px=settings.tile_px,
+        batch_tiles=settings.batch_tiles,
+        threshold=settings.threshold,
+        min_object_px=settings.min_object_px,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the application; the model loads when the app starts (lifespan), not here."""
+    state = ServiceState(
+        settings=settings, gate=InferenceGate(settings.inference_workers, settings.queue_size, settings.retry_after_s)
+    )
+    card = settings.model_path.with_name("MODEL_CARD.md")
+    state.card = card.read_text(encoding="utf-8") if card.is_file() else ""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        segmenter = await anyio.to_thread.run_sync(load_segmenter, settings)
+        state.segmenter = segmenter
+        state.warm_up_seconds = await anyio.to_thread.run_sync(segmenter.warm_up)
+        log.info("ready: %s", segmenter.model.meta.model_id)
+        yield
+        log.info("shutting down")
+
+    app = FastAPI(
+        title="tbseg: tuberculosis bacilli in Ziehl-Neelsen micrographs",
+        version=VERSION,
+        description="Segments every field of a ZN sputum smear: binary mask, probability heatmap, bacilli with "
+        "measurements and outlines. Errors are RFC 9457 problem details (application/problem+json).",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    problems.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestIdMiddleware)
+    for router in (health.router, model.router, segment.router):
+        app.include_router(router)
+    return app

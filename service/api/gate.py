@@ -1,0 +1,56 @@
+"""A bounded pool for inference with a bounded queue in front of it; beyond both, refuse at once.
+
+Inference is CPU/GPU-bound and synchronous: it runs in worker threads (``workers`` at a time) off the event
+loop. At most ``queue_size`` more requests wait for a worker; another request gets :class:`QueueFull`
+(HTTP 503 with Retry-After) immediately, before its body is read, instead of piling up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from service.api.problems import QueueFull
+
+T = TypeVar("T")
+
+
+class InferenceGate:
+    """Admission control and the worker pool. Used from one event loop, so plain counters suffice."""
+
+    def __init__(self, workers: int, queue_size: int, retry_after_s: int) -> None:
+        self.workers, self.queue_size, self.retry_after_s = workers, queue_size, retry_after_s
+        self.limiter = anyio.CapacityLimiter(workers)
+        self._threads = anyio.CapacityLimiter(workers)
+        self.admitted = 0
+        self.running = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests admitted but not yet on a worker (reading their upload, or queued)."""
+        return self.admitted - self.running
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold a place for one request, or raise :class:`QueueFull` when there is none."""
+        if self.admitted >= self.workers + self.queue_size:
+            raise QueueFull(self.retry_after_s)
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` on a worker thread once one is free."""
+        async with self.limiter:  # wait for a worker
+            self.running += 1
+            try:
+                # the threads' own limiter has the same size, so it never makes an admitted task wait again
+                return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+            finally:
+                self.running -= 1

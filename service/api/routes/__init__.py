@@ -1,0 +1,1 @@
+"""Routers: health (liveness, readiness, metrics), model (card and metadata), segment (segment, analyze)."""

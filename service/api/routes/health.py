@@ -1,0 +1,49 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.api.schemas import Health, Readiness
+from service.api.state import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+def healthz() -> Health:
+    return Health(status="alive")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness: model loaded and warmed up",
+    responses={503: {"model": Readiness, "description": "still loading"}},
+)
+def readyz(state: StateDep) -> Response:
+    if not state.ready or state.segmenter is None:
+        return JSONResponse(Readiness(status="loading").model_dump(), status_code=503, headers={"Retry-After": "5"})
+    model = state.segmenter.model
+    return JSONResponse(
+        Readiness(
+            status="ready",
+            model_id=model.meta.model_id,
+            providers=list(model.providers),
+            warm_up_seconds=round(state.warm_up_seconds or 0.0, 3),
+        ).model_dump()
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+def metrics(state: StateDep) -> Response:
+    state.metrics.queue_depth.set(state.gate.waiting)
+    state.metrics.in_flight.set(state.gate.running)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,27 @@
+"""Images for people and for clients: mask PNG, heatmap PNG/TIFF, overlay with bacilli outlined."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+OUTLINE_COLOUR = (0, 255, 0)
+
+
+def mask_png_array(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """0 / 255 greyscale, same size as the field."""
+    return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def heatmap_png_array(heatmap: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """P(bacillus) × 255, rounded, as 8-bit greyscale."""
+    return np.clip(np.rint(heatmap * 255.0), 0, 255).astype(np.uint8)
+
+
+def overlay(rgb: npt.NDArray[np.uint8], objects: npt.NDArray[np.bool_], thickness: int = 2) -> npt.NDArray[np.uint8]:
+    """The field with each kept object's outline drawn just outside it."""
+    ring = ndi.binary_dilation(objects, iterations=thickness) & ~objects
+    shown = rgb.copy()
+    shown[ring] = OUTLINE_COLOUR
+    return shown

@@ -1,0 +1,57 @@
+"""Every setting of the service, from environment variables ``TBSEG_*`` (pydantic-settings).
+
+Built once in the entry point (``python -m service``) or by ``create_app(settings)`` in tests, never at import.
+The engine receives plain values, not this object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "models" / "bacilli_dense.onnx"
+
+
+class Settings(BaseSettings):
+    """Service settings; each field is ``TBSEG_<NAME>`` in the environment (e.g. ``TBSEG_TILE_PX=384``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TBSEG_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    model_path: Path = Field(DEFAULT_MODEL, description="dense ONNX model; its card is MODEL_CARD.md beside it")
+    providers: str = Field(
+        "CUDAExecutionProvider,CPUExecutionProvider",
+        description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="threads per inference; 0 = all cores")
+    tile_px: int = Field(512, ge=8, le=4096, description="side of a tile's output area (memory ~ tile²·2 KB)")
+    batch_tiles: int = Field(1, ge=1, le=64, description="tiles per ONNX Runtime call")
+    inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
+    queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image (width × height)")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="P(bacillus) above which a pixel is bacillus")
+    min_object_px: int = Field(20, ge=1, description="smaller connected components are not reported as bacilli")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"log_level must be debug, info, warning or error, got {value!r}")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _model_exists(self) -> Settings:
+        if not self.model_path.is_file():
+            raise ValueError(f"model_path {self.model_path} does not exist (set TBSEG_MODEL_PATH)")
+        return self
+
+    @property
+    def provider_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
