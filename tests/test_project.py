@@ -86,3 +86,11 @@ def test_serve_refuses_a_corrupt_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "cannot load" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    from service.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`TBSEG_{name.upper()}`" in readme, name

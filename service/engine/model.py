@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -97,6 +98,19 @@ class ModelMeta:
         )
 
 
+def _preload_pip_cuda() -> None:
+    """Load CUDA/cuDNN from the ``nvidia-*`` pip packages when they are installed (``pip install .[gpu]``).
+
+    A CUDA base image has them on the library path already and has no such packages: nothing to do there.
+    """
+    if importlib.util.find_spec("nvidia") is None or not hasattr(ort, "preload_dlls"):
+        return
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # an incomplete set of pip CUDA libraries: the session will say what is missing
+        log.warning("could not preload the pip CUDA libraries: %s", exc)
+
+
 class OnnxModel:
     """An ONNX Runtime session over the dense network, with its metadata.
 
@@ -127,6 +141,8 @@ class OnnxModel:
             )
         if "CPUExecutionProvider" not in wanted:
             wanted.append("CPUExecutionProvider")
+        if "CUDAExecutionProvider" in wanted:
+            _preload_pip_cuda()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
@@ -138,6 +154,9 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.providers = tuple(self.session.get_providers())
         self.path = path
+        if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in self.providers:
+            log.warning("CUDA was asked for but could not be used (driver, CUDA 13 or cuDNN 9 missing?); running on %s",
+                        ", ".join(self.providers))
 
     def run(self, batch_nhwc: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities ``[n, h − 2·halo, w − 2·halo, classes]`` of a scaled, padded ``[n, h, w, 3]`` batch."""

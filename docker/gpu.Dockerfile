@@ -1,0 +1,34 @@
+# tbseg service on an NVIDIA GPU: CUDA 13 + cuDNN 9 runtime base (what onnxruntime-gpu 1.31 is built for),
+# Python 3.11, onnxruntime-gpu instead of onnxruntime, non-root. Needs the NVIDIA container toolkit on the host.
+#   docker build -f docker/gpu.Dockerfile -t tbseg:gpu .
+#   docker run --gpus all -p 8000:8000 tbseg:gpu
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
+FROM ${CUDA_IMAGE}
+
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TBSEG_HOST=0.0.0.0 TBSEG_PORT=8000 TBSEG_MODEL_PATH=/app/models/bacilli_dense.onnx \
+    TBSEG_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends software-properties-common \
+    && add-apt-repository -y ppa:deadsnakes/ppa \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && apt-get purge -y software-properties-common && apt-get autoremove -y \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY service ./service
+# The base image provides CUDA and cuDNN, so onnxruntime-gpu is installed without its pip CUDA libraries.
+RUN pip install -c constraints.txt ".[api]" "onnxruntime-gpu==1.31.1" && rm -rf /root/.cache
+COPY models ./models
+
+RUN useradd --create-home --uid 10001 tbseg
+USER tbseg
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
+CMD ["python", "-m", "service", "serve"]

@@ -1,0 +1,67 @@
+"""``python -m service segment``: outputs, skipping done fields, atomic files, summary, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.synthetic import synthetic_field
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], model: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TBSEG_MODEL_PATH": str(model), "TBSEG_TILE_PX": "128",
+           "TBSEG_PROVIDERS": "CPUExecutionProvider"}
+    return subprocess.run([sys.executable, "-m", "service", "segment", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, check=False, timeout=300)
+
+
+def test_batch_segments_skips_and_summarises(tmp_path: Path, random_dense_onnx: Path) -> None:
+    fields = tmp_path / "fields"
+    (fields / "nested").mkdir(parents=True)
+    for i, where in ((1, fields), (2, fields / "nested")):
+        Image.fromarray(synthetic_field(i, height=80, width=100).image).save(where / f"f{i}.png")
+    (fields / "notes.txt").write_text("not an image")
+    (fields / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    out = tmp_path / "out"
+
+    first = _run([str(fields), "-o", str(out), "--overlay"], random_dense_onnx)
+    assert first.returncode == 1, first.stderr  # one field failed, the others are done
+    assert "broken.png" in first.stderr and "Traceback" not in first.stderr
+    for stem in ("f1", "f2"):
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (80, 100) and set(np.unique(mask)) <= {0, 255}
+        objects = json.loads((out / f"{stem}_objects.json").read_text())
+        assert objects["count"] == len(objects["bacilli"])
+        assert (out / f"{stem}_overlay.png").is_file()
+    assert not list(out.glob(".*partial"))
+    with (out / "summary.csv").open() as handle:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
+    assert rows["f1.png"]["status"] == "done" and rows["broken.png"]["status"] == "error"
+
+    stamp = (out / "f1_mask.png").stat().st_mtime_ns
+    again = _run([str(fields / "f1.png"), str(fields / "nested"), "-o", str(out), "--overlay"], random_dense_onnx)
+    assert again.returncode == 0, again.stderr
+    assert (out / "f1_mask.png").stat().st_mtime_ns == stamp
+    with (out / "summary.csv").open() as handle:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
+    assert rows["f1.png"]["status"].startswith("skipped") and rows["f2.png"]["status"].startswith("skipped")
+    assert set(rows) == {"f1.png", "f2.png"}
+
+
+def test_missing_input_and_name_clash(tmp_path: Path, random_dense_onnx: Path) -> None:
+    missing = _run([str(tmp_path / "nothing"), "-o", str(tmp_path / "o")], random_dense_onnx)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        Image.new("RGB", (50, 50)).save(tmp_path / where / "same.png")
+    clash = _run([str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "o")], random_dense_onnx)
+    assert clash.returncode == 2 and "same outputs" in clash.stderr
