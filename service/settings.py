@@ -28,7 +28,13 @@ class Settings(BaseSettings):
         description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
     )
     intra_op_threads: int = Field(0, ge=0, description="threads per inference; 0 = all cores")
-    tile_px: int = Field(512, ge=8, le=4096, description="side of a tile's output area (memory ~ tile²·2 KB)")
+    tile_px: int = Field(
+        256,
+        ge=8,
+        le=4096,
+        description="side of a tile's output area; on 2 CPU cores 256 was fastest (measured: bench/service_bench.py) "
+        "and peaks at ~0.7 GB, 512 at ~2 GB, 1024 at ~7 GB",
+    )
     batch_tiles: int = Field(1, ge=1, le=64, description="tiles per ONNX Runtime call")
     inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
     queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")

@@ -56,9 +56,9 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
         assert re.search(rf"^{target}", makefile, re.MULTILINE), target
 
 
-def test_serve_refuses_to_start_without_a_model(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(tmp_path / "missing.onnx")}
-    result = subprocess.run(
+def _serve(model_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(model_path), "TBSEG_PORT": "1"}
+    return subprocess.run(
         [sys.executable, "-m", "service", "serve"],
         capture_output=True,
         text=True,
@@ -67,6 +67,10 @@ def test_serve_refuses_to_start_without_a_model(tmp_path: Path) -> None:
         cwd=ROOT,
         timeout=60,
     )
+
+
+def test_serve_refuses_to_start_without_a_model(tmp_path: Path) -> None:
+    result = _serve(tmp_path / "missing.onnx")
     assert result.returncode == 2
     assert "missing.onnx does not exist" in result.stderr and "Traceback" not in result.stderr
 
@@ -74,16 +78,7 @@ def test_serve_refuses_to_start_without_a_model(tmp_path: Path) -> None:
 def test_serve_refuses_a_corrupt_model(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
-    env = {"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(bad), "TBSEG_PORT": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-    )
+    result = _serve(bad)
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "cannot load" in result.stderr and "Traceback" not in result.stderr
 
@@ -94,3 +89,15 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`TBSEG_{name.upper()}`" in readme, name
+
+
+def test_models_ships_exactly_one_self_describing_model() -> None:
+    import onnx
+
+    models = ROOT / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["MODEL_CARD.md", "bacilli_dense.onnx", "patch_cnn.keras"]
+    meta = {p.key: p.value for p in onnx.load(str(models / "bacilli_dense.onnx")).metadata_props}
+    card = (models / "MODEL_CARD.md").read_text()
+    assert meta["model_id"] in card and f"Recipe `{meta['recipe']}`" in card
+    assert (meta["receptive_field"], meta["halo"], meta["classes"]) == ("45", "22", "background,bacillus")
+    assert len(meta["created_from"]) >= 40

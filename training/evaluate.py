@@ -19,7 +19,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from service.engine.model import OnnxModel
-from service.engine.mosaic import predict_tiled
+from service.engine.segmenter import Segmenter
 from training.box_masks import MaskDerivation, label_map
 from training.dataset import discover_fields, read_annotation, read_rgb
 from training.metrics import ObjectCounts, ObjectRules, PixelCounts, object_counts, pixel_counts
@@ -29,17 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def field_heatmap(model: OnnxModel, image: npt.NDArray[np.uint8], tile_px: int = 512) -> npt.NDArray[np.float32]:
-    """P(bacillus) for every pixel of a field, through the engine's exact tiling."""
-    meta = model.meta
-    return predict_tiled(
-        image,
-        model.run,
-        halo_px=meta.halo_px,
-        input_scale=meta.input_scale,
-        padding=meta.input_padding,
-        tile_px=tile_px,
-        channel=meta.positive_index,
-    )
+    """P(bacillus) for every pixel of a field, through the service engine's exact tiling."""
+    return Segmenter(model, tile_px=tile_px).heatmap(image)
 
 
 def cached_heatmap(

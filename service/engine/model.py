@@ -155,8 +155,10 @@ class OnnxModel:
         self.providers = tuple(self.session.get_providers())
         self.path = path
         if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in self.providers:
-            log.warning("CUDA was asked for but could not be used (driver, CUDA 13 or cuDNN 9 missing?); running on %s",
-                        ", ".join(self.providers))
+            log.warning(
+                "CUDA was asked for but could not be used (driver, CUDA 13 or cuDNN 9 missing?); running on %s",
+                ", ".join(self.providers),
+            )
 
     def run(self, batch_nhwc: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities ``[n, h − 2·halo, w − 2·halo, classes]`` of a scaled, padded ``[n, h, w, 3]`` batch."""

@@ -18,10 +18,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(args: list[str], model: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TBSEG_MODEL_PATH": str(model), "TBSEG_TILE_PX": "128",
-           "TBSEG_PROVIDERS": "CPUExecutionProvider"}
-    return subprocess.run([sys.executable, "-m", "service", "segment", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, check=False, timeout=300)
+    env = {
+        **os.environ,
+        "TBSEG_MODEL_PATH": str(model),
+        "TBSEG_TILE_PX": "128",
+        "TBSEG_PROVIDERS": "CPUExecutionProvider",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "service", "segment", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=300,
+    )
 
 
 def test_batch_segments_skips_and_summarises(tmp_path: Path, random_dense_onnx: Path) -> None:

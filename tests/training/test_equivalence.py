@@ -12,7 +12,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 from training.patch_cnn import to_model_input
 from training.paths import REPO_ROOT
@@ -61,7 +60,6 @@ def test_random_weights_give_both_classes(random_patch_cnn) -> None:
     assert out[:, 1].std() > 0.05
 
 
-@pytest.mark.skipif(not SHIPPED_KERAS.is_file(), reason="no shipped model in models/ yet")
 def test_shipped_weights_dense_onnx_equals_patch_by_patch() -> None:
     import training.to_fcn  # noqa: F401  (registers the custom layer)
 

@@ -92,8 +92,6 @@ def random_server(random_dense_onnx: Path, tmp_path_factory: pytest.TempPathFact
 def shipped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service on the model shipped in models/, with its default settings."""
     model = REPO_ROOT / "models" / "bacilli_dense.onnx"
-    if not model.is_file():
-        pytest.skip("no shipped model in models/")
     server = start_server(model, tmp_path_factory.mktemp("shipped") / "server.log")
     yield server
     stop_server(server)

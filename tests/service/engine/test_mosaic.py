@@ -9,7 +9,7 @@ import pytest
 
 from service.engine.errors import InvalidImage, ModelContractError
 from service.engine.model import ModelMeta, OnnxModel
-from service.engine.mosaic import predict_tiled
+from service.engine.segmenter import Segmenter
 from training.synthetic import synthetic_field
 
 
@@ -26,17 +26,7 @@ def whole_pass(model: OnnxModel, image: np.ndarray) -> np.ndarray:
 
 
 def tiled(model: OnnxModel, image: np.ndarray, tile_px: int, batch_tiles: int = 1) -> np.ndarray:
-    meta = model.meta
-    return predict_tiled(
-        image,
-        model.run,
-        halo_px=meta.halo_px,
-        input_scale=meta.input_scale,
-        padding=meta.input_padding,
-        tile_px=tile_px,
-        batch_tiles=batch_tiles,
-        channel=meta.positive_index,
-    )
+    return Segmenter(model, tile_px=tile_px, batch_tiles=batch_tiles).heatmap(image)
 
 
 def test_metadata_is_read(model: OnnxModel) -> None:
