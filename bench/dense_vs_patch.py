@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-import training.to_fcn  # noqa: F401  (registers the custom layer for .keras files)
 from service.engine.mosaic import predict_tiled
 from training.dataset import read_rgb
 from training.export import dense_onnx, multiply_adds_per_output, patch_onnx

@@ -14,21 +14,19 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from scipy.special import expit
 
 from service.engine.model import OnnxModel
 from training.box_masks import MaskDerivation, PixelClass, label_map
 from training.calibration import expected_calibration_error, fit_platt, fold_into_last_conv, logit
 from training.dataset import discover_fields, read_annotation, read_rgb
 from training.evaluate import cached_heatmap
-from training.export import export_onnx
+from training.export import export_onnx  # imports training.to_fcn: DilatedMaxPool2D is registered
 from training.recipes import get_recipe
 from training.sampling import field_rng
 from training.split import DatasetSplit
 
 log = logging.getLogger(__name__)
-
-# Load the custom layer's registration before any .keras file is read.
-import training.to_fcn  # noqa: E402,F401  (registers DilatedMaxPool2D)
 
 
 def read_log(run: Path) -> dict[str, object]:
@@ -82,8 +80,6 @@ def calibrate_run(
         ws.append(np.where(bacillus[keep], 1.0, 1.0 / background_share))
     z, y, w = np.concatenate(zs), np.concatenate(ys), np.concatenate(ws)
     fit = fit_platt(z, y, w)
-    from scipy.special import expit
-
     summary = {
         "scale": fit.scale,
         "shift": fit.shift,
