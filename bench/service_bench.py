@@ -8,6 +8,8 @@ For each field size (2592×1944: ZNSM-iDB; 2816×2112: the paper's camera) and t
   inference, PNG encode, download), ``http_overhead`` = http_s / onnx_run_s − 1, and the server's peak RSS;
 * ``untiled_s``: the whole padded field in one ``run`` call, when its ~2 KB/pixel fits in memory.
 
+Seconds are medians over ``--repeats`` runs; every run's seconds are listed beside them.
+
     .venv/bin/python bench/service_bench.py [--tiles 256 512 1024] [--repeats 1] [--field IMAGE]
 """
 
@@ -136,10 +138,13 @@ def main() -> None:
                 "field": name,
                 "tile_px": tile,
                 "megapixels": round(megapixels, 3),
+                "repeats": args.repeats,
                 "engine_s": round(engine_s, 2),
+                "engine_runs_s": [round(e[0], 2) for e in engine],
                 "onnx_run_s": round(onnx_s, 2),
                 "engine_overhead": round(engine_s / onnx_s - 1, 4),
                 "http_s": round(http_s, 2),
+                "http_runs_s": [round(t, 2) for t in http],
                 "http_overhead": round(http_s / onnx_s - 1, 4),
                 "megapixels_per_second_http": round(megapixels / http_s, 4),
                 "server_peak_rss_mb": round(server_rss, 1),

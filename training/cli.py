@@ -8,7 +8,9 @@ Commands:
     train    train the patch CNN with a recipe (paper, hard-negatives, augmented)
     calibrate  fold Platt calibration fitted on the validation fields into a run (recipe calibrated)
     export   write a run's dense network as ONNX with its metadata
-    evaluate score a dense ONNX model on a subset of the split (pixel and bacillus level)
+    evaluate score the shipped model, patch by patch on crops, a colour baseline and variants (pixel and
+             bacillus level); write report.json, report.md, a precision-recall curve and a gallery
+    objects  train the object filter (scikit-learn, exported as ONNX) on a model's candidates
     ship     copy the run with the best test bacillus F1 into models/ and write its model card
 """
 
@@ -32,6 +34,8 @@ from tqdm import tqdm
 from training.annotations import AnnotationError, BoxLabel
 from training.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
 from training.dataset import AnnotationKind, discover_fields, read_annotation, read_rgb
+from training.evaluate import DEFAULT_CACHE, SHIPPED_MODEL, SHIPPED_PATCH_MODEL
+from training.metrics import ObjectRules
 from training.overlays import box_gallery, draw_overlay
 from training.paths import REPO_ROOT, ZNSM_MS2
 from training.recipes import RECIPES, get_recipe
@@ -136,13 +140,60 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", type=Path, required=True, help="run folder with model.keras and train_log.json")
     export.add_argument("-o", "--out", type=Path, help="ONNX file (default: RUN/model.onnx)")
 
-    evaluate = commands.add_parser("evaluate", help="score a dense ONNX model on a subset of the split")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score the shipped model, the same model patch by patch, a colour baseline and variants side by side",
+    )
     _add_data_arguments(evaluate)
-    evaluate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT)
-    evaluate.add_argument("--subset", default="test", choices=["train", "validation", "test"])
-    evaluate.add_argument("--model", type=Path, required=True, help="dense ONNX model")
-    evaluate.add_argument("--threshold", type=float, default=0.5, help="P(bacillus) cut (0.5 = argmax)")
-    evaluate.add_argument("-o", "--out", type=Path, required=True, help="folder for report.json and heatmaps")
+    evaluate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    evaluate.add_argument(
+        "--subset",
+        choices=["train", "validation", "test", "all"],
+        help="fields to score (default: test when the split covers the data set, else all)",
+    )
+    evaluate.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
+    evaluate.add_argument("--variants", type=Path, nargs="*", default=[], help="more dense ONNX models to compare")
+    evaluate.add_argument(
+        "--object-filter",
+        type=Path,
+        help="object filter ONNX for the model's candidates (default: the shipped one with the shipped model)",
+    )
+    evaluate.add_argument("--no-object-filter", action="store_true", help="leave out the object filter")
+    evaluate.add_argument("--object-threshold", type=float, help="filter score threshold (default: its metadata's)")
+    evaluate.add_argument("--masks", type=Path, help="folder of ground-truth masks (<id>.png) overriding the data's")
+    evaluate.add_argument("--threshold", type=float, default=0.5, help="P(bacillus) cut (default 0.5 = argmax)")
+    evaluate.add_argument("--no-baseline", action="store_true", help="leave out the colour baseline")
+    evaluate.add_argument("--baseline-threshold", type=float, help="R − G cut (default: fitted on the train split)")
+    evaluate.add_argument(
+        "--patch-model",
+        type=Path,
+        help="Keras patch CNN of --model for the patch-by-patch crops (default: the shipped one for the shipped "
+        "model, model.keras beside a run's model.onnx)",
+    )
+    evaluate.add_argument("--no-patch", action="store_true", help="skip the patch-by-patch crops")
+    evaluate.add_argument("--crop", type=int, default=192, help="side of the patch-by-patch crop per field")
+    evaluate.add_argument("--no-gallery", action="store_true", help="skip the overlay gallery")
+    evaluate.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least object pixels")
+    evaluate.add_argument("--min-hit", type=int, default=ObjectRules.min_hit_px, help="least pixels to find a box")
+    evaluate.add_argument(
+        "--inside-share", type=float, default=ObjectRules.inside_share, help="share of an object inside boxes"
+    )
+    evaluate.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+    evaluate.add_argument("-o", "--out", type=Path, required=True, help="folder for the report, curve and gallery")
+
+    objects = commands.add_parser(
+        "objects", help="train the object filter on a model's candidates in the train and validation fields"
+    )
+    _add_data_arguments(objects)
+    objects.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    objects.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
+    objects.add_argument("--subsets", nargs="+", default=["train", "validation"], choices=["train", "validation"])
+    objects.add_argument("--threshold", type=float, default=0.5, help="candidate P(bacillus) cut")
+    objects.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least candidate pixels")
+    objects.add_argument("--target-recall", type=float, default=0.98, help="bacillus candidates the filter keeps")
+    objects.add_argument("--seed", type=int, default=0)
+    objects.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+    objects.add_argument("-o", "--out", type=Path, required=True, help="object filter ONNX to write")
 
     ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
     ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
@@ -172,10 +223,85 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _patch_model_for(model: Path, given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    if model.resolve() == SHIPPED_MODEL.resolve():
+        return SHIPPED_PATCH_MODEL
+    beside = model.with_name("model.keras")
+    if beside.is_file():
+        return beside
+    log.warning("%s: no Keras patch CNN beside it and no --patch-model: patch-by-patch crops skipped", model)
+    return None
+
+
+def run_objects(args: argparse.Namespace) -> int:
+    from service.engine.model import OnnxModel
+    from training.object_classifier import collect_samples, export_filter, fit_filter
+
+    split = DatasetSplit.load(args.split)
+    fields = {f.field_id: f for f in discover_fields(args.data)}
+    split.check_covers(set(fields))
+    ids = [fid for subset in args.subsets for fid in split.subset(subset)]
+    model = OnnxModel(args.model, providers=("CPUExecutionProvider",))
+    rules = ObjectRules(min_object_px=args.min_object)
+    samples = collect_samples(model, [fields[f] for f in ids], threshold=args.threshold, rules=rules, cache=args.cache)
+    fit = fit_filter(samples, args.target_recall, args.seed)
+    meta = export_filter(
+        fit,
+        args.out,
+        dense_model_id=model.meta.model_id,
+        candidate_threshold=args.threshold,
+        min_object_px=args.min_object,
+        trained_on=f"{args.data.name}: fields {' '.join(ids)} ({' + '.join(args.subsets)}); split {args.split.name}",
+    )
+    log.info(
+        "object filter %s: threshold %s, cross-validation %s",
+        meta["filter_id"],
+        meta["threshold"],
+        meta["cross_validation"],
+    )
+    log.info("one bacillus ≈ %s px; written to %s", meta["single_bacillus_area_px"], args.out)
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
 
-    evaluate(args.model, args.data, args.split, args.subset, args.out, threshold=args.threshold)
+    subset = args.subset
+    if subset is None:
+        ids = {f.field_id for f in discover_fields(args.data)}
+        covered = args.split.is_file() and ids <= DatasetSplit.load(args.split).all_ids
+        subset = "test" if covered else "all"
+        log.info("scoring the %s fields (%s)", subset, "the split covers the data" if covered else "no split for them")
+    split = args.split if args.split.is_file() else None
+    if split is not None and subset == "all":
+        ids = {f.field_id for f in discover_fields(args.data)}
+        split = split if ids <= DatasetSplit.load(split).all_ids else None
+    object_filter = args.object_filter
+    shipped_filter = SHIPPED_MODEL.with_name("object_filter.onnx")
+    if object_filter is None and args.model.resolve() == SHIPPED_MODEL.resolve() and shipped_filter.is_file():
+        object_filter = shipped_filter
+    evaluate(
+        args.data,
+        args.out,
+        model=args.model,
+        variants=args.variants,
+        object_filter=None if args.no_object_filter else object_filter,
+        object_threshold=args.object_threshold,
+        split_path=split,
+        subset=subset,
+        masks=args.masks,
+        threshold=args.threshold,
+        rules=ObjectRules(args.min_object, args.min_hit, args.inside_share),
+        baseline=not args.no_baseline,
+        baseline_threshold=args.baseline_threshold,
+        patch_model=None if args.no_patch else _patch_model_for(args.model, args.patch_model),
+        crop_px=args.crop,
+        gallery=not args.no_gallery,
+        cache=args.cache,
+    )
+    sys.stdout.write(f"wrote {args.out / 'report.md'}, report.json, pr_curve.png and gallery/\n")
     return 0
 
 
@@ -333,6 +459,7 @@ COMMANDS = {
     "calibrate": run_calibrate,
     "export": run_export,
     "evaluate": run_evaluate,
+    "objects": run_objects,
     "ship": run_ship,
 }
 
@@ -346,6 +473,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (AnnotationError, ValueError) as exc:
+    except (AnnotationError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -121,16 +122,53 @@ def _box_mask(shape: tuple[int, int], boxes: Iterable[Box]) -> npt.NDArray[np.bo
     return mask
 
 
-def object_counts(
+class Outcome(IntEnum):
+    """What the rules make of one predicted connected component."""
+
+    NOT_AN_OBJECT = 0  # fewer than min_object_px pixels
+    TRUE_POSITIVE = 1
+    FALSE_POSITIVE = 2
+    IGNORED = 3
+
+
+@dataclass(frozen=True)
+class ObjectMatch:
+    """Per-object and per-box results of the bacillus-level rules on one field (for counts and pictures).
+
+    Attributes:
+        components: ``[y, x]`` int32 labels of the predicted mask's 8-connected components (0 = none).
+        outcomes: :class:`Outcome` per component label (index 0 unused).
+        bacillus_boxes: the field's ``single bacillus`` and ``bacilli cluster`` boxes.
+        found: per bacillus box, whether it was found.
+    """
+
+    components: npt.NDArray[np.int32]
+    outcomes: npt.NDArray[np.uint8]
+    bacillus_boxes: tuple[Box, ...]
+    found: tuple[bool, ...]
+
+    def counts(self) -> ObjectCounts:
+        return ObjectCounts(
+            boxes=len(self.bacillus_boxes),
+            found=sum(self.found),
+            true_positives=int((self.outcomes == Outcome.TRUE_POSITIVE).sum()),
+            false_positives=int((self.outcomes == Outcome.FALSE_POSITIVE).sum()),
+            ignored=int((self.outcomes == Outcome.IGNORED).sum()),
+        )
+
+    def mask_of(self, outcome: Outcome) -> npt.NDArray[np.bool_]:
+        """The pixels of the components with this outcome."""
+        return (self.outcomes == outcome)[self.components]
+
+
+def match_objects(
     predicted: npt.NDArray[np.bool_], boxes: tuple[Box, ...], rules: ObjectRules | None = None
-) -> ObjectCounts:
-    """Bacillus-level counts of a predicted mask against a field's boxes (rules in the module docstring)."""
+) -> ObjectMatch:
+    """Apply the bacillus-level rules (module docstring) to a predicted mask and a field's boxes."""
     rules = rules or ObjectRules()
-    bacillus_boxes = [b for b in boxes if b.label.is_bacillus]
-    found = sum(int(predicted[b.slices].sum()) >= rules.min_hit_px for b in bacillus_boxes)
+    bacillus_boxes = tuple(b for b in boxes if b.label.is_bacillus)
+    found = tuple(bool(int(predicted[b.slices].sum()) >= rules.min_hit_px) for b in bacillus_boxes)
     components, count = ndi.label(predicted, structure=EIGHT_CONNECTED)
-    if count == 0:
-        return ObjectCounts(boxes=len(bacillus_boxes), found=found)
     areas = np.bincount(components.ravel(), minlength=count + 1)
     inside_bacillus = np.bincount(components[_box_mask(predicted.shape, bacillus_boxes)].ravel(), minlength=count + 1)
     unclassified = _box_mask(predicted.shape, (b for b in boxes if b.label is BoxLabel.UNCLASSIFIED))
@@ -139,11 +177,35 @@ def object_counts(
     kept[0] = False
     tp = kept & (inside_bacillus >= rules.inside_share * areas)
     ignored = kept & ~tp & (inside_unclassified >= rules.inside_share * areas)
-    fp = kept & ~tp & ~ignored
-    return ObjectCounts(
-        boxes=len(bacillus_boxes),
-        found=found,
-        true_positives=int(tp.sum()),
-        false_positives=int(fp.sum()),
-        ignored=int(ignored.sum()),
-    )
+    outcomes = np.full(count + 1, Outcome.NOT_AN_OBJECT, dtype=np.uint8)
+    outcomes[kept] = Outcome.FALSE_POSITIVE
+    outcomes[tp] = Outcome.TRUE_POSITIVE
+    outcomes[ignored] = Outcome.IGNORED
+    return ObjectMatch(components.astype(np.int32, copy=False), outcomes, bacillus_boxes, found)
+
+
+def object_counts(
+    predicted: npt.NDArray[np.bool_], boxes: tuple[Box, ...], rules: ObjectRules | None = None
+) -> ObjectCounts:
+    """Bacillus-level counts of a predicted mask against a field's boxes (rules in the module docstring)."""
+    return match_objects(predicted, boxes, rules).counts()
+
+
+def boxes_from_mask(mask: npt.NDArray[np.bool_], min_px: int = 1) -> tuple[Box, ...]:
+    """Ground-truth boxes for a field known only by a pixel mask: one ``single bacillus`` box per 8-connected
+    component of at least ``min_px`` pixels (its bounding box)."""
+    components, _ = ndi.label(mask, structure=EIGHT_CONNECTED)
+    boxes = []
+    for index, found in enumerate(ndi.find_objects(components), start=1):
+        if found is None or int((components[found] == index).sum()) < min_px:
+            continue
+        rows, cols = found
+        width, height = cols.stop - cols.start, rows.stop - rows.start
+        boxes.append(Box(BoxLabel.SINGLE_BACILLUS, cols.start, rows.start, width, height))
+    return tuple(boxes)
+
+
+def crop_boxes(boxes: Iterable[Box], y0: int, x0: int, height: int, width: int) -> tuple[Box, ...]:
+    """The boxes as seen in the crop ``[y0, y0+height) × [x0, x0+width)``, in the crop's coordinates."""
+    shifted = (Box(b.label, b.x - x0, b.y - y0, b.width, b.height).clipped(width, height) for b in boxes)
+    return tuple(b for b in shifted if b is not None)

@@ -71,7 +71,7 @@ def calibrate_run(
     for fid in split.validation:
         annotation, image = read_annotation(fields[fid]), read_rgb(fields[fid].image)
         labels = label_map(annotation, image, MaskDerivation()).ravel()
-        heatmap, _ = cached_heatmap(model, fid, image, run / "eval-validation" / "heatmaps")
+        heatmap, _ = cached_heatmap(model, fid, image)
         rng = field_rng(seed, fid)
         bacillus = labels == PixelClass.BACILLUS
         keep = bacillus | ((labels == PixelClass.BACKGROUND) & (rng.random(labels.size) < background_share))
