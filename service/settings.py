@@ -40,9 +40,19 @@ class Settings(BaseSettings):
     queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    max_files_per_request: int = Field(64, ge=1, le=1000, description="most fields in one slide request")
     max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image (width × height)")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="P(bacillus) above which a pixel is bacillus")
     min_object_px: int = Field(20, ge=1, description="smaller connected components are not reported as bacilli")
+    object_filter: str = Field(
+        "auto",
+        description="object filter ONNX deciding which candidates are bacilli: auto = object_filter.onnx beside the "
+        "model when present, none = keep every candidate (the paper's behaviour), or a path",
+    )
+    object_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="filter score a candidate needs to be kept; empty = the filter's own"
+    )
+    data_dir: Path = Field(REPO_ROOT / "var", description="where slides (SQLite) are kept; created when missing")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("log_level")
@@ -57,6 +67,16 @@ class Settings(BaseSettings):
         if not self.model_path.is_file():
             raise ValueError(f"model_path {self.model_path} does not exist (set TBSEG_MODEL_PATH)")
         return self
+
+    @property
+    def object_filter_path(self) -> Path | None:
+        """The filter file to load, or None for none."""
+        if self.object_filter.strip().lower() == "none":
+            return None
+        if self.object_filter.strip().lower() == "auto":
+            beside = self.model_path.with_name("object_filter.onnx")
+            return beside if beside.is_file() else None
+        return Path(self.object_filter)
 
     @property
     def provider_list(self) -> tuple[str, ...]:

@@ -58,3 +58,42 @@ def random_dense_onnx(random_patch_cnn, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "random.onnx"
     export_onnx(random_patch_cnn, path, recipe="random", training_data="none", validation_metrics={"loss": 0.0})
     return path
+
+
+@pytest.fixture(scope="session")
+def random_object_filter(random_dense_onnx, tmp_path_factory) -> Path:
+    """A real object filter (scikit-learn forest exported to ONNX by the training code) for the random model.
+
+    The random model's candidates on synthetic fields are labelled by a rule (elongation above the median is a
+    "bacillus"), so both classes exist whatever the random weights find; the filter then learns that rule.
+    """
+    import numpy as np
+
+    from service.engine.candidates import FEATURES, find_candidates
+    from service.engine.model import OnnxModel
+    from service.engine.segmenter import Segmenter
+    from training.object_classifier import ObjectSamples, export_filter, fit_filter
+
+    model = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
+    segmenter = Segmenter(model, tile_px=128)
+    features, fields = [], []
+    for seed in range(8):
+        image = synthetic_field(100 + seed, height=140, width=180, background=("pink", "blue", "green")[seed % 3]).image
+        candidates = find_candidates(segmenter.heatmap(image), image, 0.5, 20)
+        features += [c.features for c in candidates.items]
+        fields += [str(seed)] * len(candidates.items)
+    matrix = np.stack(features)
+    elongation = matrix[:, FEATURES.index("elongation")]
+    labels = (elongation > np.median(elongation)).astype(np.int8)
+    samples = ObjectSamples(matrix, labels, np.asarray(fields), labels.astype(bool))
+    fit = fit_filter(samples, target_recall=0.9)
+    path = tmp_path_factory.mktemp("filter") / "object_filter.onnx"
+    export_filter(
+        fit,
+        path,
+        dense_model_id=model.meta.model_id,
+        candidate_threshold=0.5,
+        min_object_px=20,
+        trained_on="synthetic fields, labels by an elongation rule (tests)",
+    )
+    return path

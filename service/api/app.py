@@ -17,12 +17,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import problems
 from service.api.gate import InferenceGate
-from service.api.routes import health, model, segment
+from service.api.routes import health, model, segment, slides
 from service.api.state import ServiceState
+from service.engine.errors import ModelContractError
 from service.engine.model import OnnxModel
+from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 from service.metrics import MetricsMiddleware
 from service.settings import Settings
+from service.slides import SlideStore
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -50,6 +53,15 @@ class RequestIdMiddleware:
         await self.app(scope, receive, with_id)
 
 
+def check_pair(model: OnnxModel, object_filter: ObjectFilter) -> None:
+    """Refuse an object filter trained on another dense model's candidates (its scores would not transfer)."""
+    if object_filter.meta.dense_model_id != model.meta.model_id:
+        raise ModelContractError(
+            f"{object_filter.path}: trained on the candidates of {object_filter.meta.dense_model_id}, not of "
+            f"{model.meta.model_id}; retrain it (python -m training objects) or set TBSEG_OBJECT_FILTER=none"
+        )
+
+
 def load_segmenter(settings: Settings) -> Segmenter:
     """Load the model named by the settings and wrap it in a segmenter (raises ModelContractError)."""
     onnx_model = OnnxModel(
@@ -58,12 +70,21 @@ def load_segmenter(settings: Settings) -> Segmenter:
     log.info(
         "model %s loaded from %s on %s", onnx_model.meta.model_id, settings.model_path, ", ".join(onnx_model.providers)
     )
+    object_filter = None
+    if settings.object_filter_path is not None:
+        object_filter = ObjectFilter(settings.object_filter_path)
+        check_pair(onnx_model, object_filter)
+        log.info("object filter %s loaded, threshold %s", object_filter.meta.filter_id, object_filter.meta.threshold)
+    else:
+        log.info("no object filter: every candidate is reported (TBSEG_OBJECT_FILTER=%s)", settings.object_filter)
     return Segmenter(
         onnx_model,
         tile_px=settings.tile_px,
         batch_tiles=settings.batch_tiles,
         threshold=settings.threshold,
         min_object_px=settings.min_object_px,
+        object_filter=object_filter,
+        object_threshold=settings.object_threshold,
     )
 
 
@@ -77,12 +98,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.slides = SlideStore(settings.data_dir / "slides.sqlite3")
         segmenter = await anyio.to_thread.run_sync(load_segmenter, settings)
         state.segmenter = segmenter
         state.warm_up_seconds = await anyio.to_thread.run_sync(segmenter.warm_up)
         log.info("ready: %s", segmenter.model.meta.model_id)
         yield
         log.info("shutting down")
+        state.slides.close()
 
     app = FastAPI(
         title="tbseg: tuberculosis bacilli in Ziehl-Neelsen micrographs",
@@ -95,6 +118,6 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, model.router, segment.router):
+    for router in (health.router, model.router, segment.router, slides.router):
         app.include_router(router)
     return app

@@ -12,6 +12,7 @@ from service.api.problems import NotReady
 from service.engine.segmenter import Segmenter
 from service.metrics import Metrics
 from service.settings import Settings
+from service.slides import SlideStore
 
 
 @dataclass
@@ -22,6 +23,7 @@ class ServiceState:
     segmenter: Segmenter | None = None
     warm_up_seconds: float | None = None
     card: str = ""
+    slides: SlideStore | None = None
 
     @property
     def ready(self) -> bool:

@@ -8,6 +8,8 @@ from service.engine.postprocess import Bacillus
 
 CLASS_NAME = "Bacillus"
 CLASS_COLOUR = (220, 20, 60)
+REJECTED_NAME = "Rejected candidate"
+REJECTED_COLOUR = (160, 160, 160)
 
 
 def measurements(b: Bacillus, microns_per_pixel: float | None) -> dict[str, float]:
@@ -18,7 +20,10 @@ def measurements(b: Bacillus, microns_per_pixel: float | None) -> dict[str, floa
         "Width px": b.width_px,
         "Mean P(bacillus)": b.mean_probability,
         "Max P(bacillus)": b.max_probability,
+        "Estimated bacilli": float(b.estimated_count),
     }
+    if b.score is not None:
+        values["Object score"] = b.score
     if microns_per_pixel:
         values |= {
             "Area µm^2": round(b.area_px * microns_per_pixel**2, 4),
@@ -28,26 +33,33 @@ def measurements(b: Bacillus, microns_per_pixel: float | None) -> dict[str, floa
     return values
 
 
+def _feature(b: Bacillus, kind: str, name: str, colour: tuple[int, int, int], mpp: float | None) -> dict[str, object]:
+    return {
+        "type": "Feature",
+        "id": f"{kind}-{b.id}",
+        "geometry": {"type": "Polygon", "coordinates": [[list(point) for point in b.outline]]},
+        "properties": {
+            "objectType": "detection",
+            "name": f"{kind} {b.id}",
+            "classification": {"name": name, "color": list(colour)},
+            "measurements": measurements(b, mpp),
+        },
+    }
+
+
 def feature_collection(
-    bacilli: Iterable[Bacillus], model_id: str, microns_per_pixel: float | None = None
+    bacilli: Iterable[Bacillus],
+    model_id: str,
+    microns_per_pixel: float | None = None,
+    rejected: Iterable[Bacillus] = (),
+    filter_id: str | None = None,
 ) -> dict[str, object]:
-    """One polygon feature per bacillus, as QuPath detections with a classification and measurements."""
-    features = [
-        {
-            "type": "Feature",
-            "id": f"bacillus-{b.id}",
-            "geometry": {"type": "Polygon", "coordinates": [[list(point) for point in b.outline]]},
-            "properties": {
-                "objectType": "detection",
-                "name": f"bacillus {b.id}",
-                "classification": {"name": CLASS_NAME, "color": list(CLASS_COLOUR)},
-                "measurements": measurements(b, microns_per_pixel),
-            },
-        }
-        for b in bacilli
-    ]
+    """One polygon feature per bacillus, as QuPath detections with a classification and measurements; rejected
+    candidates, when given, in their own class."""
+    features = [_feature(b, "bacillus", CLASS_NAME, CLASS_COLOUR, microns_per_pixel) for b in bacilli]
+    features += [_feature(b, "rejected", REJECTED_NAME, REJECTED_COLOUR, microns_per_pixel) for b in rejected]
     return {
         "type": "FeatureCollection",
         "features": features,
-        "properties": {"model_id": model_id, "microns_per_pixel": microns_per_pixel},
+        "properties": {"model_id": model_id, "filter_id": filter_id, "microns_per_pixel": microns_per_pixel},
     }

@@ -1,9 +1,11 @@
-"""From a probability map to bacilli: mask, connected components, measurements, outlines.
+"""From a probability map to bacilli: candidates, the object filter's verdicts, measurements, outlines.
 
-A bacillus candidate is an 8-connected component of ``P(bacillus) > threshold`` with at least
-``min_object_px`` pixels. Its length is the extent of its pixels along their principal axis (exact for
-straight rods, slightly short for curved ones), its width the extent across it.
-Outlines follow pixel edges, so a polygon encloses exactly the component's pixels (holes left out).
+A candidate is an 8-connected component of ``P(bacillus) > threshold`` with at least ``min_object_px`` pixels
+(:mod:`service.engine.candidates`). With an object filter (:mod:`service.engine.object_filter`) each candidate
+gets a score, and those scoring at least the object threshold are kept as bacilli, the others rejected; without
+one every candidate is kept (the paper's behaviour). Length is the extent of the pixels along their principal axis
+(exact for straight rods, slightly short for curved ones), width the extent across it. Outlines follow pixel
+edges, so a polygon encloses exactly the component's pixels (holes left out).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage as ndi
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from service.engine.candidates import Candidate, find_candidates
+from service.engine.object_filter import ObjectFilter
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Bacillus:
         length_px, width_px: extents along and across the principal axis.
         mean_probability, max_probability: of P(bacillus) over the object's pixels.
         outline: closed polygon ``[(x, y), …]`` along the pixel edges (first point repeated last).
+        score: the object filter's P(bacillus) for the whole object; None without a filter.
+        estimated_count: bacilli it holds (touching rods form one object), from its area; 1 without a filter.
     """
 
     id: int
@@ -40,17 +44,8 @@ class Bacillus:
     mean_probability: float
     max_probability: float
     outline: tuple[tuple[int, int], ...]
-
-
-def _extents(ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp]) -> tuple[float, float]:
-    """Extents of the pixels along and across their principal axis (each pixel spans 1 px)."""
-    if ys.size == 1:
-        return 1.0, 1.0
-    points = np.stack([xs, ys], axis=1).astype(np.float64)
-    points -= points.mean(axis=0)
-    _, vectors = np.linalg.eigh(points.T @ points)
-    along, across = points @ vectors[:, 1], points @ vectors[:, 0]
-    return float(np.ptp(along) + 1.0), float(np.ptp(across) + 1.0)
+    score: float | None = None
+    estimated_count: int = 1
 
 
 def trace_outline(component: npt.NDArray[np.bool_], origin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], ...]:
@@ -105,41 +100,79 @@ def trace_outline(component: npt.NDArray[np.bool_], origin: tuple[int, int] = (0
     return (*shifted, shifted[0])
 
 
-def find_bacilli(
-    heatmap: npt.NDArray[np.float32], threshold: float = 0.5, min_object_px: int = 20
-) -> tuple[npt.NDArray[np.bool_], list[Bacillus]]:
-    """Threshold the probability map and describe each object large enough to be a bacillus.
+@dataclass(frozen=True)
+class Objects:
+    """The objects of one field.
 
-    Returns:
-        the mask of the kept objects, and the objects.
+    Attributes:
+        kept_mask: ``[y, x]`` bool, the pixels of the kept bacilli.
+        kept: the bacilli.
+        rejected: candidates the object filter rejected (empty without a filter).
     """
-    mask = heatmap > threshold
-    labels, _ = ndi.label(mask, structure=EIGHT_CONNECTED)
-    kept_mask = np.zeros_like(mask)
-    found: list[Bacillus] = []
-    for index, window in enumerate(ndi.find_objects(labels), start=1):
-        if window is None:
-            continue
-        component = labels[window] == index
-        area = int(component.sum())
-        if area < min_object_px:
-            continue
-        kept_mask[window] |= component
-        ys, xs = np.nonzero(component)
-        y0, x0 = window[0].start, window[1].start
-        probabilities = heatmap[window][component]
-        length, width = _extents(ys, xs)
-        found.append(
-            Bacillus(
-                id=len(found) + 1,
-                bbox=(x0, y0, window[1].stop - x0, window[0].stop - y0),
-                centroid=(float(xs.mean() + x0), float(ys.mean() + y0)),
-                area_px=area,
-                length_px=round(length, 2),
-                width_px=round(width, 2),
-                mean_probability=round(float(probabilities.mean()), 4),
-                max_probability=round(float(probabilities.max()), 4),
-                outline=trace_outline(component, (x0, y0)),
-            )
-        )
-    return kept_mask, found
+
+    kept_mask: npt.NDArray[np.bool_]
+    kept: tuple[Bacillus, ...]
+    rejected: tuple[Bacillus, ...]
+
+    @property
+    def estimated_bacilli(self) -> int:
+        return sum(b.estimated_count for b in self.kept)
+
+
+def _describe(c: Candidate, number: int, score: float | None, estimated: int) -> Bacillus:
+    x0, y0, width, height = c.bbox
+    ys, xs = np.nonzero(c.component)
+    return Bacillus(
+        id=number,
+        bbox=(x0, y0, width, height),
+        centroid=(float(xs.mean() + x0), float(ys.mean() + y0)),
+        area_px=int(ys.size),
+        length_px=round(c.feature("length_px"), 2),
+        width_px=round(c.feature("width_px"), 2),
+        mean_probability=round(c.feature("p_mean"), 4),
+        max_probability=round(c.feature("p_max"), 4),
+        outline=trace_outline(c.component, (x0, y0)),
+        score=None if score is None else round(score, 4),
+        estimated_count=estimated,
+    )
+
+
+def find_bacilli(
+    heatmap: npt.NDArray[np.float32],
+    rgb: npt.NDArray[np.uint8] | None = None,
+    threshold: float = 0.5,
+    min_object_px: int = 20,
+    object_filter: ObjectFilter | None = None,
+    object_threshold: float | None = None,
+) -> Objects:
+    """Candidates of the probability map, kept or rejected by the object filter when there is one.
+
+    Args:
+        heatmap: ``[y, x]`` P(bacillus).
+        rgb: the field (``[y, x, 3]`` uint8); needed for the filter's stain features. Without it (and without a
+            filter) stain features are measured on a grey field and ignored.
+        threshold: P(bacillus) above which a pixel belongs to a candidate.
+        min_object_px: smallest candidate.
+        object_filter: the object classifier, or None to keep every candidate.
+        object_threshold: score a candidate needs to be kept (default: the filter's own).
+    """
+    if rgb is None:
+        if object_filter is not None:
+            raise ValueError("the object filter needs the field's colours (rgb)")
+        rgb = np.zeros((*heatmap.shape, 3), dtype=np.uint8)
+    candidates = find_candidates(heatmap, rgb, threshold, min_object_px)
+    if object_filter is None:
+        kept = tuple(_describe(c, i, None, 1) for i, c in enumerate(candidates.items, start=1))
+        return Objects(candidates.mask_of(), kept, ())
+    cut = object_filter.meta.threshold if object_threshold is None else object_threshold
+    scores = object_filter.scores(candidates.feature_matrix())
+    keep = scores >= cut
+    described = [
+        _describe(c, i, float(score), object_filter.estimated_count(c.feature("area_px")))
+        for i, (c, score) in enumerate(zip(candidates.items, scores, strict=True), start=1)
+    ]
+    return Objects(
+        candidates.mask_of(keep),
+        tuple(b for b, k in zip(described, keep, strict=True) if k),
+        tuple(b for b, k in zip(described, keep, strict=True) if not k),
+    )

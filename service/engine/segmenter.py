@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from service.engine.model import OnnxModel
 from service.engine.mosaic import predict_tiled
+from service.engine.object_filter import ObjectFilter
 from service.engine.postprocess import Bacillus, find_bacilli
 from service.engine.tiling import tile_grid
 
@@ -28,8 +29,11 @@ class Segmentation:
     Attributes:
         heatmap: ``[y, x]`` float32 P(bacillus).
         mask: ``[y, x]`` bool, ``heatmap > threshold`` (the paper's binary mask, every pixel).
-        objects: ``[y, x]`` bool, the pixels of the reported bacilli only (all False unless asked for).
-        bacilli: objects of at least ``min_object_px`` pixels (empty unless asked for).
+        objects: ``[y, x]`` bool, the pixels of the kept bacilli only (all False unless asked for).
+        bacilli: kept objects: candidates of at least ``min_object_px`` pixels that the object filter kept (all
+            of them without a filter); empty unless asked for.
+        rejected: candidates the object filter rejected (empty without a filter or unless asked for).
+        object_threshold: the filter score a candidate needed, or None without a filter.
         infer_seconds: time spent in the network (tiling included).
         postprocess_seconds: time spent finding and measuring objects.
         tiles: number of tiles run.
@@ -39,6 +43,8 @@ class Segmentation:
     mask: npt.NDArray[np.bool_]
     objects: npt.NDArray[np.bool_]
     bacilli: tuple[Bacillus, ...]
+    rejected: tuple[Bacillus, ...]
+    object_threshold: float | None
     infer_seconds: float
     postprocess_seconds: float
     tiles: int
@@ -46,6 +52,11 @@ class Segmentation:
     @property
     def bacillus_fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
+
+    @property
+    def estimated_bacilli(self) -> int:
+        """Bacilli in the kept objects, clusters counted by their estimated size."""
+        return sum(b.estimated_count for b in self.bacilli)
 
 
 class Segmenter:
@@ -57,6 +68,8 @@ class Segmenter:
         batch_tiles: tiles per ONNX Runtime call.
         threshold: P(bacillus) above which a pixel is bacillus.
         min_object_px: smallest reported object.
+        object_filter: the object classifier deciding which candidates are bacilli; None keeps them all.
+        object_threshold: its default score threshold (None: the filter's own).
     """
 
     def __init__(
@@ -66,9 +79,15 @@ class Segmenter:
         batch_tiles: int = 1,
         threshold: float = 0.5,
         min_object_px: int = 20,
+        object_filter: ObjectFilter | None = None,
+        object_threshold: float | None = None,
     ) -> None:
         self.model, self.tile_px, self.batch_tiles = model, tile_px, batch_tiles
         self.threshold, self.min_object_px = threshold, min_object_px
+        self.object_filter = object_filter
+        self.object_threshold = object_threshold
+        if object_filter is not None and object_threshold is None:
+            self.object_threshold = object_filter.meta.threshold
 
     def heatmap(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         meta = self.model.meta
@@ -83,22 +102,31 @@ class Segmenter:
             channel=meta.positive_index,
         )
 
-    def segment(self, rgb: npt.NDArray[np.uint8], find_objects: bool = True) -> Segmentation:
-        """Heatmap, mask and (when ``find_objects``) bacilli of one ``[y, x, 3]`` uint8 field."""
+    def segment(
+        self, rgb: npt.NDArray[np.uint8], find_objects: bool = True, object_threshold: float | None = None
+    ) -> Segmentation:
+        """Heatmap, mask and (when ``find_objects``) bacilli of one ``[y, x, 3]`` uint8 field.
+
+        ``object_threshold`` overrides the segmenter's filter threshold for this field.
+        """
         started = time.perf_counter()
         heatmap = self.heatmap(rgb)
         inferred = time.perf_counter()
         mask = heatmap > self.threshold
+        cut = self.object_threshold if object_threshold is None else object_threshold
         if find_objects:
-            objects, bacilli = find_bacilli(heatmap, self.threshold, self.min_object_px)
+            found = find_bacilli(heatmap, rgb, self.threshold, self.min_object_px, self.object_filter, cut)
+            objects, bacilli, rejected = found.kept_mask, found.kept, found.rejected
         else:
-            objects, bacilli = np.zeros_like(mask), []
+            objects, bacilli, rejected = np.zeros_like(mask), (), ()
         done = time.perf_counter()
         return Segmentation(
             heatmap=heatmap,
             mask=mask,
             objects=objects,
-            bacilli=tuple(bacilli),
+            bacilli=bacilli,
+            rejected=rejected,
+            object_threshold=cut if self.object_filter is not None else None,
             infer_seconds=inferred - started,
             postprocess_seconds=done - inferred,
             tiles=len(tile_grid(rgb.shape[:2], self.tile_px)),

@@ -17,12 +17,13 @@ from training.synthetic import synthetic_field
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], model: Path) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], model: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "TBSEG_MODEL_PATH": str(model),
         "TBSEG_TILE_PX": "128",
         "TBSEG_PROVIDERS": "CPUExecutionProvider",
+        **{f"TBSEG_{k.upper()}": v for k, v in settings.items()},
     }
     return subprocess.run(
         [sys.executable, "-m", "service", "segment", *args],
@@ -76,3 +77,33 @@ def test_missing_input_and_name_clash(tmp_path: Path, random_dense_onnx: Path) -
         Image.new("RGB", (50, 50)).save(tmp_path / where / "same.png")
     clash = _run([str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "o")], random_dense_onnx)
     assert clash.returncode == 2 and "same outputs" in clash.stderr
+
+
+def test_batch_with_the_object_filter_grades_a_slide(
+    tmp_path: Path, random_dense_onnx: Path, random_object_filter: Path
+) -> None:
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_field(60 + i, height=100, width=120).image).save(fields / f"f{i}.png")
+    out = tmp_path / "out"
+    done = _run([str(fields), "-o", str(out), "--slide"], random_dense_onnx, object_filter=str(random_object_filter))
+    assert done.returncode == 0, done.stderr
+    afb = []
+    for i in range(3):
+        mask = np.asarray(Image.open(out / f"f{i}_mask.png")) == 255
+        objects = np.asarray(Image.open(out / f"f{i}_objects.png")) == 255
+        assert objects.shape == mask.shape and not (objects & ~mask).any()
+        found = json.loads((out / f"f{i}_objects.json").read_text())
+        assert found["filter_id"].startswith("tbseg-objects-")
+        assert found["candidates"] == found["count"] + len(found["rejected"])
+        assert objects.sum() == sum(b["area_px"] for b in found["bacilli"])
+        afb.append(found["estimated_bacilli"])
+    slide = json.loads((out / "slide.json").read_text())
+    assert [f["afb"] for f in slide["fields"]] == afb and slide["total_afb"] == sum(afb)
+    assert (
+        slide["fields_examined"] == 3
+        and slide["needs_review"]
+        and slide["grade"] in {"negative", "scanty", "1+", "2+", "3+"}
+    )
+    assert "slide:" in done.stderr

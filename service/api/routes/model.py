@@ -25,6 +25,8 @@ def model_info(state: ReadyDep) -> ModelInfo:
         tile_px=segmenter.tile_px,
         batch_tiles=segmenter.batch_tiles,
         threshold=segmenter.threshold,
+        object_filter=segmenter.object_filter.meta.summary if segmenter.object_filter is not None else None,
+        object_threshold=segmenter.object_threshold,
         metadata=meta.raw,
         validation_metrics=meta.validation_metrics,
         card_markdown=state.card,

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.inference import result_headers, segment_upload
 from service.api.schemas import AnalyzeResponse, BacillusOut, BoundingBox, ImageInfo, Point, Timings
-from service.api.state import ReadyDep, ServiceState
-from service.api.uploads import read_upload
+from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
 from service.engine.postprocess import Bacillus
-from service.engine.segmenter import Segmentation
-from service.image_io import DecodedImage, decode_image, encode_float_tiff, encode_png
+from service.image_io import encode_float_tiff, encode_png
 from service.render import heatmap_png_array, mask_png_array, overlay
 
 router = APIRouter(prefix="/v1", tags=["segmentation"])
@@ -47,8 +45,15 @@ ERRORS = {
 
 class SegmentOutput(StrEnum):
     MASK = "mask"
+    OBJECTS = "objects"
     HEATMAP = "heatmap"
     OVERLAY = "overlay"
+
+
+ObjectThreshold = Annotated[
+    float | None,
+    Query(ge=0, le=1, description="object filter score a candidate needs to be kept (default: the service's)"),
+]
 
 
 class HeatmapFormat(StrEnum):
@@ -61,44 +66,6 @@ class AnalyzeFormat(StrEnum):
     GEOJSON = "geojson"
 
 
-@dataclass(frozen=True)
-class _Done:
-    decoded: DecodedImage
-    result: Segmentation
-    decode_seconds: float
-
-
-def _decode_and_segment(state: ServiceState, data: bytes, find_objects: bool) -> _Done:
-    assert state.segmenter is not None
-    started = time.perf_counter()
-    decoded = decode_image(data, state.settings.max_pixels)
-    decoded_at = time.perf_counter()
-    result = state.segmenter.segment(decoded.rgb, find_objects=find_objects)
-    return _Done(decoded, result, decoded_at - started)
-
-
-async def _run(state: ServiceState, request: Request, find_objects: bool) -> _Done:
-    async with state.gate.admit():
-        upload = await read_upload(request, state.settings.max_upload_bytes)
-        done = await state.gate.run(_decode_and_segment, state, upload.data, find_objects)
-    metrics = state.metrics
-    metrics.inference.observe(done.result.infer_seconds)
-    metrics.postprocess.observe(done.result.postprocess_seconds)
-    metrics.megapixels.inc(done.decoded.width * done.decoded.height / 1e6)
-    metrics.fields.inc()
-    return done
-
-
-def _headers(state: ServiceState, done: _Done) -> dict[str, str]:
-    assert state.segmenter is not None
-    return {
-        "X-Model-Id": state.segmenter.model.meta.model_id,
-        "X-Inference-Ms": f"{done.result.infer_seconds * 1000:.1f}",
-        "X-Bacillus-Fraction": f"{done.result.bacillus_fraction:.6f}",
-        "X-Image-Size": f"{done.decoded.width}x{done.decoded.height}",
-    }
-
-
 @router.post(
     "/segment",
     summary="Segment one field: binary mask, probability heatmap or overlay",
@@ -109,16 +76,28 @@ def _headers(state: ServiceState, done: _Done) -> dict[str, str]:
 async def segment(
     request: Request,
     state: ReadyDep,
-    output: Annotated[SegmentOutput, Query(description="mask (0/255 PNG), heatmap or overlay")] = SegmentOutput.MASK,
+    output: Annotated[
+        SegmentOutput,
+        Query(
+            description="mask: the paper's P > threshold, every pixel (0/255 PNG); objects: the kept bacilli only "
+            "(0/255 PNG); heatmap; overlay"
+        ),
+    ] = SegmentOutput.MASK,
     format: Annotated[HeatmapFormat, Query(description="heatmap as 8-bit PNG or float32 TIFF")] = HeatmapFormat.PNG,
+    object_threshold: ObjectThreshold = None,
 ) -> Response:
     """The image goes in the multipart field ``file`` or as the raw body (``image/png``, ``image/jpeg``,
     ``image/tiff``). The response has the input's width and height; headers carry the model id, the inference
-    milliseconds and the bacillus pixel fraction."""
-    done = await _run(state, request, find_objects=output is SegmentOutput.OVERLAY)
-    result, headers = done.result, _headers(state, done)
+    milliseconds and the bacillus pixel fraction, and with objects the number of bacilli kept."""
+    with_objects = output in (SegmentOutput.OVERLAY, SegmentOutput.OBJECTS)
+    done = await segment_upload(state, request, with_objects, object_threshold)
+    result, headers = done.result, result_headers(state, done)
+    if with_objects:
+        headers |= {"X-Bacilli-Count": str(len(result.bacilli)), "X-Estimated-Bacilli": str(result.estimated_bacilli)}
     if output is SegmentOutput.MASK:
         return Response(encode_png(mask_png_array(result.mask)), media_type="image/png", headers=headers)
+    if output is SegmentOutput.OBJECTS:
+        return Response(encode_png(mask_png_array(result.objects)), media_type="image/png", headers=headers)
     if output is SegmentOutput.HEATMAP:
         if format is HeatmapFormat.TIFF:
             return Response(encode_float_tiff(result.heatmap), media_type="image/tiff", headers=headers)
@@ -137,6 +116,8 @@ def _bacillus_out(b: Bacillus, mpp: float | None) -> BacillusOut:
         width_px=b.width_px,
         mean_probability=b.mean_probability,
         max_probability=b.max_probability,
+        score=b.score,
+        estimated_count=b.estimated_count,
         area_um2=round(b.area_px * mpp**2, 4) if mpp else None,
         length_um=round(b.length_px * mpp, 4) if mpp else None,
         width_um=round(b.width_px * mpp, 4) if mpp else None,
@@ -157,15 +138,33 @@ async def analyze(
     format: Annotated[
         AnalyzeFormat, Query(description="json, or geojson (QuPath FeatureCollection)")
     ] = AnalyzeFormat.JSON,
+    include_rejected: Annotated[
+        bool, Query(description="also return the candidates the object filter rejected, with their scores")
+    ] = False,
+    object_threshold: ObjectThreshold = None,
 ) -> Response:
-    """Objects are connected components of P(bacillus) > threshold with at least ``min_object_px`` pixels."""
+    """Candidates are connected components of P(bacillus) > threshold with at least ``min_object_px`` pixels;
+    the object filter scores each and keeps those scoring at least the object threshold as bacilli. A kept
+    object of touching rods counts as ``estimated_count`` bacilli, from its area."""
     started = time.perf_counter()
-    done = await _run(state, request, find_objects=True)
+    done = await segment_upload(state, request, True, object_threshold)
     assert state.segmenter is not None
     segmenter, result = state.segmenter, done.result
+    headers = result_headers(state, done) | {
+        "X-Bacilli-Count": str(len(result.bacilli)),
+        "X-Estimated-Bacilli": str(result.estimated_bacilli),
+    }
+    object_filter = segmenter.object_filter
+    filter_id = object_filter.meta.filter_id if object_filter is not None else None
     if format is AnalyzeFormat.GEOJSON:
-        body = feature_collection(result.bacilli, segmenter.model.meta.model_id, microns_per_pixel)
-        return JSONResponse(body, media_type="application/geo+json", headers=_headers(state, done))
+        body = feature_collection(
+            result.bacilli,
+            segmenter.model.meta.model_id,
+            microns_per_pixel,
+            rejected=result.rejected if include_rejected else (),
+            filter_id=filter_id,
+        )
+        return JSONResponse(body, media_type="application/geo+json", headers=headers)
     response = AnalyzeResponse(
         model_id=segmenter.model.meta.model_id,
         image=ImageInfo(
@@ -174,6 +173,8 @@ async def analyze(
         microns_per_pixel=microns_per_pixel,
         threshold=segmenter.threshold,
         min_object_px=segmenter.min_object_px,
+        filter_id=filter_id,
+        object_threshold=result.object_threshold,
         timings=Timings(
             decode_ms=round(done.decode_seconds * 1000, 1),
             inference_ms=round(result.infer_seconds * 1000, 1),
@@ -182,7 +183,10 @@ async def analyze(
         ),
         tiles=result.tiles,
         bacillus_pixel_fraction=round(result.bacillus_fraction, 6),
+        candidates=len(result.bacilli) + len(result.rejected),
         count=len(result.bacilli),
+        estimated_bacilli=result.estimated_bacilli,
         bacilli=[_bacillus_out(b, microns_per_pixel) for b in result.bacilli],
+        rejected=[_bacillus_out(b, microns_per_pixel) for b in result.rejected] if include_rejected else None,
     )
-    return JSONResponse(response.model_dump(), headers=_headers(state, done))
+    return JSONResponse(response.model_dump(), headers=headers)

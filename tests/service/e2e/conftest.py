@@ -42,6 +42,7 @@ def start_server(model: Path, log_path: Path, timeout_s: float = 120, **settings
         "TBSEG_HOST": "127.0.0.1",
         "TBSEG_PORT": str(port),
         "TBSEG_PROVIDERS": "CPUExecutionProvider",
+        "TBSEG_DATA_DIR": str(log_path.parent / "data"),  # never the repository's var/
         **{f"TBSEG_{k.upper()}": str(v) for k, v in settings.items()},
     }
     handle = log_path.open("wb")

@@ -17,21 +17,23 @@ def test_a_rod_is_measured() -> None:
     heat[20:24, 10:50] = 0.9  # 40 × 4 rod
     heat[21, 30] = 0.99
     heat[50, 70] = 0.8  # a 1-pixel speck: too small
-    mask, found = find_bacilli(heat, threshold=0.5, min_object_px=20)
-    assert len(found) == 1 and mask.sum() == 160 and not mask[50, 70]
+    objects = find_bacilli(heat, threshold=0.5, min_object_px=20)
+    mask, found = objects.kept_mask, objects.kept
+    assert len(found) == 1 and mask.sum() == 160 and not mask[50, 70] and objects.rejected == ()
     rod = found[0]
     assert rod.bbox == (10, 20, 40, 4) and rod.area_px == 160
     assert rod.centroid == (29.5, 21.5)
     assert rod.length_px == 40 and rod.width_px == 4
     assert rod.max_probability == 0.99 and 0.9 < rod.mean_probability < 0.91
     assert rod.outline == ((10, 20), (50, 20), (50, 24), (10, 24), (10, 20))
+    assert rod.score is None and rod.estimated_count == 1 and objects.estimated_bacilli == 1
 
 
 def test_diagonal_rod_length_and_outline_area() -> None:
     heat = np.zeros((50, 50), dtype=np.float32)
     for i in range(30):
         heat[10 + i, 10 + i : 13 + i] = 1.0
-    (rod,) = find_bacilli(heat)[1]
+    (rod,) = find_bacilli(heat).kept
     assert abs(rod.length_px - 30 * np.sqrt(2)) < 3
     assert _polygon_area(rod.outline) == rod.area_px
 
@@ -49,5 +51,5 @@ def test_outline_of_an_l_shape_and_of_pixels_touching_at_a_corner() -> None:
 
 
 def test_nothing_found() -> None:
-    mask, found = find_bacilli(np.zeros((10, 10), dtype=np.float32))
-    assert found == [] and not mask.any()
+    objects = find_bacilli(np.zeros((10, 10), dtype=np.float32))
+    assert objects.kept == () and not objects.kept_mask.any()
