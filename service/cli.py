@@ -277,7 +277,13 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.object_filter_path is not None:
         check_pair(model, ObjectFilter(settings.object_filter_path))
     host, port = args.host or settings.host, args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, timeout_graceful_shutdown=30)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 READABLE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "MPO"})  # MPO: multi-picture JPEG from some cameras
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/tiff", "image/tif"}
 
 
@@ -93,6 +94,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        if data.startswith(SIGNATURES):  # one of our formats, but broken: say so rather than "wrong type"
+            raise UndecodableImage("the image starts like a PNG, JPEG or TIFF but is corrupt") from exc
         raise UnsupportedImageType("not an image we read: send PNG, JPEG or TIFF") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels ({exc})") from exc

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,20 @@ class Settings(BaseSettings):
     object_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="filter score a candidate needs to be kept; empty = the filter's own"
     )
-    data_dir: Path = Field(REPO_ROOT / "var", description="where slides (SQLite) are kept; created when missing")
+    data_dir: Path = Field(
+        REPO_ROOT / "var", description="where slides and jobs (SQLite, job files) are kept; created when missing"
+    )
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="finished jobs and their files are kept this long")
+    max_queued_jobs: int = Field(1000, ge=1, description="jobs waiting or running; more get 503")
+    shutdown_grace_s: int = Field(
+        120, ge=1, description="on SIGTERM, how long in-flight requests and the job in hand may take to finish"
+    )
+    api_key: SecretStr | None = Field(
+        None, description="when set, every route but /healthz and /readyz needs 'Authorization: Bearer <key>'"
+    )
+    cors_origins: str = Field(
+        "", description="comma-separated origins allowed to call from a browser; empty = CORS off (no headers)"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("log_level")

@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,8 +58,13 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
         assert re.search(rf"^{target}", makefile, re.MULTILINE), target
 
 
-def _serve(model_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(model_path), "TBSEG_PORT": "1"}
+def _serve(model_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TBSEG_MODEL_PATH": str(model_path),
+        "TBSEG_PORT": "1",
+        **{f"TBSEG_{k.upper()}": v for k, v in settings.items()},
+    }
     return subprocess.run(
         [sys.executable, "-m", "service", "serve"],
         capture_output=True,
@@ -81,6 +88,31 @@ def test_serve_refuses_a_corrupt_model(tmp_path: Path) -> None:
     result = _serve(bad)
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "cannot load" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_corrupt_or_missing_object_filter(tmp_path: Path) -> None:
+    model = ROOT / "models" / "bacilli_dense.onnx"
+    bad = tmp_path / "filter.onnx"
+    bad.write_bytes(b"\0" * 64)
+    corrupt = _serve(model, object_filter=str(bad))
+    assert corrupt.returncode == 2 and "filter.onnx: ONNX Runtime cannot load it" in corrupt.stderr
+    missing = _serve(model, object_filter=str(tmp_path / "nothing.onnx"))
+    assert missing.returncode == 2 and "object filter file not found" in missing.stderr
+    assert "Traceback" not in corrupt.stderr + missing.stderr
+
+
+def test_cuda_asked_for_but_absent_runs_on_the_cpu_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    from service.engine.model import OnnxModel
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine's onnxruntime has CUDA: the fallback is not exercised here")
+    with caplog.at_level("WARNING"):
+        model = OnnxModel(ROOT / "models" / "bacilli_dense.onnx")  # default: CUDA first, then CPU
+    assert model.providers == ("CPUExecutionProvider",)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "CUDAExecutionProvider" in warnings[0].getMessage()
 
 
 def test_readme_documents_every_setting() -> None:

@@ -13,16 +13,20 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import problems
+from service.api.auth import ApiKeyMiddleware
 from service.api.gate import InferenceGate
-from service.api.routes import health, model, segment, slides
+from service.api.routes import health, jobs, model, segment, slides
 from service.api.state import ServiceState
 from service.engine.errors import ModelContractError
 from service.engine.model import OnnxModel
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
+from service.image_io import ImageRejected
+from service.jobs import JobRunner, JobStore
 from service.metrics import MetricsMiddleware
 from service.settings import Settings
 from service.slides import SlideStore
@@ -99,12 +103,26 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.slides = SlideStore(settings.data_dir / "slides.sqlite3")
+        state.jobs = JobStore(settings.data_dir)
         segmenter = await anyio.to_thread.run_sync(load_segmenter, settings)
         state.segmenter = segmenter
         state.warm_up_seconds = await anyio.to_thread.run_sync(segmenter.warm_up)
+        runner = JobRunner(
+            state.jobs,
+            lambda job, position, data: jobs.run_job_field(state, job, position, data),
+            lambda job: jobs.file_into_slide(state, job),
+            settings.job_retention_s,
+            field_errors=(ImageRejected,),
+        )
+        state.job_runner = runner
+        runner.start()
         log.info("ready: %s", segmenter.model.meta.model_id)
         yield
-        log.info("shutting down")
+        log.info("shutting down: finishing the job field in hand (at most %d s)", settings.shutdown_grace_s)
+        stopped = await anyio.to_thread.run_sync(runner.stop, settings.shutdown_grace_s)
+        if not stopped:
+            log.warning("the job runner did not stop in time; its job will be resumed at the next start")
+        state.jobs.close()
         state.slides.close()
 
     app = FastAPI(
@@ -117,7 +135,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = state
     problems.install(app)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+            expose_headers=["X-Model-Id", "X-Inference-Ms", "X-Bacillus-Fraction", "X-Request-Id", "Location"],
+        )
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, model.router, segment.router, slides.router):
+    for router in (health.router, model.router, segment.router, slides.router, jobs.router):
         app.include_router(router)
     return app

@@ -123,3 +123,36 @@ class SlideReport(BaseModel):
     fields_needed: int | None = Field(description="fields the grade's definition asks for")
     needs_review: bool
     reasons: list[str]
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: str = Field(description="queued, running, done or failed")
+    created: bool = Field(description="false when an Idempotency-Key returned an earlier job")
+    status_url: str
+    fields_total: int
+    fields_done: int
+    fields_failed: int
+
+
+class JobFieldState(BaseModel):
+    index: int
+    name: str
+    state: str = Field(description="queued, done or failed")
+    error: str | None
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    state: str = Field(description="queued, running, done or failed")
+    slide_id: str | None
+    created_at: float = Field(description="Unix time")
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None = Field(description="when a finished job and its results are removed")
+    error: str | None
+    fields_total: int
+    fields_done: int
+    fields_failed: int
+    fields: list[JobFieldState]
+    result_url: str | None

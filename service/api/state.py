@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from service.api.gate import InferenceGate
 from service.api.problems import NotReady
 from service.engine.segmenter import Segmenter
+from service.jobs import JobRunner, JobStore
 from service.metrics import Metrics
 from service.settings import Settings
 from service.slides import SlideStore
@@ -24,6 +25,8 @@ class ServiceState:
     warm_up_seconds: float | None = None
     card: str = ""
     slides: SlideStore | None = None
+    jobs: JobStore | None = None
+    job_runner: JobRunner | None = None
 
     @property
     def ready(self) -> bool:

@@ -1,0 +1,366 @@
+"""Long jobs that survive restarts: fields persisted before the 202, run in the background, results kept a while.
+
+A job holds one or more fields (optionally graded as a slide). On submission every field's bytes are written to
+``data_dir/jobs/<job_id>/inputs/`` (fsync'd) and the job's rows to SQLite in one transaction, before the client
+hears 202: after that, a crash or restart loses nothing. A background :class:`JobRunner` thread takes queued jobs
+in submission order and runs their fields one at a time; each field's result (JSON and two PNG masks) is written
+to ``outputs/`` and recorded as it finishes, so an interrupted job resumes at the field it was on. On start,
+jobs left ``running`` are queued again. Finished jobs, inputs included, are removed ``retention_s`` after they
+finish.
+
+States: ``queued`` → ``running`` → ``done`` (fields that could not be read are listed with their error; the
+others have results) or ``failed`` (nothing could be done, e.g. the engine failed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    idempotency_key TEXT UNIQUE,
+    request_digest TEXT NOT NULL,
+    slide_id TEXT,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS job_fields (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    PRIMARY KEY (job_id, position)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at);
+"""
+
+
+@dataclass(frozen=True)
+class JobField:
+    position: int
+    name: str
+    state: str  # queued, done, failed
+    result: dict[str, object] | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    idempotency_key: str | None
+    slide_id: str | None
+    params: dict[str, object]
+    state: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    fields: tuple[JobField, ...]
+
+    @property
+    def progress(self) -> dict[str, int]:
+        return {
+            "fields_total": len(self.fields),
+            "fields_done": sum(f.state == "done" for f in self.fields),
+            "fields_failed": sum(f.state == "failed" for f in self.fields),
+        }
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before for a different request."""
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def request_digest(files: list[tuple[str, bytes]], params: dict[str, object], slide_id: str | None) -> str:
+    digest = hashlib.sha256(json.dumps([params, slide_id], sort_keys=True).encode())
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+class JobStore:
+    """Jobs in SQLite (``jobs.sqlite3``) and their files under ``jobs/``, both in ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(data_dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def folder(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def input_path(self, job_id: str, position: int) -> Path:
+        return self.folder(job_id) / "inputs" / f"{position:05d}.bin"
+
+    def output_path(self, job_id: str, position: int, kind: str) -> Path:
+        return self.folder(job_id) / "outputs" / f"{position:05d}_{kind}.png"
+
+    def submit(
+        self,
+        files: list[tuple[str, bytes]],
+        params: dict[str, object],
+        slide_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Persist a job (files first, then rows); returns it and whether it is new.
+
+        Raises:
+            IdempotencyConflict: ``idempotency_key`` names a job made from a different request.
+        """
+        digest = request_digest(files, params, slide_id)
+        if idempotency_key is not None:
+            existing = self._by_key(idempotency_key)
+            if existing is not None:
+                if existing[1] != digest:
+                    raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for a different request")
+                job = self.get(existing[0])
+                assert job is not None
+                return job, False
+        job_id = uuid.uuid4().hex
+        (self.folder(job_id) / "inputs").mkdir(parents=True)
+        (self.folder(job_id) / "outputs").mkdir()
+        for position, (_, data) in enumerate(files):
+            _fsync_write(self.input_path(job_id, position), data)
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, idempotency_key, request_digest, slide_id, params, state, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+                    (job_id, idempotency_key, digest, slide_id, json.dumps(params), now),
+                )
+                self._db.executemany(
+                    "INSERT INTO job_fields (job_id, position, name, state) VALUES (?, ?, ?, 'queued')",
+                    [(job_id, i, name) for i, (name, _) in enumerate(files)],
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:  # the same key submitted concurrently: the first one wins
+                self._db.execute("ROLLBACK")
+                shutil.rmtree(self.folder(job_id), ignore_errors=True)
+                if idempotency_key is None:
+                    raise
+                return self.submit(files, params, slide_id, idempotency_key)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                shutil.rmtree(self.folder(job_id), ignore_errors=True)
+                raise
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
+
+    def _by_key(self, key: str) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id, request_digest FROM jobs WHERE idempotency_key = ?", (key,)
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id, idempotency_key, slide_id, params, state, created_at, started_at, finished_at, error "
+                "FROM jobs WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            fields = self._db.execute(
+                "SELECT position, name, state, result, error FROM job_fields WHERE job_id = ? ORDER BY position",
+                (job_id,),
+            ).fetchall()
+        return Job(
+            job_id=row[0],
+            idempotency_key=row[1],
+            slide_id=row[2],
+            params=json.loads(row[3]),
+            state=row[4],
+            created_at=row[5],
+            started_at=row[6],
+            finished_at=row[7],
+            error=row[8],
+            fields=tuple(JobField(p, n, s, json.loads(r) if r else None, e) for p, n, s, r, e in fields),
+        )
+
+    def requeue_interrupted(self) -> int:
+        """Queue again the jobs a stop left running; returns how many."""
+        with self._lock:
+            return self._db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'").rowcount
+
+    def claim_next(self) -> Job | None:
+        """Mark the oldest queued job running and return it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT job_id FROM jobs WHERE state = 'queued' ORDER BY created_at LIMIT 1"
+            ).fetchone()
+            if row is None:
+                self._db.execute("COMMIT")
+                return None
+            self._db.execute(
+                "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?) WHERE job_id = ?",
+                (time.time(), row[0]),
+            )
+            self._db.execute("COMMIT")
+        return self.get(row[0])
+
+    def finish_field(self, job_id: str, position: int, result: dict[str, object] | None, error: str | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE job_fields SET state = ?, result = ?, error = ? WHERE job_id = ? AND position = ?",
+                (
+                    "done" if error is None else "failed",
+                    json.dumps(result) if result else None,
+                    error,
+                    job_id,
+                    position,
+                ),
+            )
+
+    def finish(self, job_id: str, error: str | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE job_id = ?",
+                ("done" if error is None else "failed", time.time(), error, job_id),
+            )
+
+    def queued_count(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()
+        return int(count)
+
+    def remove_expired(self, retention_s: float, now: float | None = None) -> int:
+        """Delete jobs finished more than ``retention_s`` ago, with their files; returns how many."""
+        cutoff = (now or time.time()) - retention_s
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
+            ).fetchall()
+            for (job_id,) in rows:
+                self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        for (job_id,) in rows:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        return len(rows)
+
+
+FieldRunner = Callable[[Job, int, bytes], dict[str, object]]
+
+
+class JobRunner:
+    """One background thread running queued jobs field by field (see the module docstring).
+
+    Args:
+        store: the job store.
+        run_field: segments one field's bytes, writes its output PNGs, returns its JSON result; raises ValueError
+            (or an image error) for a field that cannot be read, anything else for an engine failure.
+        on_done: called with each finished job (e.g. to add its fields to a slide).
+        retention_s: how long finished jobs are kept.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        run_field: FieldRunner,
+        on_done: Callable[[Job], None],
+        retention_s: float,
+        field_errors: tuple[type[BaseException], ...] = (ValueError,),
+    ) -> None:
+        self.store, self.run_field, self.on_done, self.retention_s = store, run_field, on_done, retention_s
+        self.field_errors = field_errors
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tbseg-jobs", daemon=True)
+        self.current: str | None = None
+
+    def start(self) -> None:
+        requeued = self.store.requeue_interrupted()
+        if requeued:
+            log.info("jobs: %d interrupted job(s) queued again", requeued)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Ask the thread to stop after the field in hand; returns whether it stopped within ``timeout_s``.
+        A job stopped midway stays ``running`` and is queued again at the next start."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        last_cleanup = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - last_cleanup > 600:
+                removed = self.store.remove_expired(self.retention_s)
+                if removed:
+                    log.info("jobs: %d expired job(s) removed", removed)
+                last_cleanup = time.monotonic()
+            job = self.store.claim_next()
+            if job is None:
+                self._wake.wait(timeout=5)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        self.current = job.job_id
+        try:
+            for f in job.fields:
+                if self._stop.is_set():
+                    log.info("jobs: stopping; job %s stays queued for the next start", job.job_id)
+                    return
+                if f.state != "queued":
+                    continue
+                data = self.store.input_path(job.job_id, f.position).read_bytes()
+                try:
+                    result = self.run_field(job, f.position, data)
+                except self.field_errors as exc:
+                    self.store.finish_field(job.job_id, f.position, None, str(exc))
+                else:
+                    self.store.finish_field(job.job_id, f.position, result, None)
+            self.store.finish(job.job_id)
+            finished = self.store.get(job.job_id)
+            if finished is not None:
+                self.on_done(finished)
+        except Exception as exc:
+            log.exception("jobs: job %s failed", job.job_id)
+            self.store.finish(job.job_id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.current = None
