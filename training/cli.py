@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--subsets", nargs="+", default=["train", "validation"], choices=["train", "validation"])
     objects.add_argument("--threshold", type=float, default=0.5, help="candidate P(bacillus) cut")
     objects.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least candidate pixels")
-    objects.add_argument("--target-recall", type=float, default=0.98, help="bacillus candidates the filter keeps")
+    objects.add_argument(
+        "--target-recall", type=float, default=0.95, help="share of bacillus candidates the filter keeps (out of fold)"
+    )
     objects.add_argument("--seed", type=int, default=0)
     objects.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
     objects.add_argument("-o", "--out", type=Path, required=True, help="object filter ONNX to write")
