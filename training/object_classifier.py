@@ -183,7 +183,9 @@ def export_filter(
         options={id(fit.classifier): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()[:12]
+    # names the classifier and the two figures that change its answers: threshold and one bacillus's area
+    settings = f"{fit.threshold:.2f}|{fit.single_bacillus_area_px:.1f}".encode()
+    digest = hashlib.sha256(proto.SerializeToString() + settings).hexdigest()[:12]
     meta = {
         "format": FORMAT,
         "filter_id": f"tbseg-objects-{digest}",
