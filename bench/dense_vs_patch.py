@@ -60,7 +60,7 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, floa
         [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, [n, n]) for k in ("a", "b")],
         [onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [n, n])],
     )
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=9)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -123,12 +123,24 @@ def test_readme_documents_every_setting() -> None:
         assert f"`TBSEG_{name.upper()}`" in readme, name
 
 
+def card_text(models: Path) -> str:
+    return (models / "MODEL_CARD.md").read_text()
+
+
 def test_models_ships_exactly_one_self_describing_model() -> None:
     import onnx
 
     models = ROOT / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["MODEL_CARD.md", "bacilli_dense.onnx", "patch_cnn.keras"]
+    assert sorted(p.name for p in models.iterdir()) == [
+        "MODEL_CARD.md",
+        "bacilli_dense.onnx",
+        "object_filter.onnx",
+        "patch_cnn.keras",
+    ]
     meta = {p.key: p.value for p in onnx.load(str(models / "bacilli_dense.onnx")).metadata_props}
+    filter_meta = {p.key: p.value for p in onnx.load(str(models / "object_filter.onnx")).metadata_props}
+    assert filter_meta["dense_model_id"] == meta["model_id"] and filter_meta["filter_id"] in card_text(models)
+    assert len(filter_meta["created_from"]) == 40  # a clean commit, not +dirty
     card = (models / "MODEL_CARD.md").read_text()
     assert meta["model_id"] in card and f"Recipe `{meta['recipe']}`" in card
     assert (meta["receptive_field"], meta["halo"], meta["classes"]) == ("45", "22", "background,bacillus")

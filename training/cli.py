@@ -201,13 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
     ship.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="(default: %(default)s)")
     ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
+    ship.add_argument("--evaluation", type=Path, help="report.json of `evaluate` with the object filter, for the card")
+    ship.add_argument("--card-only", action="store_true", help="rewrite the card only; leave the model files")
     return parser
 
 
 def run_ship(args: argparse.Namespace) -> int:
     from training.model_card import ship
 
-    ship(args.runs, args.models, args.bench)
+    ship(args.runs, args.models, args.bench, args.evaluation, args.card_only)
     return 0
 
 

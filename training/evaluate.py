@@ -441,7 +441,7 @@ def evaluate(
             on the split's train fields (or, without a split, on the scored fields: an optimistic baseline).
         patch_model: Keras patch CNN of ``model`` for the patch-by-patch crops; None skips them.
         crop_px: side of the crop per field for the patch-by-patch comparison.
-        gallery: write the overlay gallery of ``model``.
+        gallery: write the overlay gallery of ``model`` (with the object filter's verdicts when it is scored).
         cache: heatmap cache folder.
         tile_px: engine tile size (any gives the same heatmap).
     """
@@ -480,6 +480,8 @@ def evaluate(
 
         scanner = PatchScanner(keras.models.load_model(patch_model))
     tallies = {m.name: Tally() for m in methods}
+    # the gallery shows what the service answers: the object filter's verdicts when there is one
+    gallery_index = next((i for i, m in enumerate(methods) if isinstance(m, FilteredModel)), 0)
     crops = CropComparison(crop_px)
     sources: set[str] = set()
     any_boxes_from_mask = False
@@ -496,8 +498,13 @@ def evaluate(
             for t in sorted({*method.sweep, method.threshold}):
                 p, m = score_mask(method.predict(state, t), truth, rules)  # type: ignore[arg-type]
                 tallies[method.name].add_sweep(t, p, m.counts())
-            if index == 0 and gallery:
-                gallery_items.append(draw_gallery_field(truth, match, gallery_dir))
+            if index == gallery_index and gallery:
+                rejected = (
+                    state.candidates.mask_of(state.scores < method.threshold)
+                    if isinstance(state, FilteredField)
+                    else None
+                )
+                gallery_items.append(draw_gallery_field(truth, match, gallery_dir, rejected))
             if index == 0 and scanner is not None:
                 y0, x0, h, w = crop_region(truth, crop_px)
                 sl = (slice(y0, y0 + h), slice(x0, x0 + w))
@@ -532,6 +539,7 @@ def evaluate(
         "inference": methods[0].describe()["inference"],
         "methods": [{**m.describe(), **tallies[m.name].summary()} for m in methods],
         "patch_by_patch_crops": crops.report() if scanner is not None else None,
+        "gallery_method": methods[gallery_index].name if gallery else None,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

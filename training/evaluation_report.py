@@ -1,8 +1,9 @@
 """What ``python -m training evaluate`` writes for people: a Markdown report, precision-recall curves, a gallery.
 
 Gallery colours (also stated in ``report.md``): found box green, missed box red, true-positive object outlined
-cyan, false-positive object outlined yellow, ignored object (inside an unclassified box) outlined white;
-``unclassified red structures`` boxes blue and ``artifacts`` boxes grey, thin.
+cyan, false-positive object outlined yellow, ignored object (inside an unclassified box) outlined white, candidate
+rejected by the object filter outlined magenta; ``unclassified red structures`` boxes blue and ``artifacts``
+boxes grey, thin.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from training.annotations import BoxLabel
 from training.metrics import ObjectMatch, Outcome
 from training.overlays import outline
 
-FOUND, MISSED = (0, 200, 0), (255, 0, 0)
+FOUND, MISSED, REJECTED = (0, 200, 0), (255, 0, 0), (255, 0, 255)
 OUTCOME_COLOURS = {
     Outcome.TRUE_POSITIVE: (0, 255, 255),
     Outcome.FALSE_POSITIVE: (255, 230, 0),
@@ -32,7 +33,8 @@ OUTCOME_COLOURS = {
 OTHER_BOXES = {BoxLabel.UNCLASSIFIED: (40, 120, 255), BoxLabel.ARTIFACT: (150, 150, 150)}
 LEGEND = (
     "Gallery colours: found box green, missed box red; objects outlined cyan (true positive), yellow (false "
-    "positive), white (ignored: inside an unclassified box); unclassified boxes blue, artifact boxes grey."
+    "positive), white (ignored: inside an unclassified box), magenta (rejected by the object filter); unclassified "
+    "boxes blue, artifact boxes grey."
 )
 CROP_PX, ZOOM, MAX_TILES = 64, 3, 60
 
@@ -46,8 +48,12 @@ def _pct(value: object) -> str:
 # Gallery
 
 
-def _marked(image: npt.NDArray[np.uint8], match: ObjectMatch) -> Image.Image:
+def _marked(
+    image: npt.NDArray[np.uint8], match: ObjectMatch, rejected: npt.NDArray[np.bool_] | None = None
+) -> Image.Image:
     shown = image.copy()
+    if rejected is not None:
+        shown[outline(rejected, 2)] = REJECTED
     for outcome, colour in OUTCOME_COLOURS.items():
         shown[outline(match.mask_of(outcome), 2)] = colour
     picture = Image.fromarray(shown)
@@ -70,14 +76,16 @@ def _tile(picture: Image.Image, cy: int, cx: int, caption: str) -> Image.Image:
     return tile
 
 
-def draw_gallery_field(truth: object, match: ObjectMatch, folder: Path) -> dict[str, object]:
+def draw_gallery_field(
+    truth: object, match: ObjectMatch, folder: Path, rejected: npt.NDArray[np.bool_] | None = None
+) -> dict[str, object]:
     """Write ``folder/<field>.jpg`` (the whole field, half size, marked) and return zoomed tiles of its false
-    positives and missed boxes for :func:`finish_gallery`."""
+    positives and missed boxes for :func:`finish_gallery`; ``rejected`` marks the object filter's rejections."""
     from training.evaluate import FieldTruth
 
     assert isinstance(truth, FieldTruth)
     folder.mkdir(parents=True, exist_ok=True)
-    picture = _marked(truth.image, match)
+    picture = _marked(truth.image, match, rejected)
     draw = ImageDraw.Draw(picture)
     for box in truth.boxes:
         if box.label in OTHER_BOXES:
@@ -236,14 +244,31 @@ def write_markdown(report: dict[str, object], path: Path) -> None:
             f"| {int(b['true_positives'])} | {int(b['false_positives'])} | {_pct(b['precision'])} "
             f"| {_pct(f['pixel']['f1'])} |"
         )
+    filtered = [m for m in methods if "estimated_bacilli_per_field" in m]
+    for m in filtered:
+        estimated: dict[str, int] = m["estimated_bacilli_per_field"]  # type: ignore[assignment]
+        lines += [
+            "",
+            f"## Per field: {m['name']} (threshold {m['threshold']:g})",
+            "",
+            "| field | boxes | kept objects | count error | estimated bacilli | found | TP | FP | bacillus P |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for fid, f in m["per_field"].items():  # type: ignore[attr-defined]
+            b = f["bacillus"]
+            lines.append(
+                f"| {fid} | {f['boxes']} | {f['counted']} | {f['count_error']:+d} | {estimated.get(fid, '')} "
+                f"| {int(b['found'])} | {int(b['true_positives'])} | {int(b['false_positives'])} "
+                f"| {_pct(b['precision'])} |"
+            )
     lines += [
         "",
         "## Pictures",
         "",
         "![precision-recall](pr_curve.png)",
         "",
-        "Gallery (`gallery/`): one marked picture per field at half size, and `false_positives.jpg` / `missed.jpg` "
-        f"with zoomed tiles. {LEGEND}",
+        f"Gallery (`gallery/`, {report.get('gallery_method') or 'not written'}): one marked picture per field at half "
+        f"size, and `false_positives.jpg` / `missed.jpg` with zoomed tiles. {LEGEND}",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
