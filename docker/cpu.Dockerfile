@@ -4,7 +4,7 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TBSEG_HOST=0.0.0.0 TBSEG_PORT=8000 TBSEG_MODEL_PATH=/app/models/bacilli_dense.onnx \
+    TBSEG_HOST=0.0.0.0 TBSEG_PORT=8000 TBSEG_MODEL_PATH=/app/models/bacilli_dense.onnx TBSEG_DATA_DIR=/data \
     TBSEG_PROVIDERS=CPUExecutionProvider
 
 WORKDIR /app
@@ -14,7 +14,9 @@ COPY service ./service
 RUN pip install -c constraints.txt ".[service]" && rm -rf /root/.cache
 COPY models ./models
 
-RUN useradd --create-home --uid 10001 tbseg
+# slides and jobs (SQLite and job files) live in /data: mount a volume there to keep them across containers
+RUN useradd --create-home --uid 10001 tbseg && mkdir /data && chown tbseg:tbseg /data
+VOLUME /data
 USER tbseg
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

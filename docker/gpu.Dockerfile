@@ -7,7 +7,7 @@ FROM ${CUDA_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TBSEG_HOST=0.0.0.0 TBSEG_PORT=8000 TBSEG_MODEL_PATH=/app/models/bacilli_dense.onnx \
+    TBSEG_HOST=0.0.0.0 TBSEG_PORT=8000 TBSEG_MODEL_PATH=/app/models/bacilli_dense.onnx TBSEG_DATA_DIR=/data \
     TBSEG_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
 
 RUN apt-get update \
@@ -26,7 +26,9 @@ COPY service ./service
 RUN pip install -c constraints.txt ".[api]" "onnxruntime-gpu==1.31.1" && rm -rf /root/.cache
 COPY models ./models
 
-RUN useradd --create-home --uid 10001 tbseg
+# slides and jobs (SQLite and job files) live in /data: mount a volume there to keep them across containers
+RUN useradd --create-home --uid 10001 tbseg && mkdir /data && chown tbseg:tbseg /data
+VOLUME /data
 USER tbseg
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \

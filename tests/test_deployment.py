@@ -26,6 +26,13 @@ def test_compose_parses_and_its_paths_exist() -> None:
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
         container_port = int(service["ports"][0].rsplit(":", 1)[1])
         assert container_port == 8000
+        # slides and jobs persist in a named volume at the images' TBSEG_DATA_DIR
+        (volume,) = service["volumes"]
+        assert volume.split("#")[0].strip().split(":")[0] in compose["volumes"] and volume.split(":")[1].startswith(
+            "/data"
+        )
+        dockerfile = (ROOT / build["context"] / build["dockerfile"]).read_text()
+        assert "TBSEG_DATA_DIR=/data" in dockerfile and "chown tbseg:tbseg /data" in dockerfile
     devices = services["tbseg-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
