@@ -52,7 +52,7 @@ def main() -> None:
 
     achieved = bench["achieved_gflops"]
     peak = bench["matmul_peak_gflops"]
-    names = [*achieved, "matmul peak (ORT)", "matmul peak (numpy)"]
+    names = [*achieved, "matmul\npeak\n(ORT)", "matmul\npeak\n(numpy)"]
     gflops = [*achieved.values(), peak["onnxruntime_gflops"], peak["numpy_gflops"]]
     bars = right.bar(
         range(len(gflops)), gflops, color=["#d95f02", "#1b9e77", "#66a61e", "#444444", "#777777"][: len(gflops)]
