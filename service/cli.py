@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from service.engine.errors import EngineError
-from service.engine.postprocess import Bacillus
 from service.engine.segmenter import Segmenter
 from service.grading import grade_slide
 from service.image_io import ImageRejected, decode_image, encode_png
@@ -106,21 +105,6 @@ def _outputs(out: Path, stem: str, heatmap: bool, overlay_too: bool) -> list[Pat
     return wanted
 
 
-def _bacillus(b: Bacillus) -> dict[str, object]:
-    return {
-        "id": b.id,
-        "bbox": list(b.bbox),
-        "centroid": list(b.centroid),
-        "area_px": b.area_px,
-        "length_px": b.length_px,
-        "width_px": b.width_px,
-        "mean_probability": b.mean_probability,
-        "max_probability": b.max_probability,
-        "score": b.score,
-        "estimated_count": b.estimated_count,
-    }
-
-
 def segment_one(
     segmenter: Segmenter,
     settings: Settings,
@@ -153,8 +137,8 @@ def segment_one(
         "candidates": len(result.bacilli) + len(result.rejected),
         "count": len(result.bacilli),
         "estimated_bacilli": result.estimated_bacilli,
-        "bacilli": [_bacillus(b) for b in result.bacilli],
-        "rejected": [_bacillus(b) for b in result.rejected],
+        "bacilli": [b.summary() for b in result.bacilli],
+        "rejected": [b.summary() for b in result.rejected],
     }
     write_atomically(out / f"{stem}_objects.json", (json.dumps(objects, indent=1) + "\n").encode())
     return {

@@ -47,6 +47,21 @@ class Bacillus:
     score: float | None = None
     estimated_count: int = 1
 
+    def summary(self) -> dict[str, object]:
+        """Its measurements as plain JSON values, without the outline (batch files, job results)."""
+        return {
+            "id": self.id,
+            "bbox": list(self.bbox),
+            "centroid": list(self.centroid),
+            "area_px": self.area_px,
+            "length_px": self.length_px,
+            "width_px": self.width_px,
+            "mean_probability": self.mean_probability,
+            "max_probability": self.max_probability,
+            "score": self.score,
+            "estimated_count": self.estimated_count,
+        }
+
 
 def trace_outline(component: npt.NDArray[np.bool_], origin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], ...]:
     """The outer boundary of a pixel set along pixel edges, as a closed polygon of corner points.

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.inference import decode_and_segment, record
+from service.api.openapi import IMAGE_ERRORS, image_body
 from service.api.problems import BadRequest
 from service.api.routes.slides import report
 from service.api.schemas import JobAccepted, JobStatus
@@ -27,27 +28,11 @@ from service.slides import FieldCount
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-JOB_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                "required": ["files"],
-            }
-        },
-        **{
-            media: {"schema": {"type": "string", "format": "binary"}}
-            for media in ("image/png", "image/jpeg", "image/tiff")
-        },
-    },
-}
+JOB_BODY = image_body("files", many=True)
 ERRORS = {
+    **IMAGE_ERRORS,
     404: {"description": "no such job (or it expired), or no such field"},
     409: {"description": "the Idempotency-Key was used for a different request, or the result is not ready"},
-    413: {"description": "upload over the byte limit, or an image over the pixel limit"},
-    415: {"description": "not an image type we read"},
     422: {"description": "an undecodable image, no image, too many files, or invalid parameters"},
     503: {"description": "not ready, or too many jobs waiting; see Retry-After"},
 }
@@ -202,19 +187,7 @@ def run_job_field(state: ServiceState, job: Job, position: int, data: bytes) -> 
         "candidates": len(result.bacilli) + len(result.rejected),
         "count": len(result.bacilli),
         "estimated_bacilli": result.estimated_bacilli,
-        "bacilli": [
-            {
-                "id": b.id,
-                "bbox": list(b.bbox),
-                "centroid": list(b.centroid),
-                "area_px": b.area_px,
-                "length_px": b.length_px,
-                "width_px": b.width_px,
-                "score": b.score,
-                "estimated_count": b.estimated_count,
-            }
-            for b in result.bacilli
-        ],
+        "bacilli": [b.summary() for b in result.bacilli],
         "mask_url": f"/v1/jobs/{job.job_id}/fields/{position}/mask",
         "objects_url": f"/v1/jobs/{job.job_id}/fields/{position}/objects",
     }

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.inference import result_headers, segment_upload
+from service.api.openapi import IMAGE_ERRORS, image_body
 from service.api.schemas import AnalyzeResponse, BacillusOut, BoundingBox, ImageInfo, Point, Timings
 from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
@@ -19,28 +20,8 @@ from service.render import heatmap_png_array, mask_png_array, overlay
 
 router = APIRouter(prefix="/v1", tags=["segmentation"])
 
-IMAGE_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
-        },
-        **{
-            media: {"schema": {"type": "string", "format": "binary"}}
-            for media in ("image/png", "image/jpeg", "image/tiff")
-        },
-    },
-}
-ERRORS = {
-    413: {"description": "upload over the byte limit, or image over the pixel limit"},
-    415: {"description": "not an image type we read"},
-    422: {"description": "truncated or undecodable image, missing image, or invalid parameters"},
-    503: {"description": "busy (queue full) or not ready; see Retry-After"},
-}
+IMAGE_BODY = image_body()
+ERRORS = IMAGE_ERRORS
 
 
 class SegmentOutput(StrEnum):

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.inference import decode_and_segment, record
+from service.api.openapi import IMAGE_ERRORS, image_body
 from service.api.problems import BadRequest
 from service.api.schemas import SlideFieldOut, SlideReport
 from service.api.state import ReadyDep, ServiceState, StateDep
@@ -22,28 +23,12 @@ from service.slides import FieldCount, Slide, SlideStore
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 
-FIELDS_BODY = {
-    "required": False,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-            }
-        },
-        **{
-            media: {"schema": {"type": "string", "format": "binary"}}
-            for media in ("image/png", "image/jpeg", "image/tiff")
-        },
-    },
-}
+FIELDS_BODY = image_body("files", many=True, required=False)
 ERRORS = {
+    **IMAGE_ERRORS,
     404: {"description": "no such slide"},
     409: {"description": "a slide with this id exists already"},
-    413: {"description": "upload over the byte limit, or an image over the pixel limit"},
-    415: {"description": "not an image type we read"},
     422: {"description": "an undecodable image, too many files, or invalid parameters; nothing is stored"},
-    503: {"description": "busy (queue full) or not ready; see Retry-After"},
 }
 SlideId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
