@@ -15,7 +15,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SLIDE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # 1–64 characters; also the API's parameter pattern
+SLIDE_ID = re.compile(SLIDE_ID_PATTERN)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slides (
     slide_id TEXT PRIMARY KEY,

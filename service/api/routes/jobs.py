@@ -24,7 +24,7 @@ from service.api.uploads import read_uploads
 from service.image_io import decode_image, encode_png
 from service.jobs import IdempotencyConflict, Job, JobStore
 from service.render import mask_png_array
-from service.slides import FieldCount
+from service.slides import SLIDE_ID_PATTERN, FieldCount
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -82,10 +82,7 @@ def _check_images(uploads: list[tuple[str, bytes]], max_pixels: int) -> None:
 async def submit_job(
     request: Request,
     state: ReadyDep,
-    slide_id: Annotated[
-        str | None,
-        Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="grade as this slide"),
-    ] = None,
+    slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="grade as this slide")] = None,
     object_threshold: Annotated[float | None, Query(ge=0, le=1, description="object filter score to keep")] = None,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=200, description="a retried submit with the same key is safe")

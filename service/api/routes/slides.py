@@ -19,7 +19,7 @@ from service.api.schemas import SlideFieldOut, SlideReport
 from service.api.state import ReadyDep, ServiceState, StateDep
 from service.api.uploads import read_uploads
 from service.grading import grade_slide
-from service.slides import FieldCount, Slide, SlideStore
+from service.slides import SLIDE_ID_PATTERN, FieldCount, Slide, SlideStore
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 
@@ -30,7 +30,7 @@ ERRORS = {
     409: {"description": "a slide with this id exists already"},
     422: {"description": "an undecodable image, too many files, or invalid parameters; nothing is stored"},
 }
-SlideId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+SlideId = Annotated[str, Path(pattern=SLIDE_ID_PATTERN, description="1–64 letters, digits, ., _ or -")]
 
 
 def _store(state: ServiceState) -> SlideStore:
@@ -120,10 +120,7 @@ async def _count_fields(state: ServiceState, request: Request, first_index: int)
 async def create_slide(
     request: Request,
     state: ReadyDep,
-    slide_id: Annotated[
-        str | None,
-        Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="default: a new id"),
-    ] = None,
+    slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="default: a new id")] = None,
 ) -> JSONResponse:
     """Send the fields as multipart parts named ``files`` (or one image as the raw body). The response gives the
     per-field counts, the total, AFB per field and the WHO/IUATLD grade with ``needs_review``."""
