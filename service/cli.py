@@ -1,14 +1,15 @@
 """Command line of the service: ``serve`` (HTTP) and ``segment`` (local batches through the same engine).
 
     python -m service serve [--host H] [--port P]
-    python -m service segment FILES_OR_DIRS... -o OUTDIR [--heatmap] [--overlay] [--slide] [--force]
+    python -m service segment FILES_OR_DIRS... -o OUTDIR [--heatmap] [--overlay] [--slide] [--slide-id ID] [--force]
 
 ``segment`` writes, per field, ``<stem>_mask.png`` (the paper's mask, 0/255), ``<stem>_objects.png`` (the kept
-bacilli only, 0/255) and ``<stem>_objects.json`` (the ``/v1/analyze`` answer with the rejected candidates),
-optionally ``<stem>_heatmap.png`` and ``<stem>_overlay.png``; every file is written atomically (temporary name,
-then rename), fields whose outputs all exist are skipped, and ``summary.csv`` lists every field with its counts.
-With ``--slide`` the fields are graded as one slide (WHO/IUATLD) into ``slide.json``. Settings come from
-``TBSEG_*`` environment variables, as for the service.
+bacilli only, 0/255) and ``<stem>_objects.json`` (the ``/v1/analyze`` answer with the rejected candidates and the
+file's path), optionally ``<stem>_heatmap.png`` and ``<stem>_overlay.png``; every file is written atomically
+(temporary name, then rename), fields whose outputs all exist (and whose ``_objects.json`` reads) are skipped, and
+``summary.csv`` lists every field with its counts. With ``--slide`` the fields are graded as one slide
+(WHO/IUATLD) into ``slide.json``, in the schema of ``GET /v1/slides/{id}``. Settings come from ``TBSEG_*``
+environment variables, as for the service.
 """
 
 from __future__ import annotations
@@ -17,21 +18,25 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from service.engine.errors import EngineError
+from service.engine.image_io import ImageRejected, encode_png
+from service.engine.loading import check_files, load_segmenter
 from service.engine.segmenter import Segmenter
-from service.grading import grade_slide
-from service.image_io import ImageRejected, decode_image, encode_png
+from service.field_result import AnalyzedField, segment_field
 from service.render import heatmap_png_array, mask_png_array, overlay
 from service.settings import Settings
+from service.slide_report import slide_report
+from service.slides import SLIDE_ID, FieldCount, Slide
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--heatmap", action="store_true", help="also write <stem>_heatmap.png")
     batch.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
     batch.add_argument("--slide", action="store_true", help="grade the fields as one slide into slide.json")
+    batch.add_argument("--slide-id", help="the slide's id in slide.json (implies --slide; default: OUTDIR's name)")
     batch.add_argument("--object-threshold", type=float, help="object filter score to keep a candidate")
     batch.add_argument("--force", action="store_true", help="redo fields whose outputs exist")
     return parser
@@ -105,75 +111,92 @@ def _outputs(out: Path, stem: str, heatmap: bool, overlay_too: bool) -> list[Pat
     return wanted
 
 
+@dataclass(frozen=True)
+class BatchRow:
+    """One input file of a batch: its result (segmented now or read back), or why it failed."""
+
+    file: Path
+    status: str
+    result: AnalyzedField | None = None
+    detail: str = ""
+    added_at: float = 0.0
+
+    def csv_row(self) -> dict[str, object]:
+        row: dict[str, object] = {"file": str(self.file), "status": self.status, "detail": self.detail}
+        if self.result is not None:
+            r = self.result
+            row |= {
+                "width": r.image.width,
+                "height": r.image.height,
+                "count": r.count,
+                "estimated_bacilli": r.estimated_bacilli,
+                "rejected": len(r.rejected or ()),
+                "bacillus_fraction": r.bacillus_pixel_fraction,
+                "inference_seconds": round(r.timings.inference_ms / 1000, 3),
+            }
+        return row
+
+
 def segment_one(
     segmenter: Segmenter,
-    settings: Settings,
+    max_pixels: int,
     image: Path,
     out: Path,
     heatmap: bool,
     overlay_too: bool,
     object_threshold: float | None = None,
-) -> dict[str, object]:
-    """Segment one file and write its outputs; returns its summary row."""
-    decoded = decode_image(image.read_bytes(), settings.max_pixels)
-    result = segmenter.segment(decoded.rgb, find_objects=True, object_threshold=object_threshold)
-    stem = image.stem
-    write_atomically(out / f"{stem}_mask.png", encode_png(mask_png_array(result.mask)))
-    write_atomically(out / f"{stem}_objects.png", encode_png(mask_png_array(result.objects)))
+) -> BatchRow:
+    """Segment one file and write its outputs; returns its row."""
+    started = time.perf_counter()
+    result = segment_field(segmenter, image.read_bytes(), max_pixels, True, object_threshold)
+    seg, stem = result.segmentation, image.stem
+    write_atomically(out / f"{stem}_mask.png", encode_png(mask_png_array(seg.mask)))
+    write_atomically(out / f"{stem}_objects.png", encode_png(mask_png_array(seg.objects)))
     if heatmap:
-        write_atomically(out / f"{stem}_heatmap.png", encode_png(heatmap_png_array(result.heatmap)))
+        write_atomically(out / f"{stem}_heatmap.png", encode_png(heatmap_png_array(seg.heatmap)))
     if overlay_too:
-        write_atomically(out / f"{stem}_overlay.png", encode_png(overlay(decoded.rgb, result.objects)))
-    objects = {
-        "file": str(image),
-        "model_id": segmenter.model.meta.model_id,
-        "image": {"width": decoded.width, "height": decoded.height, "format": decoded.format},
-        "threshold": segmenter.threshold,
-        "min_object_px": segmenter.min_object_px,
-        "filter_id": segmenter.object_filter.meta.filter_id if segmenter.object_filter else None,
-        "object_threshold": result.object_threshold,
-        "inference_seconds": round(result.infer_seconds, 3),
-        "bacillus_pixel_fraction": round(result.bacillus_fraction, 6),
-        "candidates": len(result.bacilli) + len(result.rejected),
-        "count": len(result.bacilli),
-        "estimated_bacilli": result.estimated_bacilli,
-        "bacilli": [b.summary() for b in result.bacilli],
-        "rejected": [b.summary() for b in result.rejected],
-    }
-    write_atomically(out / f"{stem}_objects.json", (json.dumps(objects, indent=1) + "\n").encode())
-    return {
-        "file": str(image),
-        "status": "done",
-        "width": decoded.width,
-        "height": decoded.height,
-        "count": len(result.bacilli),
-        "estimated_bacilli": result.estimated_bacilli,
-        "rejected": len(result.rejected),
-        "bacillus_fraction": round(result.bacillus_fraction, 6),
-        "inference_seconds": round(result.infer_seconds, 3),
-        "detail": "",
-    }
+        write_atomically(out / f"{stem}_overlay.png", encode_png(overlay(result.image.rgb, seg.objects)))
+    analyzed = result.analyzed(time.perf_counter() - started, include_rejected=True)
+    body = {"file": str(image), **analyzed.model_dump(mode="json")}
+    write_atomically(out / f"{stem}_objects.json", (json.dumps(body, indent=1) + "\n").encode())
+    return BatchRow(image, "done", analyzed, added_at=time.time())
 
 
-def _row_from_existing(image: Path, objects_json: Path) -> dict[str, object]:
-    done = json.loads(objects_json.read_text(encoding="utf-8"))
-    return {
-        "file": str(image),
-        "status": "skipped (done before)",
-        "width": done["image"]["width"],
-        "height": done["image"]["height"],
-        "count": done["count"],
-        "estimated_bacilli": done.get("estimated_bacilli", done["count"]),
-        "rejected": len(done.get("rejected", [])),
-        "bacillus_fraction": done["bacillus_pixel_fraction"],
-        "inference_seconds": done["inference_seconds"],
-        "detail": "",
-    }
+def _done_before(image: Path, objects_json: Path) -> BatchRow | None:
+    """The row of a field whose outputs exist, from its ``_objects.json``; None when that file does not read as
+    this version's result (the field is then segmented again)."""
+    try:
+        analyzed = AnalyzedField.model_validate_json(objects_json.read_bytes())
+    except (OSError, ValidationError):
+        return None
+    return BatchRow(image, "skipped (done before)", analyzed, added_at=objects_json.stat().st_mtime)
+
+
+def default_slide_id(out: Path) -> str:
+    """The output folder's name, made a valid slide id (letters, digits, '.', '_' and '-'; at most 64)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", out.resolve().name).strip("-._")[:64]
+    return name if SLIDE_ID.match(name) else "slide"
+
+
+def write_slide(path: Path, slide_id: str, rows: Sequence[BatchRow], started_at: float) -> None:
+    """Grade the fields segmented (or found done before) as one slide into ``path``, in the schema of
+    ``GET /v1/slides/{id}``; fields that failed are not counted and make the slide need review."""
+    counts = [FieldCount.of(r.file.name, r.result, r.added_at) for r in rows if r.result is not None]
+    failures = sum(r.result is None for r in rows)
+    more = (f"{failures} fields could not be read and were not counted",) if failures else ()
+    report = slide_report(Slide(slide_id, started_at, tuple(counts)), more)
+    write_atomically(path, (report.model_dump_json(indent=1) + "\n").encode())
+    log.info(
+        "slide: %s, %d AFB in %d fields (slide id %s)%s",
+        report.report or "no field could be read",
+        report.total_afb,
+        report.fields_examined,
+        slide_id,
+        " (needs review: " + "; ".join(report.reasons) + ")" if report.needs_review else "",
+    )
 
 
 def run_segment(args: argparse.Namespace, settings: Settings) -> int:
-    from service.api.app import load_segmenter
-
     images = find_images(args.inputs)
     stems: dict[str, Path] = {}
     for image in images:
@@ -183,83 +206,61 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 2
         stems[image.stem] = image
+    if args.slide_id is not None and not SLIDE_ID.match(args.slide_id):
+        log.error(
+            "--slide-id %r: use 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit", args.slide_id
+        )
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    segmenter = load_segmenter(settings)
-    rows, failures, started = [], 0, time.perf_counter()
+    segmenter = load_segmenter(settings.segmenter_config)
+    rows: list[BatchRow] = []
+    started_at, started = time.time(), time.perf_counter()
     for image in tqdm(images, desc="segment", unit="field", file=sys.stderr):
         wanted = _outputs(args.out, image.stem, args.heatmap, args.overlay)
+        earlier = None
         if not args.force and all(p.is_file() for p in wanted):
-            rows.append(_row_from_existing(image, wanted[1]))
+            earlier = _done_before(image, wanted[1])
+        if earlier is not None:
+            rows.append(earlier)
             continue
         try:
             rows.append(
-                segment_one(segmenter, settings, image, args.out, args.heatmap, args.overlay, args.object_threshold)
+                segment_one(
+                    segmenter, settings.max_pixels, image, args.out, args.heatmap, args.overlay, args.object_threshold
+                )
             )
         except (ImageRejected, EngineError, OSError) as exc:
-            failures += 1
             log.error("%s: %s", image, exc)
-            rows.append({"file": str(image), "status": "error", "detail": str(exc)})
+            rows.append(BatchRow(image, "error", detail=str(exc)))
     summary = args.out / "summary.csv"
     temporary = summary.with_name(".summary.csv.partial")
     with temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS, restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(r.csv_row() for r in rows)
     temporary.replace(summary)
-    total = sum(int(r.get("count") or 0) for r in rows)  # type: ignore[call-overload]
-    if args.slide:
-        write_slide(args.out / "slide.json", rows, failures, segmenter)
+    if args.slide or args.slide_id is not None:
+        write_slide(args.out / "slide.json", args.slide_id or default_slide_id(args.out), rows, started_at)
+    failures = sum(r.result is None for r in rows)
     log.info(
         "%d fields (%d failed), %d bacilli in all, %.1f s; summary in %s",
         len(rows),
         failures,
-        total,
+        sum(r.result.count for r in rows if r.result is not None),
         time.perf_counter() - started,
         summary,
     )
     return 1 if failures else 0
 
 
-def write_slide(path: Path, rows: list[dict[str, object]], failures: int, segmenter: Segmenter) -> None:
-    """Grade the fields segmented (or found done before) as one slide; failed fields are not counted."""
-    counted = [r for r in rows if r.get("status") != "error"]
-    afb = [int(r["estimated_bacilli"]) for r in counted]  # type: ignore[call-overload]
-    body: dict[str, object] = {
-        "fields": [{"file": r["file"], "afb": a, "objects": r["count"]} for r, a in zip(counted, afb, strict=True)],
-        "failed_fields": failures,
-        "model_id": segmenter.model.meta.model_id,
-        "filter_id": segmenter.object_filter.meta.filter_id if segmenter.object_filter else None,
-    }
-    if afb:
-        grade = grade_slide(afb)
-        body |= {k: v for k, v in asdict(grade).items() if k != "grade"} | {"grade": grade.grade.value}
-        if failures:
-            body["needs_review"] = True
-            body["reasons"] = [*grade.reasons, f"{failures} fields could not be read and were not counted"]
-        log.info(
-            "slide: %s, %d AFB in %d fields%s",
-            grade.report,
-            grade.total_afb,
-            grade.fields_examined,
-            " (needs review: " + "; ".join(body["reasons"]) + ")" if body["needs_review"] else "",
-        )  # type: ignore[arg-type]
-    else:
-        body |= {"grade": None, "needs_review": True, "reasons": ["no field could be read"]}
-    write_atomically(path, (json.dumps(body, indent=1) + "\n").encode())
-
-
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.api.app import check_pair, create_app
-    from service.engine.model import OnnxModel
-    from service.engine.object_filter import ObjectFilter
+    from service.api.app import create_app
 
     # Preflight: a missing, corrupt or mislabelled model (or object filter) stops here with one clear line, before
     # uvicorn starts.
-    model = OnnxModel(settings.model_path, providers=("CPUExecutionProvider",))
-    if settings.object_filter_path is not None:
-        check_pair(model, ObjectFilter(settings.object_filter_path))
+    check_files(settings.model_path, settings.object_filter_path)
     host, port = args.host or settings.host, args.port or settings.port
     uvicorn.run(
         create_app(settings),

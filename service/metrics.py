@@ -1,6 +1,6 @@
 """Prometheus metrics of the service: one registry per app, route-template labels, units in names.
 
-The engine never touches Prometheus: routes record its timings here.
+The engine never touches Prometheus: routes and the job runner record its timings here.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.field_result import FieldResult
 
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -52,6 +54,13 @@ class Metrics:
         self.rejected = Counter(
             "tbseg_requests_rejected_total", "Requests refused before inference, by reason", ["reason"], registry=r
         )
+
+    def record_field(self, result: FieldResult) -> None:
+        """A field segmented (by a request or a job)."""
+        self.inference.observe(result.segmentation.infer_seconds)
+        self.postprocess.observe(result.segmentation.postprocess_seconds)
+        self.megapixels.inc(result.image.width * result.image.height / 1e6)
+        self.fields.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

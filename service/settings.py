@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.engine.loading import SegmenterConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "bacilli_dense.onnx"
 
@@ -94,3 +96,18 @@ class Settings(BaseSettings):
     @property
     def provider_list(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.providers.split(",") if p.strip())
+
+    @property
+    def segmenter_config(self) -> SegmenterConfig:
+        """What the engine needs to load the segmenter, as plain values."""
+        return SegmenterConfig(
+            model_path=self.model_path,
+            providers=self.provider_list,
+            intra_op_threads=self.intra_op_threads,
+            object_filter_path=self.object_filter_path,
+            tile_px=self.tile_px,
+            batch_tiles=self.batch_tiles,
+            threshold=self.threshold,
+            min_object_px=self.min_object_px,
+            object_threshold=self.object_threshold,
+        )

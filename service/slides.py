@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.field_result import FieldSummary
+
 SLIDE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # 1–64 characters; also the API's parameter pattern
 SLIDE_ID = re.compile(SLIDE_ID_PATTERN)
 SCHEMA = """
@@ -50,6 +52,25 @@ class FieldCount:
     model_id: str
     filter_id: str | None
     added_at: float = 0.0
+
+    @classmethod
+    def of(cls, name: str, summary: FieldSummary, added_at: float = 0.0) -> FieldCount:
+        """The counts of a field's summary, under the name it was sent with."""
+        return cls(
+            name=name,
+            objects=summary.count,
+            estimated_bacilli=summary.estimated_bacilli,
+            width=summary.image.width,
+            height=summary.image.height,
+            model_id=summary.model_id,
+            filter_id=summary.filter_id,
+            added_at=added_at,
+        )
+
+    @property
+    def afb(self) -> int:
+        """Bacilli counted for grading: the estimated bacilli with an object filter, else the objects."""
+        return self.estimated_bacilli if self.filter_id else self.objects
 
 
 @dataclass(frozen=True)

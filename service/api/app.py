@@ -1,16 +1,20 @@
 """The FastAPI application: ``create_app(settings)`` assembles routers, errors, metrics and the model's lifespan.
 
-Start-up loads the model, checks its metadata, warms it up on one full tile, and only then reports ready
-(``/readyz``). A model that cannot be loaded stops the start-up with a clear message.
+Start-up opens the stores, loads the model and its object filter (:mod:`service.engine.loading`), warms it up on
+one full tile, starts the job runner (whose fields go through the same inference gate as requests), and only then
+reports ready (``/readyz``); until then every ``/v1`` route answers 503 with ``Retry-After``. A model that cannot be
+loaded stops the start-up with a clear message.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,13 +24,13 @@ from service.api import problems
 from service.api.auth import ApiKeyMiddleware
 from service.api.gate import InferenceGate
 from service.api.routes import health, jobs, model, segment, slides
-from service.api.state import ServiceState
-from service.engine.errors import ModelContractError
-from service.engine.model import OnnxModel
-from service.engine.object_filter import ObjectFilter
-from service.engine.segmenter import Segmenter
-from service.image_io import ImageRejected
-from service.jobs import JobRunner, JobStore
+from service.api.state import ServiceState, Serving
+from service.api.uploads import BodyLimitMiddleware
+from service.engine.image_io import ImageRejected
+from service.engine.loading import load_segmenter
+from service.field_result import FieldResult
+from service.jobs.runner import JobFieldWork, JobRunner, file_into_slide
+from service.jobs.store import JobStore
 from service.metrics import MetricsMiddleware
 from service.settings import Settings
 from service.slides import SlideStore
@@ -57,41 +61,6 @@ class RequestIdMiddleware:
         await self.app(scope, receive, with_id)
 
 
-def check_pair(model: OnnxModel, object_filter: ObjectFilter) -> None:
-    """Refuse an object filter trained on another dense model's candidates (its scores would not transfer)."""
-    if object_filter.meta.dense_model_id != model.meta.model_id:
-        raise ModelContractError(
-            f"{object_filter.path}: trained on the candidates of {object_filter.meta.dense_model_id}, not of "
-            f"{model.meta.model_id}; retrain it (python -m training objects) or set TBSEG_OBJECT_FILTER=none"
-        )
-
-
-def load_segmenter(settings: Settings) -> Segmenter:
-    """Load the model named by the settings and wrap it in a segmenter (raises ModelContractError)."""
-    onnx_model = OnnxModel(
-        settings.model_path, providers=settings.provider_list, intra_op_threads=settings.intra_op_threads
-    )
-    log.info(
-        "model %s loaded from %s on %s", onnx_model.meta.model_id, settings.model_path, ", ".join(onnx_model.providers)
-    )
-    object_filter = None
-    if settings.object_filter_path is not None:
-        object_filter = ObjectFilter(settings.object_filter_path)
-        check_pair(onnx_model, object_filter)
-        log.info("object filter %s loaded, threshold %s", object_filter.meta.filter_id, object_filter.meta.threshold)
-    else:
-        log.info("no object filter: every candidate is reported (TBSEG_OBJECT_FILTER=%s)", settings.object_filter)
-    return Segmenter(
-        onnx_model,
-        tile_px=settings.tile_px,
-        batch_tiles=settings.batch_tiles,
-        threshold=settings.threshold,
-        min_object_px=settings.min_object_px,
-        object_filter=object_filter,
-        object_threshold=settings.object_threshold,
-    )
-
-
 def create_app(settings: Settings) -> FastAPI:
     """Build the application; the model loads when the app starts (lifespan), not here."""
     state = ServiceState(
@@ -102,19 +71,35 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.slides = SlideStore(settings.data_dir / "slides.sqlite3")
-        state.jobs = JobStore(settings.data_dir)
-        segmenter = await anyio.to_thread.run_sync(load_segmenter, settings)
-        state.segmenter = segmenter
-        state.warm_up_seconds = await anyio.to_thread.run_sync(segmenter.warm_up)
+        slide_store = SlideStore(settings.data_dir / "slides.sqlite3")
+        job_store = JobStore(settings.data_dir)
+        segmenter = await anyio.to_thread.run_sync(load_segmenter, settings.segmenter_config)
+        warm_up_seconds = await anyio.to_thread.run_sync(segmenter.warm_up)
+        token = anyio.lowlevel.current_token()
+
+        def run_on_worker(work: Callable[[], FieldResult]) -> FieldResult:
+            """From the job runner's thread: wait in the gate's queue like a request, infer on a worker."""
+            return anyio.from_thread.run(state.gate.run_waiting, work, token=token)
+
+        field_work = JobFieldWork(job_store, segmenter, settings.max_pixels, run_on_worker, state.metrics.record_field)
         runner = JobRunner(
-            state.jobs,
-            lambda job, position, data: jobs.run_job_field(state, job, position, data),
-            lambda job: jobs.file_into_slide(state, job),
+            job_store,
+            field_work,
+            lambda job: file_into_slide(slide_store, job),
             settings.job_retention_s,
             field_errors=(ImageRejected,),
         )
-        state.job_runner = runner
+        state.serving = Serving(
+            settings=settings,
+            gate=state.gate,
+            metrics=state.metrics,
+            card=state.card,
+            segmenter=segmenter,
+            warm_up_seconds=warm_up_seconds,
+            slides=slide_store,
+            jobs=job_store,
+            job_runner=runner,
+        )
         runner.start()
         log.info("ready: %s", segmenter.model.meta.model_id)
         yield
@@ -122,8 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
         stopped = await anyio.to_thread.run_sync(runner.stop, settings.shutdown_grace_s)
         if not stopped:
             log.warning("the job runner did not stop in time; its job will be resumed at the next start")
-        state.jobs.close()
-        state.slides.close()
+        job_store.close()
+        slide_store.close()
 
     app = FastAPI(
         title="tbseg: tuberculosis bacilli in Ziehl-Neelsen micrographs",
@@ -134,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = state
     problems.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.api_key is not None and settings.api_key.get_secret_value():
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())

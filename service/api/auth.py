@@ -8,6 +8,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.problems import PROBLEM_MEDIA_TYPE, problem_body
+
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
@@ -26,24 +28,17 @@ class ApiKeyMiddleware:
         if hmac.compare_digest(given, self.expected):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "type": "/problems/unauthorized",
-                "title": "Unauthorized",
-                "status": 401,
-                "detail": "this service needs an API key: send 'Authorization: Bearer <key>'"
-                if not given
-                else "the API key is not valid",
-                "instance": scope["path"],
-                "request_id": scope.get("state", {}).get("request_id"),
-            }
-        ).encode()
+        detail = (
+            "the API key is not valid" if given else "this service needs an API key: send 'Authorization: Bearer <key>'"
+        )
+        request_id = scope.get("state", {}).get("request_id")
+        body = json.dumps(problem_body(401, "unauthorized", "Unauthorized", detail, scope["path"], request_id)).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 401,
                 "headers": [
-                    (b"content-type", b"application/problem+json"),
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                     (b"content-length", str(len(body)).encode()),
                     (b"www-authenticate", b'Bearer realm="tbseg"'),
                 ],

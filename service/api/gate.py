@@ -1,8 +1,12 @@
 """A bounded pool for inference with a bounded queue in front of it; beyond both, refuse at once.
 
 Inference is CPU/GPU-bound and synchronous: it runs in worker threads (``workers`` at a time) off the event
-loop. At most ``queue_size`` more requests wait for a worker; another request gets :class:`QueueFull`
+loop. At most ``queue_size`` more requests wait for a worker; another request gets :class:`~service.api.problems.Busy`
 (HTTP 503 with Retry-After) immediately, before its body is read, instead of piling up.
+
+The job runner's fields go through the same gate (:meth:`InferenceGate.run_waiting`, called from its thread
+through the event loop): they wait in the same first-come queue and hold a place in it, so a job and requests
+share the workers instead of inferring side by side and slowing each other down; they are never refused.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from service.api.problems import QueueFull
+from service.api.problems import Busy
 
 T = TypeVar("T")
 
@@ -36,9 +40,11 @@ class InferenceGate:
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
-        """Hold a place for one request, or raise :class:`QueueFull` when there is none."""
+        """Hold a place for one request, or raise :class:`~service.api.problems.Busy` when there is none."""
         if self.admitted >= self.workers + self.queue_size:
-            raise QueueFull(self.retry_after_s)
+            raise Busy(
+                "the service is busy: every inference worker is in use and the queue is full", self.retry_after_s
+            )
         self.admitted += 1
         try:
             yield
@@ -54,3 +60,12 @@ class InferenceGate:
                 return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
             finally:
                 self.running -= 1
+
+    async def run_waiting(self, fn: Callable[[], T]) -> T:
+        """Hold a place in the queue even when it is full (background work, never refused), then run ``fn()`` on
+        a worker thread once one is free."""
+        self.admitted += 1
+        try:
+            return await self.run(fn)
+        finally:
+            self.admitted -= 1

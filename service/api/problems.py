@@ -1,8 +1,29 @@
-"""Errors as RFC 9457 problem details (``application/problem+json``), one place for every status mapping."""
+"""Errors as RFC 9457 problem details (``application/problem+json``): the problem types, and one builder.
+
+Every error answer of the service, the API-key middleware's included, is built by :func:`problem_body`. Each
+kind of problem is a class with its own status, ``type`` URI and title; a route raises one with a ``detail``
+saying what happened to this request:
+
+==================  ======  ================================  ======================================
+class               status  type                              title
+==================  ======  ================================  ======================================
+:class:`InvalidRequest` 422  ``/problems/invalid-request``     Invalid request
+:class:`NotFound`       404  ``/problems/not-found``           Not Found
+:class:`Conflict`       409  ``/problems/conflict``            Conflict
+:class:`Busy`           503  ``/problems/busy``                Service Busy (+ ``Retry-After``)
+:class:`Unavailable`    503  ``/problems/unavailable``         Service Unavailable (+ ``Retry-After``)
+==================  ======  ================================  ======================================
+
+A raise may name a more specific ``type`` (``Conflict(..., slug="idempotency-conflict")``) for clients that
+branch on it; the title stays the class's. Image errors from the decoder, validation errors, Starlette's own
+404/405 and unexpected exceptions are mapped here too, so no route builds an error body itself.
+"""
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,31 +31,101 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engine.errors import EngineError, InvalidImage
-from service.image_io import ImageRejected, ImageTooLarge, UnsupportedImageType
+from service.engine.image_io import ImageRejected, ImageTooLarge, UnsupportedImageType
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+LOADING_RETRY_AFTER_S = 5
 
 
-class QueueFull(Exception):
-    """Every worker is busy and the queue is full: the client should retry later (HTTP 503)."""
+class Problem(Exception):
+    """Base of the problems a route raises on purpose: ``status``, ``slug`` (the ``type`` URI's last part) and
+    ``title`` belong to the class; ``detail`` to the occurrence."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__("the service is busy: every inference worker is in use and the queue is full")
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad Request"
+
+    def __init__(self, detail: str, *, slug: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.type_slug = slug or type(self).slug
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the body."""
+        return {}
+
+
+class InvalidRequest(Problem):
+    """A well-formed HTTP request that is not a usable call: no image, a malformed multipart body, too many
+    files (422)."""
+
+    status = 422
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class NotFound(Problem):
+    """No such job, field, slide or route (404)."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not Found"
+
+
+class Conflict(Problem):
+    """The request contradicts what exists: a slide id taken, a reused Idempotency-Key, a result not ready (409)."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Busy(Problem):
+    """Every place is taken (inference workers and their queue, or the job queue): retry after ``retry_after_s``
+    seconds (503 with ``Retry-After``)."""
+
+    status = 503
+    slug = "busy"
+    title = "Service Busy"
+
+    def __init__(self, detail: str, retry_after_s: int, *, slug: str | None = None) -> None:
+        super().__init__(detail, slug=slug)
         self.retry_after_s = retry_after_s
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
-class NotReady(Exception):
-    """The model is not loaded and warm yet (HTTP 503)."""
 
+class Unavailable(Problem):
+    """The service is starting: the model is loading and warming up (503 with ``Retry-After``)."""
 
-class BadRequest(Exception):
-    """A request that is well-formed HTTP but not a usable call (HTTP 400, or the given status)."""
+    status = 503
+    slug = "unavailable"
+    title = "Service Unavailable"
 
-    def __init__(self, detail: str, status: int = 400, slug: str = "bad-request") -> None:
+    def __init__(self, detail: str = "the model is still loading", retry_after_s: int = LOADING_RETRY_AFTER_S) -> None:
         super().__init__(detail)
-        self.status, self.slug = status, slug
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+def problem_body(
+    status: int, slug: str, title: str, detail: str, instance: str, request_id: str | None, **extra: object
+) -> dict[str, object]:
+    """The one builder of problem-details bodies; ``type`` is a relative URI naming the kind of problem."""
+    return {
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+        **extra,
+    }
 
 
 def problem(
@@ -46,52 +137,35 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: object,
 ) -> JSONResponse:
-    """A problem-details response; ``type`` is a relative URI naming the kind of problem."""
-    body = {
-        "type": f"/problems/{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "request_id": getattr(request.state, "request_id", None),
-        **extra,
-    }
+    """A problem-details response to ``request``."""
+    request_id = getattr(request.state, "request_id", None)
+    body = problem_body(status, slug, title, detail, request.url.path, request_id, **extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+# The decoder's refusals (engine errors, not HTTP ones): status, slug and title of each.
+IMAGE_PROBLEMS: tuple[tuple[type[ImageRejected], int, str, str], ...] = (
+    (ImageTooLarge, 413, "image-too-large", "Image too large"),
+    (UnsupportedImageType, 415, "unsupported-media-type", "Unsupported image type"),
+    (ImageRejected, 422, "undecodable-image", "Image cannot be decoded"),
+)
 
 
 def install(app: FastAPI) -> None:
     """Register the exception handlers that turn every error into a problem response."""
 
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem(request, exc.status, exc.type_slug, exc.title, exc.detail, headers=exc.headers() or None)
+
     @app.exception_handler(ImageRejected)
     async def _image(request: Request, exc: ImageRejected) -> JSONResponse:
-        if isinstance(exc, ImageTooLarge):
-            return problem(request, 413, "image-too-large", "Image too large", str(exc))
-        if isinstance(exc, UnsupportedImageType):
-            return problem(request, 415, "unsupported-media-type", "Unsupported image type", str(exc))
-        return problem(request, 422, "undecodable-image", "Image cannot be decoded", str(exc))
+        status, slug, title = next((s, sl, t) for kind, s, sl, t in IMAGE_PROBLEMS if isinstance(exc, kind))
+        return problem(request, status, slug, title, str(exc))
 
     @app.exception_handler(InvalidImage)
     async def _invalid(request: Request, exc: InvalidImage) -> JSONResponse:
         return problem(request, 422, "invalid-image", "Invalid image", str(exc))
-
-    @app.exception_handler(QueueFull)
-    async def _busy(request: Request, exc: QueueFull) -> JSONResponse:
-        return problem(request, 503, "busy", "Service busy", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(NotReady)
-    async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
-        return problem(
-            request,
-            503,
-            "not-ready",
-            "Not ready",
-            str(exc) or "the model is still loading",
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(BadRequest)
-    async def _bad(request: Request, exc: BadRequest) -> JSONResponse:
-        return problem(request, exc.status, exc.slug, "Bad request", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,15 +177,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status_code, "http")
-        return problem(
-            request,
-            exc.status_code,
-            slug,
-            str(exc.detail) if exc.status_code < 500 else "Error",
-            str(exc.detail),
-            headers=getattr(exc, "headers", None),
-        )
+        code = exc.status_code
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(code, "http")
+        title = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
+        return problem(request, code, slug, title, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(EngineError)
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""What the app holds while it runs: settings, the loaded engine, readiness, the gate and the metrics."""
+"""What the app holds while it runs: settings, the gate and the metrics from the start; once started, the
+warm segmenter, the stores and the job runner (:class:`Serving`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,28 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.gate import InferenceGate
-from service.api.problems import NotReady
+from service.api.problems import Unavailable
 from service.engine.segmenter import Segmenter
-from service.jobs import JobRunner, JobStore
+from service.jobs.runner import JobRunner
+from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.settings import Settings
 from service.slides import SlideStore
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Everything a route needs once the service has started: nothing in it is optional."""
+
+    settings: Settings
+    gate: InferenceGate
+    metrics: Metrics
+    card: str
+    segmenter: Segmenter
+    warm_up_seconds: float
+    slides: SlideStore
+    jobs: JobStore
+    job_runner: JobRunner
 
 
 @dataclass
@@ -21,16 +38,12 @@ class ServiceState:
     settings: Settings
     gate: InferenceGate
     metrics: Metrics = field(default_factory=Metrics)
-    segmenter: Segmenter | None = None
-    warm_up_seconds: float | None = None
     card: str = ""
-    slides: SlideStore | None = None
-    jobs: JobStore | None = None
-    job_runner: JobRunner | None = None
+    serving: Serving | None = None
 
     @property
     def ready(self) -> bool:
-        return self.segmenter is not None and self.warm_up_seconds is not None
+        return self.serving is not None
 
 
 def _state(request: Request) -> ServiceState:
@@ -38,12 +51,12 @@ def _state(request: Request) -> ServiceState:
     return state
 
 
-def _ready_state(request: Request) -> ServiceState:
-    state = _state(request)
-    if not state.ready:
-        raise NotReady("the model is still loading")
-    return state
+def _serving(request: Request) -> Serving:
+    serving = _state(request).serving
+    if serving is None:
+        raise Unavailable("the model is still loading")
+    return serving
 
 
 StateDep = Annotated[ServiceState, Depends(_state)]
-ReadyDep = Annotated[ServiceState, Depends(_ready_state)]
+ReadyDep = Annotated[Serving, Depends(_serving)]

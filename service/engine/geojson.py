@@ -25,11 +25,8 @@ def measurements(b: Bacillus, microns_per_pixel: float | None) -> dict[str, floa
     if b.score is not None:
         values["Object score"] = b.score
     if microns_per_pixel:
-        values |= {
-            "Area µm^2": round(b.area_px * microns_per_pixel**2, 4),
-            "Length µm": round(b.length_px * microns_per_pixel, 4),
-            "Width µm": round(b.width_px * microns_per_pixel, 4),
-        }
+        microns = b.in_microns(microns_per_pixel)
+        values |= {"Area µm^2": microns.area_um2, "Length µm": microns.length_um, "Width µm": microns.width_um}
     return values
 
 

@@ -111,6 +111,12 @@ class ObjectFilter:
         (probabilities,) = self.session.run([self._probability_output], {self.input_name: x})
         return np.asarray(probabilities, dtype=np.float32)[:, 1]
 
+    def cut(self, requested: float | None = None) -> float:
+        """The score a candidate needs to be kept: ``requested`` when given, else the filter's own threshold.
+
+        The one place the default object threshold is decided (service, batch command, evaluation)."""
+        return self.meta.threshold if requested is None else float(requested)
+
     def estimated_count(self, area_px: float) -> int:
         """Bacilli in a kept candidate of this area (module docstring)."""
         return max(1, int(np.floor(area_px / self.meta.single_bacillus_area_px + 0.5)))

@@ -47,20 +47,23 @@ class Bacillus:
     score: float | None = None
     estimated_count: int = 1
 
-    def summary(self) -> dict[str, object]:
-        """Its measurements as plain JSON values, without the outline (batch files, job results)."""
-        return {
-            "id": self.id,
-            "bbox": list(self.bbox),
-            "centroid": list(self.centroid),
-            "area_px": self.area_px,
-            "length_px": self.length_px,
-            "width_px": self.width_px,
-            "mean_probability": self.mean_probability,
-            "max_probability": self.max_probability,
-            "score": self.score,
-            "estimated_count": self.estimated_count,
-        }
+    def in_microns(self, microns_per_pixel: float) -> Microns:
+        """Its size in µm for a pixel size (the one place pixels become microns)."""
+        mpp = microns_per_pixel
+        return Microns(
+            area_um2=round(self.area_px * mpp**2, 4),
+            length_um=round(self.length_px * mpp, 4),
+            width_um=round(self.width_px * mpp, 4),
+        )
+
+
+@dataclass(frozen=True)
+class Microns:
+    """An object's size in micrometres (from its pixel measurements and the pixel size)."""
+
+    area_um2: float
+    length_um: float
+    width_um: float
 
 
 def trace_outline(component: npt.NDArray[np.bool_], origin: tuple[int, int] = (0, 0)) -> tuple[tuple[int, int], ...]:
@@ -179,7 +182,7 @@ def find_bacilli(
     if object_filter is None:
         kept = tuple(_describe(c, i, None, 1) for i, c in enumerate(candidates.items, start=1))
         return Objects(candidates.mask_of(), kept, ())
-    cut = object_filter.meta.threshold if object_threshold is None else object_threshold
+    cut = object_filter.cut(object_threshold)
     scores = object_filter.scores(candidates.feature_matrix())
     keep = scores >= cut
     described = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -22,29 +23,57 @@ from service.engine.tiling import tile_grid
 log = logging.getLogger(__name__)
 
 
+class Mode(StrEnum):
+    """How a field was inferred. ``exact``: every pixel through the dense network, equal to patch-by-patch
+    scanning."""
+
+    EXACT = "exact"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a field's result came from: what a client needs to reproduce or compare it.
+
+    Attributes:
+        model_id: the dense model's id.
+        filter_id: the object filter's id, or None when every candidate is kept.
+        threshold: P(bacillus) above which a pixel belongs to the mask and to a candidate.
+        object_threshold: the filter score a candidate needed to be kept; None without a filter.
+        min_object_px: the smallest candidate.
+        mode: how the heatmap was inferred.
+    """
+
+    model_id: str
+    filter_id: str | None
+    threshold: float
+    object_threshold: float | None
+    min_object_px: int
+    mode: Mode = Mode.EXACT
+
+
 @dataclass(frozen=True)
 class Segmentation:
     """One field's result.
 
     Attributes:
+        origin: the model, filter, thresholds and mode that made it.
         heatmap: ``[y, x]`` float32 P(bacillus).
         mask: ``[y, x]`` bool, ``heatmap > threshold`` (the paper's binary mask, every pixel).
         objects: ``[y, x]`` bool, the pixels of the kept bacilli only (all False unless asked for).
         bacilli: kept objects: candidates of at least ``min_object_px`` pixels that the object filter kept (all
             of them without a filter); empty unless asked for.
         rejected: candidates the object filter rejected (empty without a filter or unless asked for).
-        object_threshold: the filter score a candidate needed, or None without a filter.
         infer_seconds: time spent in the network (tiling included).
         postprocess_seconds: time spent finding and measuring objects.
         tiles: number of tiles run.
     """
 
+    origin: Origin
     heatmap: npt.NDArray[np.float32]
     mask: npt.NDArray[np.bool_]
     objects: npt.NDArray[np.bool_]
     bacilli: tuple[Bacillus, ...]
     rejected: tuple[Bacillus, ...]
-    object_threshold: float | None
     infer_seconds: float
     postprocess_seconds: float
     tiles: int
@@ -69,7 +98,8 @@ class Segmenter:
         threshold: P(bacillus) above which a pixel is bacillus.
         min_object_px: smallest reported object.
         object_filter: the object classifier deciding which candidates are bacilli; None keeps them all.
-        object_threshold: its default score threshold (None: the filter's own).
+        object_threshold: its default score threshold (None: the filter's own, see
+            :meth:`ObjectFilter.cut <service.engine.object_filter.ObjectFilter.cut>`).
     """
 
     def __init__(
@@ -85,9 +115,16 @@ class Segmenter:
         self.model, self.tile_px, self.batch_tiles = model, tile_px, batch_tiles
         self.threshold, self.min_object_px = threshold, min_object_px
         self.object_filter = object_filter
-        self.object_threshold = object_threshold
-        if object_filter is not None and object_threshold is None:
-            self.object_threshold = object_filter.meta.threshold
+        self.object_threshold = object_filter.cut(object_threshold) if object_filter is not None else None
+        self.mode = Mode.EXACT
+
+    def origin(self, object_threshold: float | None = None) -> Origin:
+        """The origin of a field segmented now, with ``object_threshold`` overriding the segmenter's own."""
+        filter_id, cut = None, None
+        if self.object_filter is not None:
+            filter_id = self.object_filter.meta.filter_id
+            cut = float(object_threshold) if object_threshold is not None else self.object_threshold
+        return Origin(self.model.meta.model_id, filter_id, self.threshold, cut, self.min_object_px, self.mode)
 
     def heatmap(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         meta = self.model.meta
@@ -110,23 +147,25 @@ class Segmenter:
         ``object_threshold`` overrides the segmenter's filter threshold for this field.
         """
         started = time.perf_counter()
+        origin = self.origin(object_threshold)
         heatmap = self.heatmap(rgb)
         inferred = time.perf_counter()
         mask = heatmap > self.threshold
-        cut = self.object_threshold if object_threshold is None else object_threshold
         if find_objects:
-            found = find_bacilli(heatmap, rgb, self.threshold, self.min_object_px, self.object_filter, cut)
+            found = find_bacilli(
+                heatmap, rgb, self.threshold, self.min_object_px, self.object_filter, origin.object_threshold
+            )
             objects, bacilli, rejected = found.kept_mask, found.kept, found.rejected
         else:
             objects, bacilli, rejected = np.zeros_like(mask), (), ()
         done = time.perf_counter()
         return Segmentation(
+            origin=origin,
             heatmap=heatmap,
             mask=mask,
             objects=objects,
             bacilli=bacilli,
             rejected=rejected,
-            object_threshold=cut if self.object_filter is not None else None,
             infer_seconds=inferred - started,
             postprocess_seconds=done - inferred,
             tiles=len(tile_grid(rgb.shape[:2], self.tile_px)),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import IdempotencyConflict, Job, JobRunner, JobStore
+from service.jobs.runner import JobRunner
+from service.jobs.store import IdempotencyConflict, Job, JobParams, JobStore
 
 
 def _files(n: int) -> list[tuple[str, bytes]]:
@@ -17,7 +18,7 @@ def _files(n: int) -> list[tuple[str, bytes]]:
 
 def test_submit_persists_before_returning_and_survives_reopening(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
-    job, new = store.submit(_files(3), {"object_threshold": None}, slide_id="S-1", idempotency_key="k1")
+    job, new = store.submit(_files(3), JobParams(object_threshold=None), slide_id="S-1", idempotency_key="k1")
     assert new and job.state == "queued" and job.progress == {"fields_total": 3, "fields_done": 0, "fields_failed": 0}
     assert store.input_path(job.job_id, 2).read_bytes() == b"image 2"
     store.close()
@@ -32,20 +33,20 @@ def test_submit_persists_before_returning_and_survives_reopening(tmp_path: Path)
 
 def test_idempotency_key(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
-    first, _ = store.submit(_files(2), {}, idempotency_key="same")
-    second, new = store.submit(_files(2), {}, idempotency_key="same")
+    first, _ = store.submit(_files(2), JobParams(), idempotency_key="same")
+    second, new = store.submit(_files(2), JobParams(), idempotency_key="same")
     assert second.job_id == first.job_id and not new
     with pytest.raises(IdempotencyConflict):
-        store.submit(_files(1), {}, idempotency_key="same")
-    third, new = store.submit(_files(2), {})  # no key: a new job every time
+        store.submit(_files(1), JobParams(), idempotency_key="same")
+    third, new = store.submit(_files(2), JobParams())  # no key: a new job every time
     assert new and third.job_id != first.job_id
 
 
 def test_claim_order_requeue_and_retention(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
-    a, _ = store.submit(_files(1), {})
+    a, _ = store.submit(_files(1), JobParams())
     time.sleep(0.01)
-    b, _ = store.submit(_files(1), {})
+    b, _ = store.submit(_files(1), JobParams())
     claimed = store.claim_next()
     assert claimed is not None and claimed.job_id == a.job_id and claimed.state == "running"
     assert store.requeue_interrupted() == 1  # as at a start after a crash
@@ -62,7 +63,7 @@ def test_claim_order_requeue_and_retention(tmp_path: Path) -> None:
 
 def test_runner_records_failures_stops_between_fields_and_resumes(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
-    job, _ = store.submit([("bad.png", b"broken"), ("ok.png", b"fine"), ("ok2.png", b"fine")], {})
+    job, _ = store.submit([("bad.png", b"broken"), ("ok.png", b"fine"), ("ok2.png", b"fine")], JobParams())
     calls: list[int] = []
     finished: list[Job] = []
     in_hand, release = threading.Event(), threading.Event()

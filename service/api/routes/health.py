@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.api.problems import LOADING_RETRY_AFTER_S
 from service.api.schemas import Health, Readiness
 from service.api.state import StateDep
 
@@ -24,15 +25,17 @@ def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "still loading"}},
 )
 def readyz(state: StateDep) -> Response:
-    if not state.ready or state.segmenter is None:
-        return JSONResponse(Readiness(status="loading").model_dump(), status_code=503, headers={"Retry-After": "5"})
-    model = state.segmenter.model
+    serving = state.serving
+    if serving is None:
+        retry = {"Retry-After": str(LOADING_RETRY_AFTER_S)}
+        return JSONResponse(Readiness(status="loading").model_dump(), status_code=503, headers=retry)
+    model = serving.segmenter.model
     return JSONResponse(
         Readiness(
             status="ready",
             model_id=model.meta.model_id,
             providers=list(model.providers),
-            warm_up_seconds=round(state.warm_up_seconds or 0.0, 3),
+            warm_up_seconds=round(serving.warm_up_seconds, 3),
         ).model_dump()
     )
 

@@ -14,17 +14,15 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.inference import decode_and_segment, record
 from service.api.openapi import IMAGE_ERRORS, image_body
-from service.api.problems import BadRequest
-from service.api.routes.slides import report
+from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
 from service.api.schemas import JobAccepted, JobStatus
-from service.api.state import ReadyDep, ServiceState, StateDep
+from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
-from service.image_io import decode_image, encode_png
-from service.jobs import IdempotencyConflict, Job, JobStore
-from service.render import mask_png_array
-from service.slides import SLIDE_ID_PATTERN, FieldCount
+from service.engine.image_io import decode_image
+from service.jobs.store import FieldState, IdempotencyConflict, Job, JobParams, JobState
+from service.slide_report import slide_report
+from service.slides import SLIDE_ID_PATTERN
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -39,14 +37,8 @@ ERRORS = {
 JobId = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")]
 
 
-def _jobs(state: ServiceState) -> JobStore:
-    if state.jobs is None:
-        raise BadRequest("jobs are not available yet", status=503, slug="not-ready")
-    return state.jobs
-
-
-def status(job: Job, state: ServiceState) -> JobStatus:
-    retention = state.settings.job_retention_s
+def status(job: Job, serving: Serving) -> JobStatus:
+    retention = serving.settings.job_retention_s
     return JobStatus(
         job_id=job.job_id,
         state=job.state,
@@ -58,8 +50,15 @@ def status(job: Job, state: ServiceState) -> JobStatus:
         error=job.error,
         **job.progress,
         fields=[{"index": f.position, "name": f.name, "state": f.state, "error": f.error} for f in job.fields],
-        result_url=f"/v1/jobs/{job.job_id}/result" if job.state == "done" else None,
+        result_url=f"/v1/jobs/{job.job_id}/result" if job.state is JobState.DONE else None,
     )
+
+
+def _job(serving: Serving, job_id: str, detail: str | None = None) -> Job:
+    job = serving.jobs.get(job_id)
+    if job is None:
+        raise NotFound(detail or f"no job {job_id} (finished jobs are removed after the retention time)")
+    return job
 
 
 def _check_images(uploads: list[tuple[str, bytes]], max_pixels: int) -> None:
@@ -76,12 +75,12 @@ def _check_images(uploads: list[tuple[str, bytes]], max_pixels: int) -> None:
     summary="Submit fields (or a slide) as a background job; 202 with the job at once",
     status_code=202,
     response_model=JobAccepted,
-    responses=ERRORS,  # type: ignore[arg-type]
+    responses=ERRORS,
     openapi_extra={"requestBody": JOB_BODY},
 )
 async def submit_job(
     request: Request,
-    state: ReadyDep,
+    serving: ReadyDep,
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="grade as this slide")] = None,
     object_threshold: Annotated[float | None, Query(ge=0, le=1, description="object filter score to keep")] = None,
     idempotency_key: Annotated[
@@ -90,54 +89,65 @@ async def submit_job(
 ) -> JSONResponse:
     """Fields as multipart parts named ``files`` (or one as the raw body). With ``slide_id`` the fields are added
     to that slide when the job is done and the result carries its grade."""
-    store, settings = _jobs(state), state.settings
+    store, settings = serving.jobs, serving.settings
     if store.queued_count() >= settings.max_queued_jobs:
-        raise BadRequest(f"{settings.max_queued_jobs} jobs are waiting already; retry later", status=503, slug="busy")
+        raise Busy(f"{settings.max_queued_jobs} jobs are waiting already; retry later", settings.retry_after_s)
     uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)
     if not uploads:
-        raise BadRequest("the job has no image: send multipart 'files' or one image as the body", 422, "missing-image")
+        raise InvalidRequest(
+            "the job has no image: send multipart 'files' or one image as the body", slug="missing-image"
+        )
     files = [(u.filename or f"field-{i}", u.data) for i, u in enumerate(uploads)]
     await anyio.to_thread.run_sync(_check_images, files, settings.max_pixels)
-    params = {"object_threshold": object_threshold}
+    params = JobParams(object_threshold=object_threshold)
     try:
         job, new = await anyio.to_thread.run_sync(store.submit, files, params, slide_id, idempotency_key)
     except IdempotencyConflict as exc:
-        raise BadRequest(str(exc), status=409, slug="idempotency-conflict") from exc
-    if new and state.job_runner is not None:
-        state.job_runner.wake()
+        raise Conflict(str(exc), slug="idempotency-conflict") from exc
+    if new:
+        serving.job_runner.wake()
     body = JobAccepted(
         job_id=job.job_id, state=job.state, status_url=f"/v1/jobs/{job.job_id}", created=new, **job.progress
     )
-    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": f"/v1/jobs/{job.job_id}"})
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.job_id}"})
 
 
-@router.get("/{job_id}", summary="A job's state and progress", response_model=JobStatus, responses=ERRORS)  # type: ignore[arg-type]
-def get_job(state: StateDep, job_id: JobId) -> JobStatus:
-    job = _jobs(state).get(job_id)
-    if job is None:
-        raise BadRequest(f"no job {job_id} (finished jobs are removed after the retention time)", 404, "not-found")
-    return status(job, state)
+@router.get("/{job_id}", summary="A job's state and progress", response_model=JobStatus, responses=ERRORS)
+def get_job(serving: ReadyDep, job_id: JobId) -> JobStatus:
+    return status(_job(serving, job_id), serving)
 
 
 @router.get(
     "/{job_id}/result", summary="A finished job's results: per field counts and bacilli, slide grade", responses=ERRORS
-)  # type: ignore[arg-type]
-def job_result(state: StateDep, job_id: JobId) -> JSONResponse:
-    job = _jobs(state).get(job_id)
-    if job is None:
-        raise BadRequest(f"no job {job_id}", 404, "not-found")
-    if job.state != "done":
-        raise BadRequest(f"job {job_id} is {job.state}, not done", status=409, slug="not-done")
+)
+def job_result(serving: ReadyDep, job_id: JobId) -> JSONResponse:
+    job = _job(serving, job_id, f"no job {job_id}")
+    if job.state is not JobState.DONE:
+        raise Conflict(f"job {job_id} is {job.state}, not done", slug="not-done")
     body: dict[str, object] = {
-        **status(job, state).model_dump(),
+        **status(job, serving).model_dump(mode="json"),
         "results": [
-            {"index": f.position, "name": f.name, "state": f.state, "error": f.error, **(f.result or {})}
+            {
+                "index": f.position,
+                "name": f.name,
+                "state": f.state,
+                "error": f.error,
+                **(f.result or {}),
+                **(
+                    {
+                        "mask_url": f"/v1/jobs/{job.job_id}/fields/{f.position}/mask",
+                        "objects_url": f"/v1/jobs/{job.job_id}/fields/{f.position}/objects",
+                    }
+                    if f.state is FieldState.DONE
+                    else {}
+                ),
+            }
             for f in job.fields
         ],
     }
-    if job.slide_id and state.slides is not None:
-        slide = state.slides.get(job.slide_id)
-        body["slide"] = report(slide).model_dump() if slide is not None else None
+    if job.slide_id:
+        slide = serving.slides.get(job.slide_id)
+        body["slide"] = slide_report(slide).model_dump(mode="json") if slide is not None else None
     return JSONResponse(body)
 
 
@@ -145,67 +155,17 @@ def job_result(state: StateDep, job_id: JobId) -> JSONResponse:
     "/{job_id}/fields/{index}/{kind}",
     summary="A finished field's mask (the paper's) or objects mask (kept bacilli), 0/255 PNG",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **ERRORS},  # type: ignore[dict-item]
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
 )
 def job_field_image(
-    state: StateDep,
+    serving: ReadyDep,
     job_id: JobId,
     index: Annotated[int, Path(ge=0, le=100_000)],
     kind: Annotated[str, Path(pattern="^(mask|objects)$")],
 ) -> Response:
-    store = _jobs(state)
-    job = store.get(job_id)
-    if job is None or index >= len(job.fields):
-        raise BadRequest(f"no field {index} in job {job_id}", 404, "not-found")
-    if job.fields[index].state != "done":
-        raise BadRequest(f"field {index} of job {job_id} is {job.fields[index].state}", status=409, slug="not-done")
-    return Response(store.output_path(job_id, index, kind).read_bytes(), media_type="image/png")
-
-
-def run_job_field(state: ServiceState, job: Job, position: int, data: bytes) -> dict[str, object]:
-    """The job runner's work for one field: segment, write both masks, return the field's JSON result."""
-    done = decode_and_segment(state, data, True, job.params.get("object_threshold"))  # type: ignore[arg-type]
-    record(state, done)
-    store, result, segmenter = _jobs(state), done.result, state.segmenter
-    assert segmenter is not None
-    for kind, mask in (("mask", result.mask), ("objects", result.objects)):
-        path = store.output_path(job.job_id, position, kind)
-        temporary = path.with_name(f".{path.name}.partial")
-        temporary.write_bytes(encode_png(mask_png_array(mask)))
-        temporary.replace(path)
-    return {
-        "width": done.decoded.width,
-        "height": done.decoded.height,
-        "model_id": segmenter.model.meta.model_id,
-        "filter_id": segmenter.object_filter.meta.filter_id if segmenter.object_filter else None,
-        "object_threshold": result.object_threshold,
-        "inference_ms": round(result.infer_seconds * 1000, 1),
-        "bacillus_pixel_fraction": round(result.bacillus_fraction, 6),
-        "candidates": len(result.bacilli) + len(result.rejected),
-        "count": len(result.bacilli),
-        "estimated_bacilli": result.estimated_bacilli,
-        "bacilli": [b.summary() for b in result.bacilli],
-        "mask_url": f"/v1/jobs/{job.job_id}/fields/{position}/mask",
-        "objects_url": f"/v1/jobs/{job.job_id}/fields/{position}/objects",
-    }
-
-
-def file_into_slide(state: ServiceState, job: Job) -> None:
-    """When a finished job names a slide, add its read fields to that slide (created when new)."""
-    if not job.slide_id or state.slides is None:
-        return
-    counts = [
-        FieldCount(
-            name=f.name,
-            objects=int(f.result["count"]),  # type: ignore[call-overload]
-            estimated_bacilli=int(f.result["estimated_bacilli"]),  # type: ignore[call-overload]
-            width=int(f.result["width"]),  # type: ignore[call-overload]
-            height=int(f.result["height"]),  # type: ignore[call-overload]
-            model_id=str(f.result["model_id"]),
-            filter_id=f.result["filter_id"],  # type: ignore[arg-type]
-        )
-        for f in job.fields
-        if f.state == "done" and f.result is not None
-    ]
-    state.slides.ensure(job.slide_id)
-    state.slides.add_fields(job.slide_id, counts)
+    job = _job(serving, job_id)
+    if index >= len(job.fields):
+        raise NotFound(f"no field {index} in job {job_id}")
+    if job.fields[index].state is not FieldState.DONE:
+        raise Conflict(f"field {index} of job {job_id} is {job.fields[index].state}", slug="not-done")
+    return Response(serving.jobs.output_path(job_id, index, kind).read_bytes(), media_type="image/png")

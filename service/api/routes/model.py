@@ -11,9 +11,8 @@ router = APIRouter(prefix="/v1", tags=["model"])
 
 
 @router.get("/model", response_model=ModelInfo, summary="The loaded model: metadata, settings in use, model card")
-def model_info(state: ReadyDep) -> ModelInfo:
-    assert state.segmenter is not None  # ReadyDep guarantees it
-    segmenter = state.segmenter
+def model_info(serving: ReadyDep) -> ModelInfo:
+    segmenter = serving.segmenter
     meta = segmenter.model.meta
     return ModelInfo(
         model_id=meta.model_id,
@@ -29,5 +28,5 @@ def model_info(state: ReadyDep) -> ModelInfo:
         object_threshold=segmenter.object_threshold,
         metadata=meta.raw,
         validation_metrics=meta.validation_metrics,
-        card_markdown=state.card,
+        card_markdown=serving.card,
     )

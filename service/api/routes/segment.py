@@ -11,11 +11,10 @@ from fastapi.responses import JSONResponse
 
 from service.api.inference import result_headers, segment_upload
 from service.api.openapi import IMAGE_ERRORS, image_body
-from service.api.schemas import AnalyzeResponse, BacillusOut, BoundingBox, ImageInfo, Point, Timings
 from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
-from service.engine.postprocess import Bacillus
-from service.image_io import encode_float_tiff, encode_png
+from service.engine.image_io import encode_float_tiff, encode_png
+from service.field_result import AnalyzedField
 from service.render import heatmap_png_array, mask_png_array, overlay
 
 router = APIRouter(prefix="/v1", tags=["segmentation"])
@@ -56,7 +55,7 @@ class AnalyzeFormat(StrEnum):
 )
 async def segment(
     request: Request,
-    state: ReadyDep,
+    serving: ReadyDep,
     output: Annotated[
         SegmentOutput,
         Query(
@@ -71,8 +70,8 @@ async def segment(
     ``image/tiff``). The response has the input's width and height; headers carry the model id, the inference
     milliseconds and the bacillus pixel fraction, and with objects the number of bacilli kept."""
     with_objects = output in (SegmentOutput.OVERLAY, SegmentOutput.OBJECTS)
-    done = await segment_upload(state, request, with_objects, object_threshold)
-    result, headers = done.result, result_headers(state, done)
+    done = await segment_upload(serving, request, with_objects, object_threshold)
+    result, headers = done.segmentation, result_headers(done)
     if with_objects:
         headers |= {"X-Bacilli-Count": str(len(result.bacilli)), "X-Estimated-Bacilli": str(result.estimated_bacilli)}
     if output is SegmentOutput.MASK:
@@ -83,38 +82,19 @@ async def segment(
         if format is HeatmapFormat.TIFF:
             return Response(encode_float_tiff(result.heatmap), media_type="image/tiff", headers=headers)
         return Response(encode_png(heatmap_png_array(result.heatmap)), media_type="image/png", headers=headers)
-    return Response(encode_png(overlay(done.decoded.rgb, result.objects)), media_type="image/png", headers=headers)
-
-
-def _bacillus_out(b: Bacillus, mpp: float | None) -> BacillusOut:
-    x, y, w, h = b.bbox
-    return BacillusOut(
-        id=b.id,
-        bbox=BoundingBox(x=x, y=y, width=w, height=h),
-        centroid=Point(x=b.centroid[0], y=b.centroid[1]),
-        area_px=b.area_px,
-        length_px=b.length_px,
-        width_px=b.width_px,
-        mean_probability=b.mean_probability,
-        max_probability=b.max_probability,
-        score=b.score,
-        estimated_count=b.estimated_count,
-        area_um2=round(b.area_px * mpp**2, 4) if mpp else None,
-        length_um=round(b.length_px * mpp, 4) if mpp else None,
-        width_um=round(b.width_px * mpp, 4) if mpp else None,
-    )
+    return Response(encode_png(overlay(done.image.rgb, result.objects)), media_type="image/png", headers=headers)
 
 
 @router.post(
     "/analyze",
     summary="Find the bacilli of one field: counts, measurements, outlines",
-    response_model=AnalyzeResponse,
+    response_model=AnalyzedField,
     responses={200: {"content": {"application/geo+json": {}}}, **ERRORS},  # type: ignore[dict-item]
     openapi_extra={"requestBody": IMAGE_BODY},
 )
 async def analyze(
     request: Request,
-    state: ReadyDep,
+    serving: ReadyDep,
     microns_per_pixel: Annotated[float | None, Query(gt=0, lt=1000, description="pixel size, for µm")] = None,
     format: Annotated[
         AnalyzeFormat, Query(description="json, or geojson (QuPath FeatureCollection)")
@@ -128,46 +108,20 @@ async def analyze(
     the object filter scores each and keeps those scoring at least the object threshold as bacilli. A kept
     object of touching rods counts as ``estimated_count`` bacilli, from its area."""
     started = time.perf_counter()
-    done = await segment_upload(state, request, True, object_threshold)
-    assert state.segmenter is not None
-    segmenter, result = state.segmenter, done.result
-    headers = result_headers(state, done) | {
+    done = await segment_upload(serving, request, True, object_threshold)
+    result = done.segmentation
+    headers = result_headers(done) | {
         "X-Bacilli-Count": str(len(result.bacilli)),
         "X-Estimated-Bacilli": str(result.estimated_bacilli),
     }
-    object_filter = segmenter.object_filter
-    filter_id = object_filter.meta.filter_id if object_filter is not None else None
     if format is AnalyzeFormat.GEOJSON:
         body = feature_collection(
             result.bacilli,
-            segmenter.model.meta.model_id,
+            result.origin.model_id,
             microns_per_pixel,
             rejected=result.rejected if include_rejected else (),
-            filter_id=filter_id,
+            filter_id=result.origin.filter_id,
         )
         return JSONResponse(body, media_type="application/geo+json", headers=headers)
-    response = AnalyzeResponse(
-        model_id=segmenter.model.meta.model_id,
-        image=ImageInfo(
-            width=done.decoded.width, height=done.decoded.height, format=done.decoded.format, mode=done.decoded.mode
-        ),
-        microns_per_pixel=microns_per_pixel,
-        threshold=segmenter.threshold,
-        min_object_px=segmenter.min_object_px,
-        filter_id=filter_id,
-        object_threshold=result.object_threshold,
-        timings=Timings(
-            decode_ms=round(done.decode_seconds * 1000, 1),
-            inference_ms=round(result.infer_seconds * 1000, 1),
-            postprocess_ms=round(result.postprocess_seconds * 1000, 1),
-            total_ms=round((time.perf_counter() - started) * 1000, 1),
-        ),
-        tiles=result.tiles,
-        bacillus_pixel_fraction=round(result.bacillus_fraction, 6),
-        candidates=len(result.bacilli) + len(result.rejected),
-        count=len(result.bacilli),
-        estimated_bacilli=result.estimated_bacilli,
-        bacilli=[_bacillus_out(b, microns_per_pixel) for b in result.bacilli],
-        rejected=[_bacillus_out(b, microns_per_pixel) for b in result.rejected] if include_rejected else None,
-    )
-    return JSONResponse(response.model_dump(), headers=headers)
+    analyzed = done.analyzed(time.perf_counter() - started, microns_per_pixel, include_rejected)
+    return JSONResponse(analyzed.model_dump(mode="json"), headers=headers)

@@ -132,7 +132,7 @@ def test_api_key_and_cors(random_dense_onnx: Path, tmp_path: Path) -> None:
         for path in ("/v1/model", "/metrics", "/openapi.json", "/v1/slides/x"):
             refused = httpx.get(f"{url}{path}")
             assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
-            assert refused.json()["type"] == "/problems/unauthorized"
+            assert refused.json()["type"] == "/problems/unauthorized" and refused.json()["title"] == "Unauthorized"
         wrong = httpx.get(f"{url}/v1/model", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.json()["detail"] == "the API key is not valid"
         right = {"Authorization": "Bearer s3cret-key"}

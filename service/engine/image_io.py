@@ -1,7 +1,11 @@
-"""Decoding uploaded images into RGB arrays, within limits, and encoding results. Shared by the API and CLI.
+"""Decoding images into the RGB arrays the network sees, within limits, and encoding results.
 
-Reads PNG, JPEG and TIFF (8 or 16 bit; grey, RGB, RGBA, palette, CMYK), converting to 8-bit RGB. The pixel
-limit is checked from the header before any pixel is decoded, so decompression bombs are refused cheaply.
+The one image reader of the project: the API, the batch command and training (``training.data.dataset``) all
+decode fields here, so a lab's 16-bit or RGBA TIFF is the same array in training and in serving. Reads PNG, JPEG
+and TIFF (8 or 16 bit; grey, RGB, RGBA, palette, CMYK), converting to 8-bit RGB (transparent pixels onto
+white, as a slide). The pixel limit is checked from the header before any pixel is decoded, so decompression
+bombs are refused cheaply. Refusals are :class:`ImageRejected` subclasses; only the HTTP layer maps them to
+statuses.
 """
 
 from __future__ import annotations
@@ -20,27 +24,19 @@ MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/tiff", "image/tif"
 
 
 class ImageRejected(Exception):
-    """Base of the reasons an upload is refused; ``status`` is the HTTP status it maps to."""
-
-    status = 422
+    """Base of the reasons an image is refused (the input's fault, not the engine's)."""
 
 
 class UnsupportedImageType(ImageRejected):
-    """Not an image format we read (HTTP 415)."""
-
-    status = 415
+    """Not an image format we read."""
 
 
 class ImageTooLarge(ImageRejected):
-    """More bytes or more pixels than the limits (HTTP 413)."""
-
-    status = 413
+    """More bytes or more pixels than the limits."""
 
 
 class UndecodableImage(ImageRejected):
-    """A format we read, but truncated or corrupt (HTTP 422)."""
-
-    status = 422
+    """A format we read, but truncated or corrupt."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,13 @@
-"""Long jobs that survive restarts: fields persisted before the 202, run in the background, results kept a while.
+"""The job store: jobs and their fields in SQLite, their inputs and outputs on disk, persisted before the 202.
 
-A job holds one or more fields (optionally graded as a slide). On submission every field's bytes are written to
-``data_dir/jobs/<job_id>/inputs/`` (fsync'd) and the job's rows to SQLite in one transaction, before the client
-hears 202: after that, a crash or restart loses nothing. A background :class:`JobRunner` thread takes queued jobs
-in submission order and runs their fields one at a time; each field's result (JSON and two PNG masks) is written
-to ``outputs/`` and recorded as it finishes, so an interrupted job resumes at the field it was on. On start,
-jobs left ``running`` are queued again. Finished jobs, inputs included, are removed ``retention_s`` after they
-finish.
+On submission every field's bytes are written to ``data_dir/jobs/<job_id>/inputs/`` (fsync'd) and the job's rows
+to SQLite in one transaction, before the client hears 202: after that, a crash or restart loses nothing. Each
+field's result (JSON, and two PNG masks under ``outputs/``) is recorded as it finishes, so an interrupted job
+resumes at the field it was on. Finished jobs, inputs included, are removed ``retention_s`` after they finish.
 
-States: ``queued`` → ``running`` → ``done`` (fields that could not be read are listed with their error; the
-others have results) or ``failed`` (nothing could be done, e.g. the engine failed).
+States (:class:`JobState`): ``queued`` → ``running`` → ``done`` (fields that could not be read are listed with
+their error; the others have results) or ``failed`` (nothing could be done, e.g. the engine failed). Fields
+(:class:`FieldState`): ``queued`` → ``done`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -23,9 +21,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,40 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at);
 """
 
 
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class FieldState(StrEnum):
+    QUEUED = "queued"
+    DONE = "done"
+    FAILED = "failed"
+
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """How a job's fields are segmented (stored with the job as JSON)."""
+
+    object_threshold: float | None = None
+
+    @classmethod
+    def from_json(cls, stored: JsonObject) -> JobParams:
+        threshold = stored.get("object_threshold")
+        return cls(object_threshold=None if threshold is None else float(threshold))
+
+
 @dataclass(frozen=True)
 class JobField:
     position: int
     name: str
-    state: str  # queued, done, failed
-    result: dict[str, object] | None
+    state: FieldState
+    result: JsonObject | None
     error: str | None
 
 
@@ -69,8 +96,8 @@ class Job:
     job_id: str
     idempotency_key: str | None
     slide_id: str | None
-    params: dict[str, object]
-    state: str
+    params: JobParams
+    state: JobState
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -81,8 +108,8 @@ class Job:
     def progress(self) -> dict[str, int]:
         return {
             "fields_total": len(self.fields),
-            "fields_done": sum(f.state == "done" for f in self.fields),
-            "fields_failed": sum(f.state == "failed" for f in self.fields),
+            "fields_done": sum(f.state is FieldState.DONE for f in self.fields),
+            "fields_failed": sum(f.state is FieldState.FAILED for f in self.fields),
         }
 
 
@@ -97,8 +124,8 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def request_digest(files: list[tuple[str, bytes]], params: dict[str, object], slide_id: str | None) -> str:
-    digest = hashlib.sha256(json.dumps([params, slide_id], sort_keys=True).encode())
+def request_digest(files: list[tuple[str, bytes]], params: JobParams, slide_id: str | None) -> str:
+    digest = hashlib.sha256(json.dumps([asdict(params), slide_id], sort_keys=True).encode())
     for name, data in files:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()
@@ -133,7 +160,7 @@ class JobStore:
     def submit(
         self,
         files: list[tuple[str, bytes]],
-        params: dict[str, object],
+        params: JobParams,
         slide_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[Job, bool]:
@@ -162,12 +189,12 @@ class JobStore:
             try:
                 self._db.execute(
                     "INSERT INTO jobs (job_id, idempotency_key, request_digest, slide_id, params, state, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                    (job_id, idempotency_key, digest, slide_id, json.dumps(params), now),
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, idempotency_key, digest, slide_id, json.dumps(asdict(params)), JobState.QUEUED, now),
                 )
                 self._db.executemany(
-                    "INSERT INTO job_fields (job_id, position, name, state) VALUES (?, ?, ?, 'queued')",
-                    [(job_id, i, name) for i, (name, _) in enumerate(files)],
+                    "INSERT INTO job_fields (job_id, position, name, state) VALUES (?, ?, ?, ?)",
+                    [(job_id, i, name, FieldState.QUEUED) for i, (name, _) in enumerate(files)],
                 )
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError:  # the same key submitted concurrently: the first one wins
@@ -208,43 +235,47 @@ class JobStore:
             job_id=row[0],
             idempotency_key=row[1],
             slide_id=row[2],
-            params=json.loads(row[3]),
-            state=row[4],
+            params=JobParams.from_json(json.loads(row[3])),
+            state=JobState(row[4]),
             created_at=row[5],
             started_at=row[6],
             finished_at=row[7],
             error=row[8],
-            fields=tuple(JobField(p, n, s, json.loads(r) if r else None, e) for p, n, s, r, e in fields),
+            fields=tuple(JobField(p, n, FieldState(s), json.loads(r) if r else None, e) for p, n, s, r, e in fields),
         )
 
     def requeue_interrupted(self) -> int:
         """Queue again the jobs a stop left running; returns how many."""
         with self._lock:
-            return self._db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'").rowcount
+            return int(
+                self._db.execute(
+                    "UPDATE jobs SET state = ? WHERE state = ?", (JobState.QUEUED, JobState.RUNNING)
+                ).rowcount
+            )
 
     def claim_next(self) -> Job | None:
         """Mark the oldest queued job running and return it."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(
-                "SELECT job_id FROM jobs WHERE state = 'queued' ORDER BY created_at LIMIT 1"
+                "SELECT job_id FROM jobs WHERE state = ? ORDER BY created_at LIMIT 1", (JobState.QUEUED,)
             ).fetchone()
             if row is None:
                 self._db.execute("COMMIT")
                 return None
             self._db.execute(
-                "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?) WHERE job_id = ?",
-                (time.time(), row[0]),
+                "UPDATE jobs SET state = ?, started_at = COALESCE(started_at, ?) WHERE job_id = ?",
+                (JobState.RUNNING, time.time(), row[0]),
             )
             self._db.execute("COMMIT")
         return self.get(row[0])
 
-    def finish_field(self, job_id: str, position: int, result: dict[str, object] | None, error: str | None) -> None:
+    def finish_field(self, job_id: str, position: int, result: JsonObject | None, error: str | None) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE job_fields SET state = ?, result = ?, error = ? WHERE job_id = ? AND position = ?",
                 (
-                    "done" if error is None else "failed",
+                    FieldState.DONE if error is None else FieldState.FAILED,
                     json.dumps(result) if result else None,
                     error,
                     job_id,
@@ -256,12 +287,14 @@ class JobStore:
         with self._lock:
             self._db.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE job_id = ?",
-                ("done" if error is None else "failed", time.time(), error, job_id),
+                (JobState.DONE if error is None else JobState.FAILED, time.time(), error, job_id),
             )
 
     def queued_count(self) -> int:
         with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", (JobState.QUEUED, JobState.RUNNING)
+            ).fetchone()
         return int(count)
 
     def remove_expired(self, retention_s: float, now: float | None = None) -> int:
@@ -276,91 +309,3 @@ class JobStore:
         for (job_id,) in rows:
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
         return len(rows)
-
-
-FieldRunner = Callable[[Job, int, bytes], dict[str, object]]
-
-
-class JobRunner:
-    """One background thread running queued jobs field by field (see the module docstring).
-
-    Args:
-        store: the job store.
-        run_field: segments one field's bytes, writes its output PNGs, returns its JSON result; raises ValueError
-            (or an image error) for a field that cannot be read, anything else for an engine failure.
-        on_done: called with each finished job (e.g. to add its fields to a slide).
-        retention_s: how long finished jobs are kept.
-    """
-
-    def __init__(
-        self,
-        store: JobStore,
-        run_field: FieldRunner,
-        on_done: Callable[[Job], None],
-        retention_s: float,
-        field_errors: tuple[type[BaseException], ...] = (ValueError,),
-    ) -> None:
-        self.store, self.run_field, self.on_done, self.retention_s = store, run_field, on_done, retention_s
-        self.field_errors = field_errors
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tbseg-jobs", daemon=True)
-        self.current: str | None = None
-
-    def start(self) -> None:
-        requeued = self.store.requeue_interrupted()
-        if requeued:
-            log.info("jobs: %d interrupted job(s) queued again", requeued)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout_s: float) -> bool:
-        """Ask the thread to stop after the field in hand; returns whether it stopped within ``timeout_s``.
-        A job stopped midway stays ``running`` and is queued again at the next start."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _loop(self) -> None:
-        last_cleanup = 0.0
-        while not self._stop.is_set():
-            if time.monotonic() - last_cleanup > 600:
-                removed = self.store.remove_expired(self.retention_s)
-                if removed:
-                    log.info("jobs: %d expired job(s) removed", removed)
-                last_cleanup = time.monotonic()
-            job = self.store.claim_next()
-            if job is None:
-                self._wake.wait(timeout=5)
-                self._wake.clear()
-                continue
-            self._run(job)
-
-    def _run(self, job: Job) -> None:
-        self.current = job.job_id
-        try:
-            for f in job.fields:
-                if self._stop.is_set():
-                    log.info("jobs: stopping; job %s stays queued for the next start", job.job_id)
-                    return
-                if f.state != "queued":
-                    continue
-                data = self.store.input_path(job.job_id, f.position).read_bytes()
-                try:
-                    result = self.run_field(job, f.position, data)
-                except self.field_errors as exc:
-                    self.store.finish_field(job.job_id, f.position, None, str(exc))
-                else:
-                    self.store.finish_field(job.job_id, f.position, result, None)
-            self.store.finish(job.job_id)
-            finished = self.store.get(job.job_id)
-            if finished is not None:
-                self.on_done(finished)
-        except Exception as exc:
-            log.exception("jobs: job %s failed", job.job_id)
-            self.store.finish(job.job_id, error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self.current = None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.image_io import (
+from service.engine.image_io import (
     ImageTooLarge,
     UndecodableImage,
     UnsupportedImageType,

@@ -1,0 +1,181 @@
+"""One field's result, and the one per-field summary that every interface returns.
+
+:func:`segment_field` decodes an image's bytes and segments it; the :class:`FieldResult` it returns knows where
+it came from (the :class:`~service.engine.segmenter.Origin` of its segmentation). :meth:`FieldResult.summary` is
+the one builder of the per-field summary (:class:`FieldSummary`: origin, image, counts, bacilli with µm when the
+pixel size is known) that ``POST /v1/analyze``, job results, slides and the batch command's ``_objects.json``
+all carry, so a client reads one schema wherever a field's result comes from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from service.engine.image_io import DecodedImage, decode_image
+from service.engine.postprocess import Bacillus
+from service.engine.segmenter import Segmentation, Segmenter
+
+
+class BoundingBox(BaseModel):
+    x: int = Field(description="left column, pixels from the image's left edge")
+    y: int = Field(description="top row, pixels from the image's top edge")
+    width: int
+    height: int
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+class BacillusOut(BaseModel):
+    id: int = Field(description="1-based, in reading order of each object's first pixel")
+    bbox: BoundingBox
+    centroid: Point
+    area_px: int
+    length_px: float = Field(description="extent along the object's principal axis")
+    width_px: float = Field(description="extent across the principal axis")
+    mean_probability: float = Field(description="mean P(bacillus) of the network over the object's pixels")
+    max_probability: float
+    score: float | None = Field(description="object filter's P(bacillus) for the whole object; null without a filter")
+    estimated_count: int = Field(description="bacilli in the object (touching rods), from its area; 1 without a filter")
+    area_um2: float | None = Field(None, description="with microns_per_pixel")
+    length_um: float | None = Field(None, description="with microns_per_pixel")
+    width_um: float | None = Field(None, description="with microns_per_pixel")
+
+    @classmethod
+    def of(cls, b: Bacillus, microns_per_pixel: float | None = None) -> BacillusOut:
+        x, y, width, height = b.bbox
+        microns = b.in_microns(microns_per_pixel) if microns_per_pixel else None
+        return cls(
+            id=b.id,
+            bbox=BoundingBox(x=x, y=y, width=width, height=height),
+            centroid=Point(x=b.centroid[0], y=b.centroid[1]),
+            area_px=b.area_px,
+            length_px=b.length_px,
+            width_px=b.width_px,
+            mean_probability=b.mean_probability,
+            max_probability=b.max_probability,
+            score=b.score,
+            estimated_count=b.estimated_count,
+            area_um2=microns.area_um2 if microns else None,
+            length_um=microns.length_um if microns else None,
+            width_um=microns.width_um if microns else None,
+        )
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str
+    mode: str
+
+
+class Timings(BaseModel):
+    decode_ms: float
+    inference_ms: float
+    postprocess_ms: float
+    total_ms: float
+
+
+class FieldSummary(BaseModel):
+    """One field: where its result came from, the image, the counts and the bacilli."""
+
+    model_id: str
+    filter_id: str | None = Field(description="the object filter in use; null when every candidate is kept")
+    mode: str = Field(description="exact: every pixel through the dense network (patch-by-patch equivalent)")
+    threshold: float = Field(description="P(bacillus) above which a pixel belongs to a candidate")
+    min_object_px: int
+    object_threshold: float | None = Field(description="filter score a candidate needed to be kept")
+    image: ImageInfo
+    microns_per_pixel: float | None
+    tiles: int
+    bacillus_pixel_fraction: float = Field(description="share of the image's pixels with P(bacillus) > threshold")
+    candidates: int = Field(description="objects of at least min_object_px pixels before the object filter")
+    count: int = Field(description="objects kept as bacilli")
+    estimated_bacilli: int = Field(description="bacilli in the kept objects, touching rods counted by size")
+    bacilli: list[BacillusOut]
+    rejected: list[BacillusOut] | None = Field(
+        None, description="candidates the object filter rejected (when asked for)"
+    )
+
+
+class AnalyzedField(FieldSummary):
+    """A field's summary with the time each stage took (``/v1/analyze``, job results, ``_objects.json``)."""
+
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    """A decoded field and its segmentation.
+
+    Attributes:
+        image: the decoded field.
+        segmentation: heatmap, masks, bacilli and their origin.
+        decode_seconds: time spent decoding.
+    """
+
+    image: DecodedImage
+    segmentation: Segmentation
+    decode_seconds: float
+
+    def summary(self, microns_per_pixel: float | None = None, include_rejected: bool = False) -> FieldSummary:
+        """The per-field summary; ``rejected`` is listed only with ``include_rejected``."""
+        s, origin = self.segmentation, self.segmentation.origin
+        return FieldSummary(
+            model_id=origin.model_id,
+            filter_id=origin.filter_id,
+            mode=origin.mode.value,
+            threshold=origin.threshold,
+            min_object_px=origin.min_object_px,
+            object_threshold=origin.object_threshold,
+            image=ImageInfo(
+                width=self.image.width, height=self.image.height, format=self.image.format, mode=self.image.mode
+            ),
+            microns_per_pixel=microns_per_pixel,
+            tiles=s.tiles,
+            bacillus_pixel_fraction=round(s.bacillus_fraction, 6),
+            candidates=len(s.bacilli) + len(s.rejected),
+            count=len(s.bacilli),
+            estimated_bacilli=s.estimated_bacilli,
+            bacilli=[BacillusOut.of(b, microns_per_pixel) for b in s.bacilli],
+            rejected=[BacillusOut.of(b, microns_per_pixel) for b in s.rejected] if include_rejected else None,
+        )
+
+    def analyzed(
+        self, total_seconds: float, microns_per_pixel: float | None = None, include_rejected: bool = False
+    ) -> AnalyzedField:
+        """The summary with its timings; ``total_seconds`` is the caller's whole time for the field."""
+        return AnalyzedField(
+            **dict(self.summary(microns_per_pixel, include_rejected)),
+            timings=Timings(
+                decode_ms=round(self.decode_seconds * 1000, 1),
+                inference_ms=round(self.segmentation.infer_seconds * 1000, 1),
+                postprocess_ms=round(self.segmentation.postprocess_seconds * 1000, 1),
+                total_ms=round(total_seconds * 1000, 1),
+            ),
+        )
+
+
+def segment_field(
+    segmenter: Segmenter,
+    data: bytes,
+    max_pixels: int,
+    find_objects: bool = True,
+    object_threshold: float | None = None,
+) -> FieldResult:
+    """Decode an image's bytes and segment it, on the calling thread.
+
+    Raises:
+        ImageRejected: an image that cannot be read or is over ``max_pixels``.
+        EngineError: inference failed.
+    """
+    started = time.perf_counter()
+    decoded = decode_image(data, max_pixels)
+    decoded_at = time.perf_counter()
+    result = segmenter.segment(decoded.rgb, find_objects=find_objects, object_threshold=object_threshold)
+    return FieldResult(decoded, result, decoded_at - started)

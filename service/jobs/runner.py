@@ -1,0 +1,164 @@
+"""Running jobs: a background thread takes queued jobs in submission order and runs their fields one at a time.
+
+:class:`JobRunner` is the loop (claim, run each queued field, record it, finish, clean up expired jobs); on start
+it queues again the jobs a stop left ``running``, and on stop it finishes the field in hand first.
+:class:`JobFieldWork` is a field's work in the service: segment it on an inference worker (``run_on_worker``: the
+same gate as HTTP requests, so a job and a request never infer at once beyond the workers), write both masks,
+return the field's summary (:mod:`service.field_result`). :func:`file_into_slide` adds a finished job's fields to
+its slide.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from service.engine.image_io import encode_png
+from service.engine.segmenter import Segmenter
+from service.field_result import FieldResult, FieldSummary, segment_field
+from service.jobs.store import FieldState, Job, JobStore, JsonObject
+from service.render import mask_png_array
+from service.slides import FieldCount, SlideStore
+
+log = logging.getLogger(__name__)
+
+FieldRunner = Callable[[Job, int, bytes], JsonObject]
+
+
+class JobRunner:
+    """One background thread running queued jobs field by field, in submission order (module docstring).
+
+    Args:
+        store: the job store.
+        run_field: segments one field's bytes, writes its output PNGs, returns its JSON result; raises ValueError
+            (or an image error) for a field that cannot be read, anything else for an engine failure.
+        on_done: called with each finished job (e.g. to add its fields to a slide).
+        retention_s: how long finished jobs are kept.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        run_field: FieldRunner,
+        on_done: Callable[[Job], None],
+        retention_s: float,
+        field_errors: tuple[type[BaseException], ...] = (ValueError,),
+    ) -> None:
+        self.store, self.run_field, self.on_done, self.retention_s = store, run_field, on_done, retention_s
+        self.field_errors = field_errors
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tbseg-jobs", daemon=True)
+        self.current: str | None = None
+
+    def start(self) -> None:
+        requeued = self.store.requeue_interrupted()
+        if requeued:
+            log.info("jobs: %d interrupted job(s) queued again", requeued)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Ask the thread to stop after the field in hand; returns whether it stopped within ``timeout_s``.
+        A job stopped midway stays ``running`` and is queued again at the next start."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        last_cleanup = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - last_cleanup > 600:
+                removed = self.store.remove_expired(self.retention_s)
+                if removed:
+                    log.info("jobs: %d expired job(s) removed", removed)
+                last_cleanup = time.monotonic()
+            job = self.store.claim_next()
+            if job is None:
+                self._wake.wait(timeout=5)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        self.current = job.job_id
+        try:
+            for f in job.fields:
+                if self._stop.is_set():
+                    log.info("jobs: stopping; job %s stays queued for the next start", job.job_id)
+                    return
+                if f.state is not FieldState.QUEUED:
+                    continue
+                data = self.store.input_path(job.job_id, f.position).read_bytes()
+                try:
+                    result = self.run_field(job, f.position, data)
+                except self.field_errors as exc:
+                    self.store.finish_field(job.job_id, f.position, None, str(exc))
+                else:
+                    self.store.finish_field(job.job_id, f.position, result, None)
+            self.store.finish(job.job_id)
+            finished = self.store.get(job.job_id)
+            if finished is not None:
+                self.on_done(finished)
+        except Exception as exc:
+            if self._stop.is_set():  # e.g. the service's event loop closing under the field in hand
+                log.warning("jobs: job %s interrupted by the stop (%s); it resumes at the next start", job.job_id, exc)
+                return
+            log.exception("jobs: job %s failed", job.job_id)
+            self.store.finish(job.job_id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.current = None
+
+
+RunOnWorker = Callable[[Callable[[], FieldResult]], FieldResult]
+
+
+@dataclass(frozen=True)
+class JobFieldWork:
+    """A job field's work in the service (a :data:`FieldRunner`).
+
+    Attributes:
+        store: where the masks are written.
+        segmenter: the loaded engine.
+        max_pixels: largest image accepted.
+        run_on_worker: runs a function on an inference worker and returns its result (blocking).
+        on_field: called with each segmented field (metrics).
+    """
+
+    store: JobStore
+    segmenter: Segmenter
+    max_pixels: int
+    run_on_worker: RunOnWorker
+    on_field: Callable[[FieldResult], None] = lambda result: None
+
+    def __call__(self, job: Job, position: int, data: bytes) -> JsonObject:
+        started = time.perf_counter()
+        work = partial(segment_field, self.segmenter, data, self.max_pixels, True, job.params.object_threshold)
+        result = self.run_on_worker(work)
+        self.on_field(result)
+        for kind, mask in (("mask", result.segmentation.mask), ("objects", result.segmentation.objects)):
+            path = self.store.output_path(job.job_id, position, kind)
+            temporary = path.with_name(f".{path.name}.partial")
+            temporary.write_bytes(encode_png(mask_png_array(mask)))
+            temporary.replace(path)
+        return result.analyzed(time.perf_counter() - started).model_dump(mode="json")
+
+
+def file_into_slide(slides: SlideStore, job: Job) -> None:
+    """When a finished job names a slide, add its read fields to that slide (created when new)."""
+    if not job.slide_id:
+        return
+    counts = [
+        FieldCount.of(f.name, FieldSummary.model_validate(f.result))
+        for f in job.fields
+        if f.state is FieldState.DONE and f.result is not None
+    ]
+    slides.ensure(job.slide_id)
+    slides.add_fields(job.slide_id, counts)
