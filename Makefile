@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and make:
 #   make serve   start the service on the model shipped in models/ (HOST, PORT)
-#   make test    lint and run the test suite
+#   make test    lint, type-check the service (mypy --strict) and run the test suite
 # Both create .venv on first use and install only what is missing (pyproject.toml + constraints.txt).
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -16,9 +16,9 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c co
 
 help:
 	@echo "make serve   start the service on models/ (HOST=$(HOST) PORT=$(PORT))"
-	@echo "make test    install what the tests need, lint, run pytest"
+	@echo "make test    install what the tests need, lint, type-check, run pytest"
 	@echo "make install install everything (service, training, dev) into $(VENV)"
-	@echo "make lint    ruff check"
+	@echo "make lint    ruff check, mypy --strict on service/"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0] + " at " + sys.executable)'
@@ -41,9 +41,11 @@ serve: $(VENV)/.installed-service
 
 lint: $(VENV)/.installed-all
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: $(VENV)/.installed-all
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: $(VENV)/.installed-all

@@ -16,7 +16,8 @@ def mask_png_array(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
 
 def heatmap_png_array(heatmap: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     """P(bacillus) × 255, rounded, as 8-bit greyscale."""
-    return np.clip(np.rint(heatmap * 255.0), 0, 255).astype(np.uint8)
+    scaled: npt.NDArray[np.float32] = np.clip(np.rint(heatmap * np.float32(255.0)), 0, 255)
+    return scaled.astype(np.uint8)
 
 
 def overlay(rgb: npt.NDArray[np.uint8], objects: npt.NDArray[np.bool_], thickness: int = 2) -> npt.NDArray[np.uint8]:

@@ -6,9 +6,13 @@ declarations make ``/docs``, client generators and schema fuzzers know both ways
 
 from __future__ import annotations
 
+from typing import Any
+
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff")
 
-IMAGE_ERRORS: dict[int | str, dict[str, object]] = {
+Responses = dict[int | str, dict[str, Any]]  # FastAPI's ``responses=`` argument
+
+IMAGE_ERRORS: Responses = {
     413: {"description": "upload over the byte limit, or an image over the pixel limit"},
     415: {"description": "not an image type we read"},
     422: {"description": "truncated or undecodable image, missing image, or invalid parameters"},

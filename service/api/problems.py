@@ -180,7 +180,7 @@ def install(app: FastAPI) -> None:
         code = exc.status_code
         slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(code, "http")
         title = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
-        return problem(request, code, slug, title, str(exc.detail), headers=exc.headers)
+        return problem(request, code, slug, title, str(exc.detail), headers=dict(exc.headers or {}) or None)
 
     @app.exception_handler(EngineError)
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:

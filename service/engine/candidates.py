@@ -175,8 +175,8 @@ def find_candidates(
     heatmap: npt.NDArray[np.float32], rgb: npt.NDArray[np.uint8], threshold: float = 0.5, min_object_px: int = 20
 ) -> Candidates:
     """Cut ``heatmap > threshold`` into 8-connected components and measure those of ``min_object_px`` or more."""
-    labels, _ = ndi.label(heatmap > threshold, structure=EIGHT_CONNECTED)
-    labels = labels.astype(np.int32, copy=False)
+    found, _ = ndi.label(heatmap > threshold, structure=EIGHT_CONNECTED)
+    labels: npt.NDArray[np.int32] = np.asarray(found, dtype=np.int32)
     height, width = labels.shape
     items = []
     for index, window in enumerate(ndi.find_objects(labels), start=1):
@@ -192,5 +192,5 @@ def find_candidates(
         grown = labels[y0:y1, x0:x1] == index
         ring = ndi.binary_dilation(grown, EIGHT_CONNECTED, iterations=RING_PX) & ~grown & (labels[y0:y1, x0:x1] == 0)
         features = measure(grown, heatmap[y0:y1, x0:x1], rgb[y0:y1, x0:x1], ring)
-        items.append(Candidate(index, window, component, features))
+        items.append(Candidate(index, (rows, cols), component, features))
     return Candidates(labels, tuple(items))

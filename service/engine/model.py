@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,8 @@ from service.engine.errors import ModelContractError
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("receptive_field", "halo", "input_layout", "input_scale", "classes")
+Padding = Literal["reflect", "symmetric", "edge"]
+PADDINGS: dict[str, Padding] = {"reflect": "reflect", "symmetric": "symmetric", "edge": "edge"}
 POSITIVE_CLASS = "bacillus"
 
 
@@ -42,7 +45,7 @@ class ModelMeta:
     halo_px: int
     input_layout: str
     input_scale: float
-    input_padding: str
+    input_padding: Padding
     classes: tuple[str, ...]
     raw: dict[str, str]
 
@@ -83,9 +86,9 @@ class ModelMeta:
             raise ModelContractError(f"{source}: input_layout {props['input_layout']!r}; only NHWC is supported")
         if POSITIVE_CLASS not in classes:
             raise ModelContractError(f"{source}: classes {classes} has no {POSITIVE_CLASS!r}")
-        padding = props.get("input_padding", "reflect")
-        if padding not in ("reflect", "symmetric", "edge"):
-            raise ModelContractError(f"{source}: input_padding {padding!r} is not a known padding")
+        padding = PADDINGS.get(props.get("input_padding", "reflect"))
+        if padding is None:
+            raise ModelContractError(f"{source}: input_padding {props['input_padding']!r} is not a known padding")
         return ModelMeta(
             model_id=props.get("model_id", Path(source).stem),
             receptive_field_px=receptive_field,
@@ -163,4 +166,4 @@ class OnnxModel:
     def run(self, batch_nhwc: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities ``[n, h − 2·halo, w − 2·halo, classes]`` of a scaled, padded ``[n, h, w, 3]`` batch."""
         (output,) = self.session.run(None, {self.input_name: batch_nhwc})
-        return output
+        return np.asarray(output, dtype=np.float32)

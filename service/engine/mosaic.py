@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.engine.errors import InvalidImage
+from service.engine.model import Padding
 from service.engine.tiling import Tile, tile_grid, tile_shape
 
 Predictor = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
@@ -24,7 +25,7 @@ def predict_tiled(
     *,
     halo_px: int,
     input_scale: float,
-    padding: str = "reflect",
+    padding: Padding = "reflect",
     tile_px: int = 512,
     batch_tiles: int = 1,
     channel: int = 1,

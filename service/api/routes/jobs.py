@@ -14,9 +14,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.openapi import IMAGE_ERRORS, image_body
+from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
-from service.api.schemas import JobAccepted, JobStatus
+from service.api.schemas import JobAccepted, JobFieldState, JobStatus
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
 from service.engine.image_io import decode_image
@@ -27,7 +27,7 @@ from service.slides import SLIDE_ID_PATTERN
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JOB_BODY = image_body("files", many=True)
-ERRORS = {
+ERRORS: Responses = {
     **IMAGE_ERRORS,
     404: {"description": "no such job (or it expired), or no such field"},
     409: {"description": "the Idempotency-Key was used for a different request, or the result is not ready"},
@@ -49,7 +49,7 @@ def status(job: Job, serving: Serving) -> JobStatus:
         expires_at=job.finished_at + retention if job.finished_at is not None else None,
         error=job.error,
         **job.progress,
-        fields=[{"index": f.position, "name": f.name, "state": f.state, "error": f.error} for f in job.fields],
+        fields=[JobFieldState(index=f.position, name=f.name, state=f.state, error=f.error) for f in job.fields],
         result_url=f"/v1/jobs/{job.job_id}/result" if job.state is JobState.DONE else None,
     )
 

@@ -50,7 +50,7 @@ class AnalyzeFormat(StrEnum):
     "/segment",
     summary="Segment one field: binary mask, probability heatmap or overlay",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/tiff": {}}}, **ERRORS},  # type: ignore[dict-item]
+    responses={200: {"content": {"image/png": {}, "image/tiff": {}}}, **ERRORS},
     openapi_extra={"requestBody": IMAGE_BODY},
 )
 async def segment(
@@ -89,7 +89,7 @@ async def segment(
     "/analyze",
     summary="Find the bacilli of one field: counts, measurements, outlines",
     response_model=AnalyzedField,
-    responses={200: {"content": {"application/geo+json": {}}}, **ERRORS},  # type: ignore[dict-item]
+    responses={200: {"content": {"application/geo+json": {}}}, **ERRORS},
     openapi_extra={"requestBody": IMAGE_BODY},
 )
 async def analyze(

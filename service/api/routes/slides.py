@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.openapi import IMAGE_ERRORS, image_body
+from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
@@ -24,7 +24,7 @@ from service.slides import SLIDE_ID_PATTERN, FieldCount, Slide
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 
 FIELDS_BODY = image_body("files", many=True, required=False)
-ERRORS = {
+ERRORS: Responses = {
     **IMAGE_ERRORS,
     404: {"description": "no such slide"},
     409: {"description": "a slide with this id exists already"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -148,6 +148,30 @@ def test_bad_requests_around_the_image(random_server: LiveServer) -> None:
         _problem(httpx.post(f"{url}/v1/analyze?{query}", content=png, headers=raw), 422)
     _problem(httpx.get(f"{url}/v1/slides/{'x' * 65}"), 422)
     _problem(httpx.put(f"{url}/v1/segment", content=png, headers=raw), 405)
+
+
+def _chunks(head: bytes, size: int, tail: bytes = b"") -> Iterator[bytes]:
+    yield head
+    for _ in range(size // 100_000):
+        yield b"\0" * 100_000
+    yield tail
+
+
+def test_bodies_streaming_past_the_byte_limit_are_cut_off(random_server: LiveServer) -> None:
+    """Chunked bodies (no Content-Length) are counted as they arrive, raw or multipart, for one field or many."""
+    url = random_server.url
+    raw = _chunks(b"\x89PNG\r\n\x1a\n", 4_000_000)
+    _problem(httpx.post(f"{url}/v1/analyze", content=raw, headers={"content-type": "image/png"}), 413)
+    head = (
+        b'--xx\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    )
+    for path in ("/v1/segment", "/v1/slides", "/v1/jobs"):
+        body = _chunks(head, 4_000_000, b"\r\n--xx--\r\n")
+        response = httpx.post(
+            f"{url}{path}", content=body, headers={"content-type": "multipart/form-data; boundary=xx"}
+        )
+        _problem(response, 413)
+    assert httpx.get(f"{url}/readyz").status_code == 200
 
 
 def _rss_mb(pid: int) -> float:
