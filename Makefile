@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and make:
 #   make serve   start the service on the model shipped in models/ (HOST, PORT)
-#   make test    lint, type-check the service (mypy --strict) and run the test suite
+#   make test    lint, type-check (mypy --strict) and run the test suite
 # Both create .venv on first use and install only what is missing (pyproject.toml + constraints.txt).
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -18,7 +18,7 @@ help:
 	@echo "make serve   start the service on models/ (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make test    install what the tests need, lint, type-check, run pytest"
 	@echo "make install install everything (service, training, dev) into $(VENV)"
-	@echo "make lint    ruff check, mypy --strict on service/"
+	@echo "make lint    ruff check, mypy --strict"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0] + " at " + sys.executable)'

@@ -32,11 +32,11 @@ import onnx
 import onnxruntime as ort
 
 from service.engine.mosaic import predict_tiled
-from training.dataset import read_rgb
-from training.export import dense_onnx, multiply_adds_per_output, patch_onnx
-from training.patch_cnn import INPUT_SCALE, build_patch_cnn, to_model_input
+from training.data.dataset import read_rgb
+from training.data.sampling import extract_patches, mirror_pad
+from training.model.export import dense_onnx, multiply_adds_per_output, patch_onnx
+from training.model.patch_cnn import INPUT_SCALE, build_patch_cnn, to_model_input
 from training.paths import REPO_ROOT, ZNSM_MS2
-from training.sampling import extract_patches, mirror_pad
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.service.e2e.conftest import start_server, stop_server  # noqa: E402
-from training.synthetic import synthetic_field  # noqa: E402
+from training.data.synthetic import synthetic_field  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from training.data.synthetic import SyntheticField, synthetic_field
 from training.paths import ZNSM_MS2
-from training.synthetic import SyntheticField, synthetic_field
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +32,8 @@ def random_patch_cnn():
     """The paper's patch CNN with seeded random weights (biases too, so no output is trivially zero)."""
     import numpy as np
 
-    from training.patch_cnn import build_patch_cnn, to_model_input
-    from training.sampling import extract_patches
+    from training.data.sampling import extract_patches
+    from training.model.patch_cnn import build_patch_cnn, to_model_input
 
     model = build_patch_cnn(seed=3)
     rng = np.random.default_rng(3)
@@ -53,7 +53,7 @@ def random_patch_cnn():
 @pytest.fixture(scope="session")
 def random_dense_onnx(random_patch_cnn, tmp_path_factory) -> Path:
     """The random-weight patch CNN exported as the dense ONNX model, with full metadata."""
-    from training.export import export_onnx
+    from training.model.export import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "random.onnx"
     export_onnx(random_patch_cnn, path, recipe="random", training_data="none", validation_metrics={"loss": 0.0})
@@ -72,7 +72,8 @@ def random_object_filter(random_dense_onnx, tmp_path_factory) -> Path:
     from service.engine.candidates import FEATURES, find_candidates
     from service.engine.model import OnnxModel
     from service.engine.segmenter import Segmenter
-    from training.object_classifier import ObjectSamples, export_filter, fit_filter
+    from training.objects.classifier import export_filter, fit_filter
+    from training.objects.samples import ObjectSamples
 
     model = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
     segmenter = Segmenter(model, tile_px=128)

@@ -29,6 +29,7 @@ def test_service_groups_never_pull_tensorflow() -> None:
     assert "onnxruntime-gpu" in _requirement_names(extras["gpu"])
     assert "onnxruntime" not in _requirement_names(extras["gpu"])
     assert {"tensorflow", "tf2onnx", "onnx"} <= _requirement_names(extras["training"])
+    assert "onnxruntime" in _requirement_names(extras["training"])  # training runs models through service.engine
     # every direct dependency is pinned to a version seen working
     for requirement in project["dependencies"] + [r for g in extras.values() for r in g if not r.startswith("tbseg")]:
         assert "==" in requirement, requirement

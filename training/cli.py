@@ -17,31 +17,18 @@ Commands:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import sys
-import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
-from training.annotations import AnnotationError, BoxLabel
-from training.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
-from training.dataset import AnnotationKind, discover_fields, read_annotation, read_rgb
-from training.evaluate import DEFAULT_CACHE, SHIPPED_MODEL, SHIPPED_PATCH_MODEL
-from training.metrics import ObjectRules
-from training.overlays import box_gallery, draw_overlay
-from training.paths import REPO_ROOT, ZNSM_MS2
-from training.recipes import RECIPES, get_recipe
-from training.sampling import PatchSet, SamplerConfig, sample_field
-from training.split import ZNSM_MS2_SPLIT, DatasetSplit, make_split
-from training.synthetic import BACKGROUNDS, synthetic_field, write_dataset
+from training.data.annotations import AnnotationError
+from training.data.box_masks import MaskDerivation
+from training.data.dataset import AnnotationKind
+from training.data.sampling import SamplerConfig
+from training.evaluation.metrics import ObjectRules
+from training.fit.recipes import RECIPES
+from training.paths import DEFAULT_CACHE, MODELS_DIR, SHIPPED_MODEL, ZNSM_MS2, ZNSM_MS2_SPLIT
 
 log = logging.getLogger(__name__)
 
@@ -199,108 +186,94 @@ def build_parser() -> argparse.ArgumentParser:
 
     ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
     ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
-    ship.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="(default: %(default)s)")
+    ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
     ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
     ship.add_argument("--evaluation", type=Path, help="report.json of `evaluate` with the object filter, for the card")
     ship.add_argument("--card-only", action="store_true", help="rewrite the card only; leave the model files")
     return parser
 
 
-def run_ship(args: argparse.Namespace) -> int:
-    from training.model_card import ship
+# Each command imports what it needs when it runs: `--help` loads neither TensorFlow nor ONNX Runtime.
 
-    ship(args.runs, args.models, args.bench, args.evaluation, args.card_only)
+
+def run_masks(args: argparse.Namespace) -> int:
+    from training.data.mask_review import write_mask_review
+
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    write_mask_review(args.data, args.out, _mask_params(args), fields)
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from training.data.split import split_dataset
+
+    split, counts = split_dataset(
+        args.data, args.out, args.test_fraction, args.validation_fraction, args.seed, force=args.force
+    )
+    for name in ("train", "validation", "test"):
+        ids = split.subset(name)
+        log.info("%-10s %2d fields, %3d bacillus boxes: %s", name, len(ids), sum(counts[i] for i in ids), " ".join(ids))
+    return 0
+
+
+def run_patches(args: argparse.Namespace) -> int:
+    from training.data.patches import write_patch_sets
+
+    config = SamplerConfig(positives_per_field=args.positives, negatives_per_field=args.negatives)
+    write_patch_sets(args.data, args.split, args.out, config, _mask_params(args), args.seed)
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from training.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(args.out, AnnotationKind(args.format), args.count, args.seed, tuple(args.size))
+    log.info("%d synthetic fields (%s) written to %s", args.count, args.format, args.out)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.fit.recipes import get_recipe
+    from training.fit.train import train_recipe
+
+    train_recipe(args.data, args.split, get_recipe(args.recipe), args.out, seed=args.seed, epochs=args.epochs)
     return 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from training.runs import calibrate_run
+    from training.fit.runs import calibrate_run
 
     calibrate_run(args.run, args.out, args.data, args.split)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from training.runs import export_run
+    from training.fit.runs import export_run
 
     export_run(args.run, args.out)
     return 0
 
 
-def _patch_model_for(model: Path, given: Path | None) -> Path | None:
-    if given is not None:
-        return given
-    if model.resolve() == SHIPPED_MODEL.resolve():
-        return SHIPPED_PATCH_MODEL
-    beside = model.with_name("model.keras")
-    if beside.is_file():
-        return beside
-    log.warning("%s: no Keras patch CNN beside it and no --patch-model: patch-by-patch crops skipped", model)
-    return None
-
-
-def run_objects(args: argparse.Namespace) -> int:
-    from service.engine.model import OnnxModel
-    from training.object_classifier import collect_samples, export_filter, fit_filter
-
-    split = DatasetSplit.load(args.split)
-    fields = {f.field_id: f for f in discover_fields(args.data)}
-    split.check_covers(set(fields))
-    ids = [fid for subset in args.subsets for fid in split.subset(subset)]
-    model = OnnxModel(args.model, providers=("CPUExecutionProvider",))
-    rules = ObjectRules(min_object_px=args.min_object)
-    samples = collect_samples(model, [fields[f] for f in ids], threshold=args.threshold, rules=rules, cache=args.cache)
-    fit = fit_filter(samples, args.target_recall, args.seed)
-    meta = export_filter(
-        fit,
-        args.out,
-        dense_model_id=model.meta.model_id,
-        candidate_threshold=args.threshold,
-        min_object_px=args.min_object,
-        trained_on=f"{args.data.name}: fields {' '.join(ids)} ({' + '.join(args.subsets)}); split {args.split.name}",
-    )
-    log.info(
-        "object filter %s: threshold %s, cross-validation %s",
-        meta["filter_id"],
-        meta["threshold"],
-        meta["cross_validation"],
-    )
-    log.info("one bacillus ≈ %s px; written to %s", meta["single_bacillus_area_px"], args.out)
-    return 0
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate_data
 
-    subset = args.subset
-    if subset is None:
-        ids = {f.field_id for f in discover_fields(args.data)}
-        covered = args.split.is_file() and ids <= DatasetSplit.load(args.split).all_ids
-        subset = "test" if covered else "all"
-        log.info("scoring the %s fields (%s)", subset, "the split covers the data" if covered else "no split for them")
-    split = args.split if args.split.is_file() else None
-    if split is not None and subset == "all":
-        ids = {f.field_id for f in discover_fields(args.data)}
-        split = split if ids <= DatasetSplit.load(split).all_ids else None
-    object_filter = args.object_filter
-    shipped_filter = SHIPPED_MODEL.with_name("object_filter.onnx")
-    if object_filter is None and args.model.resolve() == SHIPPED_MODEL.resolve() and shipped_filter.is_file():
-        object_filter = shipped_filter
-    evaluate(
+    evaluate_data(
         args.data,
         args.out,
+        split_path=args.split,
+        subset=args.subset,
         model=args.model,
+        object_filter=args.object_filter,
+        use_object_filter=not args.no_object_filter,
+        patch_model=args.patch_model,
+        use_patch_model=not args.no_patch,
         variants=args.variants,
-        object_filter=None if args.no_object_filter else object_filter,
         object_threshold=args.object_threshold,
-        split_path=split,
-        subset=subset,
         masks=args.masks,
         threshold=args.threshold,
         rules=ObjectRules(args.min_object, args.min_hit, args.inside_share),
         baseline=not args.no_baseline,
         baseline_threshold=args.baseline_threshold,
-        patch_model=None if args.no_patch else _patch_model_for(args.model, args.patch_model),
         crop_px=args.crop,
         gallery=not args.no_gallery,
         cache=args.cache,
@@ -309,148 +282,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from training.train import train_recipe  # TensorFlow loads only for the commands that need it
+def run_objects(args: argparse.Namespace) -> int:
+    from training.objects.classifier import train_object_filter
 
-    train_recipe(args.data, args.split, get_recipe(args.recipe), args.out, seed=args.seed, epochs=args.epochs)
-    return 0
-
-
-def run_masks(args: argparse.Namespace) -> int:
-    fields = discover_fields(args.data)
-    if args.fields:
-        wanted = {f.strip() for f in args.fields.split(",")}
-        unknown = wanted - {f.field_id for f in fields}
-        if unknown:
-            raise AnnotationError(args.data, f"no such field(s): {', '.join(sorted(unknown))}")
-        fields = [f for f in fields if f.field_id in wanted]
-    args.out.mkdir(parents=True, exist_ok=True)
-    params = _mask_params(args)
-    rows = []
-    for files in tqdm(fields, desc="masks", unit="field"):
-        annotation = read_annotation(files)
-        image = read_rgb(files.image)
-        if annotation.mask is not None:
-            mask, found = annotation.mask, []
-        else:
-            mask, found = derive_bacillus_mask(image, annotation.boxes, params)
-        fid = files.field_id
-        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(args.out / f"{fid}_mask.png")
-        draw_overlay(image, mask, annotation.boxes).save(args.out / f"{fid}_overlay.png")
-        if annotation.boxes:
-            box_gallery(image, mask, annotation.boxes).save(args.out / f"{fid}_boxes.png")
-        labels = Counter(b.label for b in annotation.boxes)
-        rows.append(
-            {
-                "field": fid,
-                "single_bacillus_boxes": labels[BoxLabel.SINGLE_BACILLUS],
-                "cluster_boxes": labels[BoxLabel.BACILLI_CLUSTER],
-                "unclassified_boxes": labels[BoxLabel.UNCLASSIFIED],
-                "artifact_boxes": labels[BoxLabel.ARTIFACT],
-                "bacillus_pixels": int(mask.sum()),
-                "bacillus_fraction": round(float(mask.mean()), 6),
-                "empty_bacillus_boxes": sum(1 for s in found if s.pixels == 0),
-                "median_box_fill": round(
-                    float(np.median([s.pixels_inside_box / (s.box.width * s.box.height) for s in found])), 4
-                )
-                if found
-                else "",
-            }
-        )
-    with (args.out / "masks_summary.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    total = sum(r["bacillus_pixels"] for r in rows)
-    empty = sum(r["empty_bacillus_boxes"] for r in rows)
-    log.info(
-        "%d fields: %d bacillus pixels (%.3f%% of all), %d bacillus boxes with no derived pixel; written to %s",
-        len(rows),
-        total,
-        100 * float(np.mean([r["bacillus_fraction"] for r in rows])),
-        empty,
+    train_object_filter(
+        args.data,
+        args.split,
+        args.model,
         args.out,
-    )
-    return 0
-
-
-def run_split(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.force:
-        log.error("%s exists; the shipped split is fixed. Use --force to overwrite it.", args.out)
-        return 2
-    counts = {}
-    for files in discover_fields(args.data):
-        annotation = read_annotation(files)
-        counts[files.field_id] = len(annotation.boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER))
-    split = make_split(
-        counts,
-        dataset=args.data.name,
-        test_fraction=args.test_fraction,
-        validation_fraction=args.validation_fraction,
+        subsets=tuple(args.subsets),
+        threshold=args.threshold,
+        min_object_px=args.min_object,
+        target_recall=args.target_recall,
         seed=args.seed,
+        cache=args.cache,
     )
-    split.save(args.out)
-    for name in ("train", "validation", "test"):
-        ids = split.subset(name)
-        log.info(
-            "%-10s %2d fields, %3d bacillus boxes: %s",
-            name,
-            len(ids),
-            sum(counts[i] for i in ids),
-            " ".join(ids),
-        )
     return 0
 
 
-def run_patches(args: argparse.Namespace) -> int:
-    split = DatasetSplit.load(args.split)
-    fields = {f.field_id: f for f in discover_fields(args.data)}
-    split.check_covers(set(fields))
-    config = SamplerConfig(positives_per_field=args.positives, negatives_per_field=args.negatives)
-    params = _mask_params(args)
-    summary: dict[str, object] = {
-        "data": str(args.data),
-        "split": str(args.split),
-        "seed": args.seed,
-        "sampler": asdict(config),
-        "mask_derivation": asdict(params),
-    }
-    started = time.perf_counter()
-    for name in ("train", "validation"):
-        parts = []
-        for fid in tqdm(split.subset(name), desc=f"patches ({name})", unit="field"):
-            image = read_rgb(fields[fid].image)
-            labels = label_map(read_annotation(fields[fid]), image, params)
-            parts.append(sample_field(fid, image, labels, args.seed, config))
-        patches = PatchSet.concatenate(parts, config.patch_size)
-        patches.save(args.out / f"{name}.npz")
-        summary[name] = {
-            "fields": list(split.subset(name)),
-            "patches": len(patches),
-            "bacillus": int((patches.labels == PixelClass.BACILLUS).sum()),
-            "background": int((patches.labels == PixelClass.BACKGROUND).sum()),
-        }
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    (args.out / "patches.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    log.info("patches written to %s: %s", args.out, {k: summary[k] for k in ("train", "validation")})
-    return 0
+def run_ship(args: argparse.Namespace) -> int:
+    from training.fit.shipping import ship
 
-
-def run_synth(args: argparse.Namespace) -> int:
-    backgrounds = sorted(BACKGROUNDS)
-    width, height = args.size
-    fields = [
-        synthetic_field(
-            args.seed + i,
-            height=height,
-            width=width,
-            background=backgrounds[i % len(backgrounds)],
-            field_id=str(i + 1),
-        )
-        for i in range(args.count)
-    ]
-    write_dataset(args.out, fields, AnnotationKind(args.format))
-    log.info("%d synthetic fields (%s) written to %s", args.count, args.format, args.out)
+    ship(args.runs, args.models, args.bench, args.evaluation, args.card_only)
     return 0
 
 
@@ -477,6 +330,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (AnnotationError, ValueError, FileNotFoundError) as exc:
+    except (AnnotationError, ValueError, FileNotFoundError, FileExistsError) as exc:
         log.error("%s", exc)
         return 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 ROOT = Path(__file__).resolve().parents[2]
 

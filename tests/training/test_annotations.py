@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.annotations import (
+from training.data.annotations import (
     AnnotationError,
     Box,
     BoxLabel,

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from training.annotations import Box, BoxLabel, FieldAnnotation
-from training.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
-from training.colour import otsu_threshold, srgb_to_lab
-from training.dataset import discover_fields, read_annotation, read_rgb
-from training.synthetic import SyntheticField
+from training.data.annotations import Box, BoxLabel, FieldAnnotation
+from training.data.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
+from training.data.colour import otsu_threshold, srgb_to_lab
+from training.data.dataset import discover_fields, read_annotation, read_rgb
+from training.data.synthetic import SyntheticField
 
 
 def test_lab_of_reference_colours() -> None:

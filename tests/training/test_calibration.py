@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from training.calibration import PlattFit, expected_calibration_error, fit_platt, fold_into_last_conv, logit
-from training.patch_cnn import build_patch_cnn
+from training.model.calibration import PlattFit, expected_calibration_error, fit_platt, fold_into_last_conv, logit
+from training.model.patch_cnn import build_patch_cnn
 
 
 def test_fit_recovers_scale_and_shift() -> None:

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from training.cli import main
-from training.sampling import PatchSet
-from training.split import DatasetSplit
+from training.data.sampling import PatchSet
+from training.data.split import DatasetSplit
 
 
 def test_synth_split_masks_patches(tmp_path: Path) -> None:
@@ -65,3 +65,25 @@ def test_bad_data_gives_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "2_annot.csv" in result.stderr and "missing column" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "sklearn", "skl2onnx", "matplotlib")
+
+
+def test_help_loads_neither_tensorflow_nor_onnx_runtime() -> None:
+    """`python -m training --help` and every command's --help answer at once: the heavy libraries load only in the
+    commands that run them."""
+    commands = ["masks", "split", "patches", "synth", "train", "calibrate", "export", "evaluate", "objects", "ship"]
+    code = (
+        "import sys\n"
+        "from training.cli import build_parser\n"
+        f"for args in [['--help']] + [[c, '--help'] for c in {commands!r}]:\n"
+        "    try:\n"
+        "        build_parser().parse_args(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip().endswith("loaded: []"), result.stdout[-500:]
+    assert "objects" in result.stdout and "evaluate" in result.stdout  # the help texts were printed

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.annotations import AnnotationError, BoxLabel
-from training.dataset import AnnotationKind, discover_fields, load_dataset, read_annotation, read_rgb
-from training.synthetic import SyntheticField, write_dataset
+from service.engine.image_io import decode_image
+from training.data.annotations import AnnotationError, BoxLabel
+from training.data.dataset import AnnotationKind, discover_fields, load_dataset, read_annotation, read_rgb
+from training.data.synthetic import SyntheticField, write_dataset
 
 
 @pytest.mark.parametrize("kind", list(AnnotationKind))
@@ -107,10 +108,31 @@ def test_undecodable_image_is_an_annotation_error(tmp_path: Path, synthetic_fiel
 
 def test_read_rgb_converts_grey_16_bit_and_rgba(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 5), 65535, dtype=np.uint16)).save(tmp_path / "wide.png")
-    Image.fromarray(np.full((4, 5, 4), 9, dtype=np.uint8), mode="RGBA").save(tmp_path / "alpha.png")
+    opaque = np.full((4, 5, 4), 9, dtype=np.uint8)
+    opaque[..., 3] = 255
+    Image.fromarray(opaque, mode="RGBA").save(tmp_path / "alpha.png")
     assert read_rgb(tmp_path / "wide.png").shape == (4, 5, 3)
     assert (read_rgb(tmp_path / "wide.png") == 255).all()
     assert (read_rgb(tmp_path / "alpha.png") == 9).all()
+
+
+def test_training_reads_every_image_as_the_service_decodes_it(tmp_path: Path) -> None:
+    """One image reader: 16-bit grey and colour TIFFs, translucent RGBA, palette and grey images are the same
+    array in training as the service's decoder gives, pixel for pixel."""
+    rng = np.random.default_rng(5)
+    images = {
+        "grey16.tif": Image.fromarray(rng.integers(0, 65536, (6, 7), dtype=np.uint16)),
+        "rgba.png": Image.fromarray(rng.integers(0, 256, (6, 7, 4), dtype=np.uint8), mode="RGBA"),
+        "palette.png": Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).convert("P"),
+        "grey.tif": Image.fromarray(rng.integers(0, 256, (6, 7), dtype=np.uint8)),
+        "rgb16.tif": Image.fromarray(rng.integers(0, 65536, (6, 7), dtype=np.uint16)).convert("I"),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        served = decode_image((tmp_path / name).read_bytes(), max_pixels=10_000).rgb
+        np.testing.assert_array_equal(read_rgb(tmp_path / name), served, err_msg=name)
+    translucent = read_rgb(tmp_path / "rgba.png")
+    assert not (translucent == np.asarray(images["rgba.png"])[..., :3]).all()  # composited onto white, as served
 
 
 def test_the_shared_data_set_reads_whole(znsm_ms2: Path) -> None:

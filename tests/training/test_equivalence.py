@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import onnxruntime as ort
 
-from training.patch_cnn import to_model_input
+from training.data.sampling import extract_patches, mirror_pad
+from training.data.synthetic import synthetic_field
+from training.model.patch_cnn import to_model_input
 from training.paths import REPO_ROOT
-from training.sampling import extract_patches, mirror_pad
-from training.synthetic import synthetic_field
 
 SHIPPED_KERAS = REPO_ROOT / "models" / "patch_cnn.keras"
 SHIPPED_ONNX = REPO_ROOT / "models" / "bacilli_dense.onnx"
@@ -61,7 +61,7 @@ def test_random_weights_give_both_classes(random_patch_cnn) -> None:
 
 
 def test_shipped_weights_dense_onnx_equals_patch_by_patch() -> None:
-    import training.to_fcn  # noqa: F401  (registers the custom layer)
+    import training.model.to_fcn  # noqa: F401  (registers the custom layer)
 
     model = keras.models.load_model(SHIPPED_KERAS)
     assert_equivalent(model, SHIPPED_ONNX)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from training.cli import main
-from training.dataset import AnnotationKind
-from training.synthetic import synthetic_field, write_dataset
+from training.data.dataset import AnnotationKind
+from training.data.synthetic import synthetic_field, write_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

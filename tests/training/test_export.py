@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from training.export import INPUT_NAME, OPSET, OUTPUT_NAME, read_metadata
+from training.model.export import INPUT_NAME, OPSET, OUTPUT_NAME, read_metadata
 
 
 def test_metadata_and_graph(random_dense_onnx: Path) -> None:

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from training.annotations import Box, BoxLabel
-from training.baselines import fit_threshold, red_minus_green, value_histograms
-from training.box_masks import PixelClass
-from training.metrics import (
+from training.data.annotations import Box, BoxLabel
+from training.data.box_masks import PixelClass
+from training.evaluation.baselines import fit_threshold, red_minus_green, value_histograms
+from training.evaluation.metrics import (
     ObjectRules,
     Outcome,
     PixelCounts,

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from service.engine.candidates import FEATURES, find_candidates
-from training.annotations import Box, BoxLabel
-from training.metrics import ObjectRules, Outcome
-from training.object_classifier import ObjectSamples, candidate_outcomes, choose_threshold, fit_filter
+from training.data.annotations import Box, BoxLabel
+from training.evaluation.metrics import ObjectRules, Outcome
+from training.objects.classifier import choose_threshold, fit_filter
+from training.objects.samples import ObjectSamples, candidate_outcomes
 
 
 def test_candidates_get_the_evaluations_verdicts() -> None:

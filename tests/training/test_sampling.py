@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from training.box_masks import PixelClass
-from training.sampling import PatchSet, SamplerConfig, extract_patches, mirror_pad, sample_field
+from training.data.box_masks import PixelClass
+from training.data.sampling import PatchSet, SamplerConfig, extract_patches, mirror_pad, sample_field
 
 
 def _reflect(index: int, size: int) -> int:

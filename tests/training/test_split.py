@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from training.dataset import discover_fields
-from training.split import ZNSM_MS2_SPLIT, DatasetSplit, make_split
+from training.data.dataset import discover_fields
+from training.data.split import DatasetSplit, make_split
+from training.paths import ZNSM_MS2_SPLIT
 
 
 def test_the_fixed_split_is_disjoint_and_sized() -> None:
@@ -27,8 +28,8 @@ def test_the_fixed_split_names_exactly_the_shared_fields(znsm_ms2: Path) -> None
 
 def test_the_fixed_split_is_what_the_split_command_makes(znsm_ms2: Path) -> None:
     """The file is reproducible: rebuilding it from the data with the recorded defaults gives the same."""
-    from training.annotations import BoxLabel
-    from training.dataset import read_annotation
+    from training.data.annotations import BoxLabel
+    from training.data.dataset import read_annotation
 
     counts = {
         f.field_id: len(read_annotation(f).boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.annotations import BoxLabel
-from training.colour import srgb_to_lab
-from training.synthetic import synthetic_field
+from training.data.annotations import BoxLabel
+from training.data.colour import srgb_to_lab
+from training.data.synthetic import synthetic_field
 
 
 def test_same_seed_same_field() -> None:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from training.patch_cnn import build_patch_cnn
-from training.to_fcn import ConversionError, dense_plan, patch_cnn_to_fcn, receptive_field_px
+from training.model.patch_cnn import build_patch_cnn
+from training.model.to_fcn import ConversionError, dense_plan, patch_cnn_to_fcn, receptive_field_px
 
 
 def _scan_patches(model: keras.Model, image: np.ndarray, patch_hw: tuple[int, int]) -> np.ndarray:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import AnnotationKind
-from training.recipes import RECIPES
-from training.runs import export_run
-from training.split import DatasetSplit
-from training.synthetic import synthetic_field, write_dataset
-from training.train import augment, train_recipe
+from training.data.dataset import AnnotationKind
+from training.data.split import DatasetSplit
+from training.data.synthetic import synthetic_field, write_dataset
+from training.fit.recipes import RECIPES
+from training.fit.runs import export_run
+from training.fit.train import augment, train_recipe
 
 
 def test_augment_keeps_the_centre_and_range() -> None:
@@ -42,7 +42,7 @@ def test_train_and_export_a_small_run(tmp_path: Path) -> None:
     assert log["recipe"]["name"] == "augmented" and len(log["history"]["val_loss"]) == 3
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
     onnx_path = export_run(tmp_path / "run")
-    from training.export import read_metadata
+    from training.model.export import read_metadata
 
     meta = read_metadata(onnx_path)
     assert meta["recipe"] == "augmented"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from service.engine.model import OnnxModel
 from tests.service.e2e.conftest import LiveServer
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 FIELD = synthetic_field(21, height=130, width=170, background="pink").image
 
@@ -191,8 +191,8 @@ def test_full_queue_answers_503_with_retry_after_at_once(random_server: LiveServ
 
 
 def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms2: Path) -> None:
-    from training.annotations import BoxLabel
-    from training.dataset import discover_fields, read_annotation
+    from training.data.annotations import BoxLabel
+    from training.data.dataset import discover_fields, read_annotation
 
     (files,) = [f for f in discover_fields(znsm_ms2) if f.field_id == "19"]  # a test-split field
     response = httpx.post(

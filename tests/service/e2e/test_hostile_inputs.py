@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.service.e2e.conftest import LiveServer
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 FIELD = synthetic_field(33, height=90, width=120, background="blue").image
 MEMORY_BOUND_MB = 1500  # random model, 96 px tiles, 2 MP images at most: the server needs far less

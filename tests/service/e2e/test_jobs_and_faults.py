@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.service.e2e.conftest import LiveServer, start_server, stop_server
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 SMALL = [synthetic_field(70 + i, height=100, width=130, background=("pink", "green")[i % 2]).image for i in range(3)]
 

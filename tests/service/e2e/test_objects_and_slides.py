@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.service.e2e.conftest import REPO_ROOT, LiveServer, start_server, stop_server
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 FIELDS = [
     synthetic_field(40 + i, height=120, width=160, background=("pink", "blue", "green")[i % 3]).image for i in range(3)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.service.e2e.conftest import LiveServer, start_server, stop_server
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 SMALL = synthetic_field(81, height=90, width=110).image
 SLOW = [synthetic_field(82 + i, height=500, width=640).image for i in range(3)]
@@ -86,7 +86,9 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
         if _in_flight(url) < 1:  # between two fields, or not started yet
             time.sleep(0.05)
             continue
-        answer = httpx.post(f"{url}/v1/analyze", content=_png(SMALL), headers={"content-type": "image/png"})
+        answer = httpx.post(
+            f"{url}/v1/analyze", content=_png(SMALL), headers={"content-type": "image/png"}, timeout=300
+        )
         if answer.status_code == 503:
             refused = answer
     assert refused is not None, "no request was refused while the job's field held the only worker"
@@ -99,13 +101,16 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
     assert _problem(not_done, 409, "Conflict")["type"] == "/problems/not-done"
     _problem(httpx.get(f"{url}/v1/jobs/{job['job_id']}/fields/2/objects"), 409, "Conflict")
 
+    deadline = time.monotonic() + 300
     while httpx.get(f"{url}/v1/jobs/{job['job_id']}").json()["state"] != "done":
         assert time.monotonic() < deadline, "the job did not finish"
         time.sleep(0.2)
     result = httpx.get(f"{url}/v1/jobs/{job['job_id']}/result").json()
     assert result["slide"]["fields_examined"] == 3
     # the job's fields carry the same per-field summary as /v1/analyze
-    single = httpx.post(f"{url}/v1/analyze", content=_png(SLOW[0]), headers={"content-type": "image/png"}).json()
+    single = httpx.post(
+        f"{url}/v1/analyze", content=_png(SLOW[0]), headers={"content-type": "image/png"}, timeout=300
+    ).json()
     first = result["results"][0]
     for key in ("model_id", "filter_id", "mode", "threshold", "min_object_px", "object_threshold", "image", "count"):
         assert first[key] == single[key], key
@@ -114,7 +119,9 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
 
 def test_conflicts_are_titled_conflict(one_worker: LiveServer) -> None:
     url = one_worker.url
-    made = httpx.post(f"{url}/v1/slides?slide_id=taken", content=_png(SMALL), headers={"content-type": "image/png"})
+    made = httpx.post(
+        f"{url}/v1/slides?slide_id=taken", content=_png(SMALL), headers={"content-type": "image/png"}, timeout=300
+    )
     assert made.status_code == 201, made.text
     again = httpx.post(f"{url}/v1/slides?slide_id=taken", content=_png(SMALL), headers={"content-type": "image/png"})
     assert _problem(again, 409, "Conflict")["type"] == "/problems/conflict"

@@ -10,7 +10,7 @@ import pytest
 from service.engine.errors import InvalidImage, ModelContractError
 from service.engine.model import ModelMeta, OnnxModel
 from service.engine.segmenter import Segmenter
-from training.synthetic import synthetic_field
+from training.data.synthetic import synthetic_field
 
 
 @pytest.fixture(scope="module")

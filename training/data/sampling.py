@@ -17,15 +17,16 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from training.box_masks import PixelClass
+from training.data.box_masks import PixelClass
 
 log = logging.getLogger(__name__)
 
-MIRROR_MODE = "reflect"
+MIRROR_MODE: Final = "reflect"
 PATCH_SIZE = 45
 
 
@@ -50,7 +51,7 @@ class PatchSet:
 
     Attributes:
         patches: ``[n, size, size, 3]`` uint8 RGB.
-        labels: ``[n]`` uint8, :class:`~training.box_masks.PixelClass` of each centre (0 or 1).
+        labels: ``[n]`` uint8, :class:`~training.data.box_masks.PixelClass` of each centre (0 or 1).
         field_ids: ``[n]`` str, the field each patch was cut from.
         centres_yx: ``[n, 2]`` int32, the centre pixel in field coordinates.
     """
@@ -103,7 +104,8 @@ def mirror_pad(image: npt.NDArray[np.generic], pad: int) -> npt.NDArray[np.gener
     Fields narrower than ``pad`` are padded by repeated reflection (numpy does this), so any size works.
     """
     widths = [(pad, pad), (pad, pad)] + [(0, 0)] * (image.ndim - 2)
-    return np.pad(image, widths, mode=MIRROR_MODE)
+    padded: npt.NDArray[np.generic] = np.pad(image, widths, mode=MIRROR_MODE)
+    return padded
 
 
 def extract_patches(

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import field_sort_key
-
-SPLITS_DIR = Path(__file__).resolve().parent / "splits"
-ZNSM_MS2_SPLIT = SPLITS_DIR / "znsm-ms2.json"
+from training.data.annotations import BoxLabel
+from training.data.dataset import discover_fields, field_sort_key, read_annotation
 
 
 def _numeric_first(ids: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -122,3 +120,32 @@ def make_split(
             f"{validation_fraction:g} of the rest (rounded up), one field drawn per stratum, seed {seed}"
         ),
     )
+
+
+def split_dataset(
+    data: Path,
+    out: Path,
+    test_fraction: float = 0.3,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    force: bool = False,
+) -> tuple[DatasetSplit, dict[str, int]]:
+    """Split a data set folder's fields (stratified by their bacillus boxes) and save the split to ``out``.
+
+    Returns:
+        the split and the bacillus boxes of each field.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is not given (shipped splits are fixed).
+    """
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; the shipped split is fixed. Use --force to overwrite it.")
+    counts = {
+        files.field_id: len(read_annotation(files).boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER))
+        for files in discover_fields(data)
+    }
+    split = make_split(
+        counts, dataset=data.name, test_fraction=test_fraction, validation_fraction=validation_fraction, seed=seed
+    )
+    split.save(out)
+    return split, counts

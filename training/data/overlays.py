@@ -7,7 +7,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from training.annotations import Box, BoxLabel
+from training.data.annotations import Box, BoxLabel
 
 BOX_COLOURS: dict[BoxLabel, tuple[int, int, int]] = {
     BoxLabel.SINGLE_BACILLUS: (255, 215, 0),

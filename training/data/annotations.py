@@ -276,14 +276,15 @@ def read_mask_png(path: Path, image_path: Path, image_size: tuple[int, int]) -> 
             path,
             f"mask is {mask_img.size[0]}×{mask_img.size[1]} but {image_path.name} is {image_size[0]}×{image_size[1]}",
         )
-    if mask_img.mode == "P":  # palette masks: judge by colour, as a person looking at them would
-        mask_img = mask_img.convert("RGB")
-    array = np.asarray(mask_img)
+    # palette masks: judge by colour, as a person looking at them would
+    shown: Image.Image = mask_img.convert("RGB") if mask_img.mode == "P" else mask_img
+    array = np.asarray(shown)
+    mask: npt.NDArray[np.bool_]
     if array.ndim == 3:  # colour masks: any nonzero colour channel; an alpha channel says nothing
-        array = array[..., :1] if mask_img.mode == "LA" else array[..., :3]
-        mask = array.any(axis=-1)
+        array = array[..., :1] if shown.mode == "LA" else array[..., :3]
+        mask = np.asarray(array.any(axis=-1), dtype=bool)
     else:
-        mask = array != 0
+        mask = np.asarray(array != 0, dtype=bool)
     return FieldAnnotation(image_path, image_size, (), mask, path)
 
 

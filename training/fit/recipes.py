@@ -6,7 +6,7 @@ Each lever is a separate recipe so its effect is measured, not assumed:
   SGD (no momentum) from learning rate 0.01 with exponential decay 0.95 per epoch, L2 on conv3/conv4,
   best epoch by validation loss, argmax of the softmax.
 * ``hard-negatives``: the same, but 60% of the background centres come from hard pools
-  (:mod:`training.hard_negatives`): 15% each ring, dark, blue, artifact.
+  (:mod:`training.data.hard_negatives`): 15% each ring, dark, blue, artifact.
 * ``augmented``: hard negatives plus augmentation: random rotations by 90° and flips (a rod has no
   orientation) and colour jitter (per-channel gain, brightness, contrast, gamma), for other stains and cameras.
 * ``calibrated``: ``augmented`` plus a calibration of the output on the validation fields' pixels: a logistic

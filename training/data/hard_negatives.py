@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
-from training.annotations import BoxLabel, FieldAnnotation
-from training.box_masks import PixelClass
-from training.colour import srgb_to_lab
+from training.data.annotations import BoxLabel, FieldAnnotation
+from training.data.box_masks import PixelClass
+from training.data.colour import srgb_to_lab
 
 POOL_NAMES = ("ring", "dark", "blue", "artifact")
 

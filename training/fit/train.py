@@ -7,14 +7,12 @@ with SGD and exponential decay, keeps the weights of the epoch with the lowest v
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -23,13 +21,14 @@ import numpy.typing as npt
 import tensorflow as tf
 from tqdm import tqdm
 
-from training.box_masks import MaskDerivation, label_map
-from training.dataset import FieldFiles, discover_fields, read_annotation, read_rgb
-from training.hard_negatives import negative_pools
-from training.patch_cnn import INPUT_SCALE, build_patch_cnn
-from training.recipes import Recipe
-from training.sampling import PatchSet, SamplerConfig, sample_field
-from training.split import DatasetSplit
+from training.data.box_masks import MaskDerivation, label_map
+from training.data.dataset import FieldFiles, discover_fields, read_annotation, read_rgb
+from training.data.hard_negatives import negative_pools
+from training.data.sampling import PatchSet, SamplerConfig, sample_field
+from training.data.split import DatasetSplit
+from training.fit.recipes import Recipe
+from training.fit.train_log import TrainLog, write_log
+from training.model.patch_cnn import INPUT_SCALE, build_patch_cnn
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,8 @@ def augment(
     x = patches.astype(np.float32) * np.float32(INPUT_SCALE)
     n = x.shape[0]
     if rotate_flip:
-        turns, flips = rng.integers(0, 4, n), rng.random(n) < 0.5
+        turns = np.asarray(rng.integers(0, 4, size=n), dtype=np.int64)
+        flips = np.asarray(rng.random(size=n) < 0.5, dtype=bool)
         for i in range(n):
             x[i] = np.rot90(x[i][:, ::-1] if flips[i] else x[i], turns[i])
     if colour_jitter:
@@ -152,7 +152,7 @@ def plot_curves(history: dict[str, list[float]], best_epoch: int, title: str, pa
 
 def train_recipe(
     data: Path, split_path: Path, recipe: Recipe, out: Path, seed: int = 0, epochs: int | None = None
-) -> dict[str, object]:
+) -> TrainLog:
     """Train ``recipe`` on the split's train fields, choose the epoch on its validation fields, write the run.
 
     Returns:
@@ -191,8 +191,23 @@ def train_recipe(
     model.save(out / "model.keras")
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     best = keep.best_epoch
-    record: dict[str, object] = {
-        "recipe": asdict(recipe),
+    record: TrainLog = {
+        "recipe": {
+            "name": recipe.name,
+            "summary": recipe.summary,
+            "positives_per_field": recipe.positives_per_field,
+            "negatives_per_field": recipe.negatives_per_field,
+            "hard_negative_shares": dict(recipe.hard_negative_shares),
+            "rotate_flip": recipe.rotate_flip,
+            "colour_jitter": recipe.colour_jitter,
+            "calibrate": recipe.calibrate,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "learning_rate": recipe.learning_rate,
+            "decay_per_epoch": recipe.decay_per_epoch,
+            "momentum": recipe.momentum,
+            "l2": recipe.l2,
+        },
         "seed": seed,
         "data": str(data),
         "split": str(split_path),
@@ -220,7 +235,7 @@ def train_recipe(
             "keras": keras.__version__,
         },
     }
-    (out / "train_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_log(out, record)
     plot_curves(history, best, f"recipe {recipe.name}: best epoch {best + 1}", out / "curves.png")
     log.info(
         "recipe %s: best epoch %d, validation loss %.4f accuracy %.4f; %.0f s; written to %s",

@@ -17,9 +17,9 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from training.export import patch_onnx
-from training.patch_cnn import CLASSES, to_model_input
-from training.sampling import extract_patches
+from training.data.sampling import extract_patches
+from training.model.export import patch_onnx
+from training.model.patch_cnn import CLASSES, to_model_input
 
 BACILLUS = CLASSES.index("bacillus")
 

@@ -7,7 +7,6 @@ existing one with Platt calibration folded into the weights.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,35 +16,32 @@ import numpy as np
 from scipy.special import expit
 
 from service.engine.model import OnnxModel
-from training.box_masks import MaskDerivation, PixelClass, label_map
-from training.calibration import expected_calibration_error, fit_platt, fold_into_last_conv, logit
-from training.dataset import discover_fields, read_annotation, read_rgb
-from training.evaluate import cached_heatmap
-from training.export import export_onnx  # imports training.to_fcn: DilatedMaxPool2D is registered
-from training.recipes import get_recipe
-from training.sampling import field_rng
-from training.split import DatasetSplit
+from training.data.box_masks import MaskDerivation, PixelClass, label_map
+from training.data.dataset import discover_fields, read_annotation, read_rgb
+from training.data.sampling import field_rng
+from training.data.split import DatasetSplit
+from training.evaluation.heatmap_cache import cached_heatmap
+from training.fit.recipes import get_recipe
+from training.fit.train_log import Calibration, read_log, write_log
+from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv, logit
+from training.model.export import export_onnx  # imports training.model.to_fcn: DilatedMaxPool2D is registered
 
 log = logging.getLogger(__name__)
-
-
-def read_log(run: Path) -> dict[str, object]:
-    return json.loads((run / "train_log.json").read_text(encoding="utf-8"))
 
 
 def export_run(run: Path, out: Path | None = None) -> Path:
     """Export ``run/model.keras`` to ``run/model.onnx`` (or ``out``) with metadata from its training log."""
     record = read_log(run)
     model = keras.models.load_model(run / "model.keras")
-    recipe = record["recipe"]["name"]  # type: ignore[index]
-    metrics = {"patch_" + k: round(float(v), 5) for k, v in record["validation_metrics"].items()}  # type: ignore[union-attr]
-    metrics["best_epoch"] = record["best_epoch"]  # type: ignore[assignment]
+    recipe = record["recipe"]["name"]
+    metrics: dict[str, object] = {"patch_" + k: round(float(v), 5) for k, v in record["validation_metrics"].items()}
+    metrics["best_epoch"] = record["best_epoch"]
     if "calibration" in record:
-        metrics["calibration"] = record["calibration"]  # type: ignore[assignment]
-    data = Path(str(record["data"])).name
+        metrics["calibration"] = record["calibration"]
+    data = Path(record["data"]).name
     training_data = (
-        f"{data}: fields {' '.join(record['train_fields'])} (train), "  # type: ignore[arg-type]
-        f"{' '.join(record['validation_fields'])} (validation); split {Path(str(record['split'])).name}"
+        f"{data}: fields {' '.join(record['train_fields'])} (train), "
+        f"{' '.join(record['validation_fields'])} (validation); split {Path(record['split']).name}"
     )
     path = out or run / "model.onnx"
     export_onnx(model, path, recipe=recipe, training_data=training_data, validation_metrics=metrics)
@@ -55,7 +51,7 @@ def export_run(run: Path, out: Path | None = None) -> Path:
 
 def calibrate_run(
     run: Path, out: Path, data: Path, split_path: Path, background_share: float = 0.05, seed: int = 0
-) -> dict[str, float]:
+) -> Calibration:
     """Fit Platt calibration on the validation fields' pixels and write a calibrated run folder to ``out``.
 
     All bacillus pixels and a seeded ``background_share`` of background pixels (weighted back up) of the
@@ -80,7 +76,7 @@ def calibrate_run(
         ws.append(np.where(bacillus[keep], 1.0, 1.0 / background_share))
     z, y, w = np.concatenate(zs), np.concatenate(ys), np.concatenate(ws)
     fit = fit_platt(z, y, w)
-    summary = {
+    summary: Calibration = {
         "scale": fit.scale,
         "shift": fit.shift,
         "validation_pixel_nll_before": fit.nll_before,
@@ -92,15 +88,18 @@ def calibrate_run(
     out.mkdir(parents=True, exist_ok=True)
     calibrated.save(out / "model.keras")
     record = read_log(run)
-    record["recipe"] = {
-        **record["recipe"],
-        "name": "calibrated",
-        "calibrate": True,  # type: ignore[dict-item]
-        "summary": get_recipe("calibrated").summary,
-    }
+    record["recipe"] = {**record["recipe"], "name": "calibrated", "calibrate": True}
+    record["recipe"]["summary"] = get_recipe("calibrated").summary
     record["calibrated_from"] = str(run)
-    record["calibration"] = {k: round(v, 6) for k, v in summary.items()}
-    (out / "train_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record["calibration"] = {
+        "scale": round(fit.scale, 6),
+        "shift": round(fit.shift, 6),
+        "validation_pixel_nll_before": round(fit.nll_before, 6),
+        "validation_pixel_nll_after": round(fit.nll_after, 6),
+        "validation_pixel_ece_before": round(summary["validation_pixel_ece_before"], 6),
+        "validation_pixel_ece_after": round(summary["validation_pixel_ece_after"], 6),
+    }
+    write_log(out, record)
     if (run / "curves.png").is_file():
         shutil.copy(run / "curves.png", out / "curves.png")
     log.info(

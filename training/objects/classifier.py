@@ -1,14 +1,12 @@
-"""Training the object-level filter (scikit-learn) on the candidates of the training fields, exported as ONNX.
+"""The object filter: a random forest (scikit-learn) over the measured candidates, its threshold chosen out of fold,
+exported as ONNX for the service (``python -m training objects``).
 
-1. Candidates: the shipped dense model's heatmap of every train and validation field, cut at its threshold into
-   components of at least ``min_object_px`` pixels and measured (:mod:`service.engine.candidates`).
-2. Labels from the boxes, by the evaluation's rules (:mod:`training.metrics`): a true-positive candidate is a
-   bacillus (1), a false positive is debris (0), an ignored one (inside an ``unclassified`` box) is left out.
-3. A random forest (scikit-learn), class-balanced. Its threshold is chosen on out-of-fold scores, the folds
-   grouped by field: the highest threshold that still keeps ``target_recall`` (0.95) of the bacillus candidates.
-4. One bacillus's area: the median area of the bacillus candidates that lie in exactly one single-bacillus box
+1. Candidates and labels: :mod:`training.objects.samples`.
+2. A random forest, class-balanced. Its threshold is chosen on out-of-fold scores, the folds grouped by field:
+   the highest threshold that still keeps ``target_recall`` (0.95) of the bacillus candidates.
+3. One bacillus's area: the median area of the bacillus candidates that lie in exactly one single-bacillus box
    and in no cluster box, for the cluster estimate (:mod:`service.engine.object_filter`).
-5. Export with skl2onnx; the metadata records the library versions, features, threshold, dense model id,
+4. Export with skl2onnx; the metadata records the library versions, features, threshold, dense model id,
    training fields and the cross-validated figures.
 """
 
@@ -17,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,84 +27,20 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
-from tqdm import tqdm
 
-from service.engine.candidates import FEATURES, Candidates, find_candidates
+from service.engine.candidates import FEATURES
 from service.engine.model import OnnxModel
 from service.engine.object_filter import FORMAT
-from training.annotations import Box, BoxLabel
-from training.dataset import FieldFiles
-from training.evaluate import DEFAULT_CACHE, cached_heatmap, read_truth
-from training.export import git_commit
-from training.metrics import ObjectRules, Outcome, match_objects
+from training.data.dataset import discover_fields
+from training.data.split import DatasetSplit
+from training.evaluation.metrics import ObjectRules
+from training.model.export import git_commit
+from training.objects.samples import ObjectSamples, collect_samples
+from training.paths import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 
 TARGET_RECALL = 0.95  # the issue's recall target, applied to out-of-fold candidate scores
-
-
-@dataclass
-class ObjectSamples:
-    """Measured, labelled candidates of some fields."""
-
-    features: npt.NDArray[np.float32]  # [n, len(FEATURES)]
-    labels: npt.NDArray[np.int8]  # 1 bacillus, 0 debris
-    fields: npt.NDArray[np.str_]
-    single: npt.NDArray[np.bool_]  # a bacillus candidate in exactly one single box and no cluster box
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def candidate_outcomes(candidates: Candidates, boxes: tuple[Box, ...], rules: ObjectRules) -> list[Outcome]:
-    """The evaluation's verdict on each candidate (same components: same mask, same connectivity)."""
-    match = match_objects(candidates.labels > 0, boxes, rules)
-    outcomes = []
-    for c in candidates.items:
-        y, x = c.first_pixel
-        outcomes.append(Outcome(int(match.outcomes[match.components[y, x]])))
-    return outcomes
-
-
-def _in_one_single_box(c_window: tuple[slice, slice], boxes: tuple[Box, ...]) -> bool:
-    rows, cols = c_window
-
-    def overlaps(b: Box) -> bool:
-        return b.y < rows.stop and rows.start < b.y + b.height and b.x < cols.stop and cols.start < b.x + b.width
-
-    singles = [b for b in boxes if b.label is BoxLabel.SINGLE_BACILLUS and overlaps(b)]
-    clusters = [b for b in boxes if b.label is BoxLabel.BACILLI_CLUSTER and overlaps(b)]
-    return len(singles) == 1 and not clusters
-
-
-def collect_samples(
-    model: OnnxModel,
-    fields: list[FieldFiles],
-    *,
-    threshold: float = 0.5,
-    rules: ObjectRules | None = None,
-    cache: Path = DEFAULT_CACHE,
-) -> ObjectSamples:
-    """Candidates of ``fields`` with their labels (module docstring, steps 1–2)."""
-    rules = rules or ObjectRules()
-    features, labels, names, single = [], [], [], []
-    for files in tqdm(fields, desc="object candidates", unit="field", file=sys.stderr):
-        truth = read_truth(files)
-        heatmap, _ = cached_heatmap(model, files.field_id, truth.image, cache, digest=truth.digest)
-        candidates = find_candidates(heatmap, truth.image, threshold, rules.min_object_px)
-        for c, outcome in zip(candidates.items, candidate_outcomes(candidates, truth.boxes, rules), strict=True):
-            if outcome not in (Outcome.TRUE_POSITIVE, Outcome.FALSE_POSITIVE):
-                continue
-            features.append(c.features)
-            labels.append(int(outcome == Outcome.TRUE_POSITIVE))
-            names.append(files.field_id)
-            single.append(outcome == Outcome.TRUE_POSITIVE and _in_one_single_box(c.window, truth.boxes))
-    return ObjectSamples(
-        np.stack(features) if features else np.zeros((0, len(FEATURES)), np.float32),
-        np.asarray(labels, dtype=np.int8),
-        np.asarray(names),
-        np.asarray(single, dtype=bool),
-    )
 
 
 def new_classifier(seed: int = 0) -> RandomForestClassifier:
@@ -120,7 +53,7 @@ def new_classifier(seed: int = 0) -> RandomForestClassifier:
 class FilterFit:
     classifier: RandomForestClassifier
     threshold: float
-    cross_validation: dict[str, float]
+    cross_validation: dict[str, float | int | str]
     single_bacillus_area_px: float
 
 
@@ -148,7 +81,7 @@ def fit_filter(samples: ObjectSamples, target_recall: float = TARGET_RECALL, see
     threshold = choose_threshold(out_of_fold, samples.labels, target_recall)
     kept = out_of_fold >= threshold
     positives = samples.labels == 1
-    figures = {
+    figures: dict[str, float | int | str] = {
         "folds": folds,
         "grouped_by": "field",
         "candidates": len(samples),
@@ -207,4 +140,45 @@ def export_filter(
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
+    return meta
+
+
+def train_object_filter(
+    data: Path,
+    split_path: Path,
+    model_path: Path,
+    out: Path,
+    *,
+    subsets: tuple[str, ...] = ("train", "validation"),
+    threshold: float = 0.5,
+    min_object_px: int = ObjectRules.min_object_px,
+    target_recall: float = TARGET_RECALL,
+    seed: int = 0,
+    cache: Path = DEFAULT_CACHE,
+) -> dict[str, str]:
+    """Train the object filter on ``model_path``'s candidates in the split's ``subsets`` of ``data``, write it to
+    ``out``; returns its metadata."""
+    split = DatasetSplit.load(split_path)
+    fields = {f.field_id: f for f in discover_fields(data)}
+    split.check_covers(set(fields))
+    ids = [fid for subset in subsets for fid in split.subset(subset)]
+    model = OnnxModel(model_path, providers=("CPUExecutionProvider",))
+    rules = ObjectRules(min_object_px=min_object_px)
+    samples = collect_samples(model, [fields[f] for f in ids], threshold=threshold, rules=rules, cache=cache)
+    fit = fit_filter(samples, target_recall, seed)
+    meta = export_filter(
+        fit,
+        out,
+        dense_model_id=model.meta.model_id,
+        candidate_threshold=threshold,
+        min_object_px=min_object_px,
+        trained_on=f"{data.name}: fields {' '.join(ids)} ({' + '.join(subsets)}); split {split_path.name}",
+    )
+    log.info(
+        "object filter %s: threshold %s, cross-validation %s",
+        meta["filter_id"],
+        meta["threshold"],
+        meta["cross_validation"],
+    )
+    log.info("one bacillus ≈ %s px; written to %s", meta["single_bacillus_area_px"], out)
     return meta

@@ -10,7 +10,7 @@
     softmax                              → [P(background), P(bacillus)]
 
 All convolutions are valid (unpadded), so the same layers slide over a whole field once converted by
-:mod:`training.to_fcn`.
+:mod:`training.model.to_fcn`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from training.sampling import PATCH_SIZE
+from training.data.sampling import PATCH_SIZE
 
 CLASSES = ("background", "bacillus")
 INPUT_SCALE = 1.0 / 255.0

@@ -17,8 +17,8 @@ import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage as ndi
 
-from training.annotations import Box, BoxLabel, write_mask_png, write_voc_xml, write_znsm_csv
-from training.dataset import ZNSM_SUFFIX, AnnotationKind
+from training.data.annotations import Box, BoxLabel, write_mask_png, write_voc_xml, write_znsm_csv
+from training.data.dataset import ZNSM_SUFFIX, AnnotationKind
 
 BACKGROUNDS: dict[str, tuple[float, float, float]] = {
     "pink": (232.0, 198.0, 192.0),
@@ -50,7 +50,8 @@ def _rod_distance(
     line = centre + t * (length / 2) * direction + (1 - t**2) * bend * normal  # [48, 2] (y, x)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     pixels = np.stack([yy, xx], axis=-1).astype(np.float64)[..., None, :]  # [y, x, 1, 2]
-    return np.sqrt(((pixels - line) ** 2).sum(-1)).min(-1)
+    distance: npt.NDArray[np.float64] = np.sqrt(((pixels - line) ** 2).sum(-1)).min(-1)
+    return distance
 
 
 def _blend(image: npt.NDArray[np.float64], alpha: npt.NDArray[np.float64], colour: npt.NDArray[np.float64]) -> None:
@@ -113,8 +114,8 @@ def synthetic_field(
         if index == 0:
             boxes.append(_loose_box(BoxLabel.ARTIFACT, alpha > 0.1, rng))
     for _ in range(specks):
-        c, r = random_centre(4), rng.uniform(0.8, 2.0)
-        _blend(image, np.clip(r + 0.5 - np.hypot(yy - c[0], xx - c[1]), 0, 1), SPECK_COLOUR)
+        c, radius = random_centre(4), rng.uniform(0.8, 2.0)
+        _blend(image, np.clip(radius + 0.5 - np.hypot(yy - c[0], xx - c[1]), 0, 1), SPECK_COLOUR)
     # A faint, round red structure that an expert would not call a bacillus.
     c = random_centre(12)
     blob = np.clip(5.5 - np.hypot(yy - c[0], xx - c[1]), 0, 1) * 0.45
@@ -144,7 +145,7 @@ def synthetic_field(
 
 
 def write_dataset(root: Path, fields: list[SyntheticField], kind: AnnotationKind) -> Path:
-    """Write fields as a data set folder that :func:`training.dataset.discover_fields` reads.
+    """Write fields as a data set folder that :func:`training.data.dataset.discover_fields` reads.
 
     Layouts: ZNSM-iDB CSVs as ``images/`` + ``annotations/``; Pascal VOC flat (image and XML side by side);
     masks as ``images/`` + ``masks/``. Images are PNG, so pixels are exact.
@@ -169,3 +170,19 @@ def write_dataset(root: Path, fields: list[SyntheticField], kind: AnnotationKind
             (root / "masks").mkdir(exist_ok=True)
             write_mask_png(root / "masks" / name, field.mask)
     return root
+
+
+def write_synthetic_dataset(
+    out: Path, kind: AnnotationKind, count: int = 6, seed: int = 0, size: tuple[int, int] = (320, 240)
+) -> Path:
+    """``count`` synthetic fields of ``size`` (width, height), backgrounds in turn, written as a data set of
+    ``kind`` (``python -m training synth``)."""
+    backgrounds = sorted(BACKGROUNDS)
+    width, height = size
+    fields = [
+        synthetic_field(
+            seed + i, height=height, width=width, background=backgrounds[i % len(backgrounds)], field_id=str(i + 1)
+        )
+        for i in range(count)
+    ]
+    return write_dataset(out, fields, kind)

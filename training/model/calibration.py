@@ -61,13 +61,14 @@ def expected_calibration_error(
     p: npt.NDArray[np.floating], y: npt.NDArray[np.bool_], weights: npt.NDArray[np.floating], bins: int = 10
 ) -> float:
     """Weighted ECE over equal-width probability bins."""
-    p, y, w = (np.asarray(v, dtype=np.float64) for v in (p, y, weights))
-    which = np.minimum((p * bins).astype(int), bins - 1)
+    p64, y64, w = (np.asarray(v, dtype=np.float64) for v in (p, y, weights))
+    which = np.minimum((p64 * bins).astype(int), bins - 1)
     total, error = w.sum(), 0.0
     for k in range(bins):
         sel = which == k
         if sel.any():
-            error += w[sel].sum() / total * abs(np.average(p[sel], weights=w[sel]) - np.average(y[sel], weights=w[sel]))
+            gap = abs(np.average(p64[sel], weights=w[sel]) - np.average(y64[sel], weights=w[sel]))
+            error += w[sel].sum() / total * gap
     return float(error)
 
 

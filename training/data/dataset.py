@@ -8,9 +8,10 @@ Layouts read (file stems pair an image with its annotation):
 * a flat folder ``ROOT/<stem>.<img>`` with ``ROOT/<stem>.xml`` or ``ROOT/<stem>_annot.csv`` beside it (masks
   must then sit in ``ROOT/masks/``, since a PNG beside the images would be read as an image).
 
-Image suffixes: .jpg .jpeg .png .tif .tiff .bmp. Documentation files (.md, .txt, .json, .yaml) and hidden
-files are ignored. Anything else, an annotation without an image, an image without an annotation, or an
-image with two annotations is a :class:`~training.annotations.AnnotationError` naming the file.
+Image suffixes: .jpg .jpeg .png .tif .tiff (what the service reads). Documentation files (.md, .txt, .json,
+.yaml) and hidden files are ignored. Anything else, an annotation without an image, an image without an
+annotation, or an image with two annotations is a :class:`~training.data.annotations.AnnotationError` naming
+the file.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from training.annotations import AnnotationError, FieldAnnotation, read_mask_png, read_voc_xml, read_znsm_csv
+from service.engine.image_io import ImageRejected, decode_image
+from training.data.annotations import AnnotationError, FieldAnnotation, read_mask_png, read_voc_xml, read_znsm_csv
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+MAX_FIELD_PIXELS = 400_000_000  # training reads whole slides' fields: far above any microscope camera
 IGNORED_SUFFIXES = frozenset({".md", ".txt", ".json", ".yaml", ".yml", ".rst"})
 ZNSM_SUFFIX = "_annot.csv"
 
 
 class AnnotationKind(StrEnum):
-    """The annotation formats :mod:`training.annotations` reads."""
+    """The annotation formats :mod:`training.data.annotations` reads."""
 
     ZNSM_CSV = "znsm-csv"
     VOC_XML = "voc-xml"
@@ -165,17 +168,18 @@ def load_dataset(root: Path) -> list[FieldAnnotation]:
 
 
 def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
-    """Read a micrograph as an ``[y, x, 3]`` uint8 RGB array (grey, palette, RGBA and 16-bit converted).
+    """Read a micrograph as an ``[y, x, 3]`` uint8 RGB array with the service's decoder
+    (:func:`service.engine.image_io.decode_image`), so a field is the same array in training and in serving
+    (grey, palette, RGBA and 16-bit converted as the service converts them).
 
     Raises:
-        AnnotationError: the file is not an image Pillow can decode.
+        AnnotationError: the file cannot be read or is not an image the service reads.
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith("I;16"):  # 16-bit grey: full range onto 8 bits
-                wide = np.asarray(img, dtype=np.float64)
-                img = Image.fromarray(np.clip(wide / 257.0 + 0.5, 0, 255).astype(np.uint8))
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError) as exc:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise AnnotationError(path, f"cannot read image ({exc})") from exc
+    try:
+        return decode_image(data, max_pixels=MAX_FIELD_PIXELS).rgb
+    except ImageRejected as exc:
         raise AnnotationError(path, f"cannot decode image ({exc})") from exc

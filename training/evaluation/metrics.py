@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
-from training.annotations import Box, BoxLabel
-from training.box_masks import PixelClass
+from training.data.annotations import Box, BoxLabel
+from training.data.box_masks import PixelClass
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -158,7 +158,8 @@ class ObjectMatch:
 
     def mask_of(self, outcome: Outcome) -> npt.NDArray[np.bool_]:
         """The pixels of the components with this outcome."""
-        return (self.outcomes == outcome)[self.components]
+        chosen: npt.NDArray[np.bool_] = (self.outcomes == outcome)[self.components]
+        return chosen
 
 
 def match_objects(

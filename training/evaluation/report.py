@@ -9,6 +9,7 @@ boxes grey, thin.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -20,9 +21,11 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from training.annotations import BoxLabel
-from training.metrics import ObjectMatch, Outcome
-from training.overlays import outline
+from training.data.annotations import BoxLabel
+from training.data.overlays import outline
+from training.evaluation.metrics import ObjectMatch, Outcome
+from training.evaluation.report_schema import CropReport, EvaluationReport, MethodReport
+from training.evaluation.truth import FieldTruth
 
 FOUND, MISSED, REJECTED = (0, 200, 0), (255, 0, 0), (255, 0, 255)
 OUTCOME_COLOURS = {
@@ -39,9 +42,8 @@ LEGEND = (
 CROP_PX, ZOOM, MAX_TILES = 64, 3, 60
 
 
-def _pct(value: object) -> str:
-    number = float(value)  # type: ignore[arg-type]
-    return "n/a" if math.isnan(number) else f"{100 * number:.1f}"
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,14 +78,20 @@ def _tile(picture: Image.Image, cy: int, cx: int, caption: str) -> Image.Image:
     return tile
 
 
+@dataclass
+class GalleryField:
+    """Zoomed tiles of one field's false positives and missed boxes, for the gallery's sheets."""
+
+    field_id: str
+    false_positives: list[Image.Image] = field(default_factory=list)
+    missed: list[Image.Image] = field(default_factory=list)
+
+
 def draw_gallery_field(
-    truth: object, match: ObjectMatch, folder: Path, rejected: npt.NDArray[np.bool_] | None = None
-) -> dict[str, object]:
+    truth: FieldTruth, match: ObjectMatch, folder: Path, rejected: npt.NDArray[np.bool_] | None = None
+) -> GalleryField:
     """Write ``folder/<field>.jpg`` (the whole field, half size, marked) and return zoomed tiles of its false
     positives and missed boxes for :func:`finish_gallery`; ``rejected`` marks the object filter's rejections."""
-    from training.evaluate import FieldTruth
-
-    assert isinstance(truth, FieldTruth)
     folder.mkdir(parents=True, exist_ok=True)
     picture = _marked(truth.image, match, rejected)
     draw = ImageDraw.Draw(picture)
@@ -95,17 +103,19 @@ def draw_gallery_field(
     picture.resize((picture.width // 2, picture.height // 2), Image.Resampling.BOX).save(
         folder / f"{truth.field_id}.jpg", quality=85
     )
-    false_positives, missed = [], []
+    tiles = GalleryField(truth.field_id)
     objects = ndi.find_objects(match.components)
     for label, found in enumerate(objects, start=1):
         if found is not None and match.outcomes[label] == Outcome.FALSE_POSITIVE:
             rows, cols = found
             cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
-            false_positives.append(_tile(picture, cy, cx, f"{truth.field_id} FP"))
+            tiles.false_positives.append(_tile(picture, cy, cx, f"{truth.field_id} FP"))
     for box, was_found in zip(match.bacillus_boxes, match.found, strict=True):
         if not was_found:
-            missed.append(_tile(picture, box.y + box.height // 2, box.x + box.width // 2, f"{truth.field_id} missed"))
-    return {"field": truth.field_id, "false_positives": false_positives, "missed": missed}
+            tiles.missed.append(
+                _tile(picture, box.y + box.height // 2, box.x + box.width // 2, f"{truth.field_id} missed")
+            )
+    return tiles
 
 
 def _sheet(tiles: list[Image.Image], per_row: int = 10) -> Image.Image:
@@ -117,10 +127,10 @@ def _sheet(tiles: list[Image.Image], per_row: int = 10) -> Image.Image:
     return sheet
 
 
-def finish_gallery(items: list[dict[str, object]], folder: Path) -> None:
+def finish_gallery(items: list[GalleryField], folder: Path) -> None:
     """Write ``false_positives.jpg`` and ``missed.jpg`` (zoomed tiles, at most 60 each, spread over the fields)."""
     for kind in ("false_positives", "missed"):
-        tiles = [t for item in items for t in item[kind]]  # type: ignore[attr-defined]
+        tiles = [t for item in items for t in (item.false_positives if kind == "false_positives" else item.missed)]
         if len(tiles) > MAX_TILES:
             tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, MAX_TILES).round().astype(int)]
         _sheet(tiles).save(folder / f"{kind}.jpg", quality=90)
@@ -130,19 +140,20 @@ def finish_gallery(items: list[dict[str, object]], folder: Path) -> None:
 # Curves
 
 
-def write_pr_curve(report: dict[str, object], path: Path) -> None:
+def write_pr_curve(report: EvaluationReport, path: Path) -> None:
     """Precision against recall over the threshold sweep, pixel level and bacillus level, one line per method,
     the operating point of each marked."""
     figure, axes = plt.subplots(1, 2, figsize=(12, 5.2))
-    for method in report["methods"]:  # type: ignore[attr-defined]
+    for method in report["methods"]:
         sweep = method["sweep"]
-        for ax, level in zip(axes, ("pixel", "bacillus"), strict=True):
-            recall = [m["recall"] for m in sweep[level]]
-            precision = [m["precision"] for m in sweep[level]]
+        levels = ((sweep["pixel"], method["pixel"]), (sweep["bacillus"], method["bacillus"]))
+        for ax, (swept, point) in zip(axes, levels, strict=True):
+            recall = [m["recall"] for m in swept]
+            precision = [m["precision"] for m in swept]
             (line,) = ax.plot(recall, precision, marker=".", label=method["name"])
             ax.plot(
-                method[level]["recall"],
-                method[level]["precision"],
+                point["recall"],
+                point["precision"],
                 marker="o",
                 markersize=9,
                 color=line.get_color(),
@@ -153,7 +164,7 @@ def write_pr_curve(report: dict[str, object], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="lower left")
     figure.suptitle(
-        f"{report['subset']} fields ({len(report['fields'])}): precision-recall over the threshold "  # type: ignore[arg-type]
+        f"{report['subset']} fields ({len(report['fields'])}): precision-recall over the threshold "
         "(big dot = operating point)"
     )
     figure.tight_layout()
@@ -165,7 +176,7 @@ def write_pr_curve(report: dict[str, object], path: Path) -> None:
 # Markdown
 
 
-def method_table(methods: list[dict[str, object]]) -> list[str]:
+def method_table(methods: list[MethodReport]) -> list[str]:
     lines = [
         "| method | threshold | pixel acc. | pixel R | pixel P | pixel F1 | bacillus R | bacillus P | bacillus F1 "
         "| TP | FP | mean abs. count error |",
@@ -173,23 +184,53 @@ def method_table(methods: list[dict[str, object]]) -> list[str]:
     ]
     for m in methods:
         px, b = m["pixel"], m["bacillus"]
+        model_id = m.get("model_id")
         lines.append(
-            f"| {m['name']}{' (' + m['model_id'] + ')' if m.get('model_id') else ''} | {m['threshold']:g} "  # type: ignore[index]
-            f"| {_pct(px['accuracy'])} | {_pct(px['recall'])} | {_pct(px['precision'])} | {_pct(px['f1'])} "  # type: ignore[index]
-            f"| {_pct(b['recall'])} | {_pct(b['precision'])} | {_pct(b['f1'])} "  # type: ignore[index]
-            f"| {int(b['true_positives'])} | {int(b['false_positives'])} | {m['mean_abs_count_error']:.1f} |"  # type: ignore[index]
+            f"| {m['name']}{f' ({model_id})' if model_id else ''} | {m['threshold']:g} "
+            f"| {_pct(px['accuracy'])} | {_pct(px['recall'])} | {_pct(px['precision'])} | {_pct(px['f1'])} "
+            f"| {_pct(b['recall'])} | {_pct(b['precision'])} | {_pct(b['f1'])} "
+            f"| {int(b['true_positives'])} | {int(b['false_positives'])} | {m['mean_abs_count_error']:.1f} |"
         )
     return lines
 
 
-def write_markdown(report: dict[str, object], path: Path) -> None:
-    """``report.md``: the methods side by side, the patch-by-patch check, the per-field counts, the pictures."""
-    methods: list[dict[str, object]] = report["methods"]  # type: ignore[assignment]
+def _crop_section(crops: CropReport) -> list[str]:
     lines = [
-        f"# Evaluation on {'all' if report['subset'] == 'all' else 'the ' + str(report['subset'])} fields of "
-        f"`{Path(str(report['data'])).name}`",
         "",
-        f"Fields ({len(report['fields'])}): {', '.join(report['fields'])}.  ",  # type: ignore[arg-type]
+        f"## The same model patch by patch ({len(crops['regions_y0_x0_h_w'])} crops of "
+        f"{crops['side_px']}×{crops['side_px']} px, one per field)",
+        "",
+        "| way | pixel acc. | pixel R | pixel P | pixel F1 | bacillus R | bacillus P | bacillus F1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ways = (
+        ("dense network, engine tiles", crops["dense_engine"]),
+        ("patch by patch (patch CNN)", crops["patch_by_patch"]),
+    )
+    for name, r in ways:
+        px, b = r["pixel"], r["bacillus"]
+        lines.append(
+            f"| {name} | {_pct(px['accuracy'])} | {_pct(px['recall'])} | {_pct(px['precision'])} "
+            f"| {_pct(px['f1'])} | {_pct(b['recall'])} | {_pct(b['precision'])} | {_pct(b['f1'])} |"
+        )
+    return [
+        *lines,
+        "",
+        f"Largest |P difference| {crops['max_abs_difference']:.2e}; mask pixels that differ: "
+        f"{crops['mask_pixels_differing']}; identical metrics: {crops['identical_metrics']}. "
+        f"Patch by patch took {crops['patch_by_patch_seconds']} s "
+        f"({crops['patch_by_patch_seconds_per_megapixel']} s per megapixel).",
+    ]
+
+
+def write_markdown(report: EvaluationReport, path: Path) -> None:
+    """``report.md``: the methods side by side, the patch-by-patch check, the per-field counts, the pictures."""
+    methods = report["methods"]
+    lines = [
+        f"# Evaluation on {'all' if report['subset'] == 'all' else 'the ' + report['subset']} fields of "
+        f"`{Path(report['data']).name}`",
+        "",
+        f"Fields ({len(report['fields'])}): {', '.join(report['fields'])}.  ",
         f"Ground truth: {report['ground_truth']}.  ",
         f"Bacillus-level rules: {report['object_rules_text']}",
         "",
@@ -199,37 +240,16 @@ def write_markdown(report: dict[str, object], path: Path) -> None:
         "",
     ]
     for m in methods:
-        if "fit" in m:
-            fit = m["fit"]
+        fit = m.get("fit")
+        if fit is not None:
             lines.append(
                 f"Colour baseline: bacillus where R − G > {m['threshold']:g}, fitted on "
-                f"{'the ' if fit['fitted_on'] == 'train split' else ''}{fit['fitted_on']} "  # type: ignore[index]
-                f"({fit['fields']} fields) for the best pixel F1 there ({_pct(fit['f1'])}%)."  # type: ignore[index]
+                f"{'the ' if fit['fitted_on'] == 'train split' else ''}{fit['fitted_on']} "
+                f"({fit['fields']} fields) for the best pixel F1 there ({_pct(fit['f1'])}%)."
             )
-    crops = report.get("patch_by_patch_crops")
+    crops = report["patch_by_patch_crops"]
     if crops:
-        d, p = crops["dense_engine"], crops["patch_by_patch"]  # type: ignore[index]
-        lines += [
-            "",
-            f"## The same model patch by patch ({len(crops['regions_y0_x0_h_w'])} crops of "  # type: ignore[index]
-            f"{crops['side_px']}×{crops['side_px']} px, one per field)",  # type: ignore[index]
-            "",
-            "| way | pixel acc. | pixel R | pixel P | pixel F1 | bacillus R | bacillus P | bacillus F1 |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, r in (("dense network, engine tiles", d), ("patch by patch (patch CNN)", p)):
-            px, b = r["pixel"], r["bacillus"]
-            lines.append(
-                f"| {name} | {_pct(px['accuracy'])} | {_pct(px['recall'])} | {_pct(px['precision'])} "
-                f"| {_pct(px['f1'])} | {_pct(b['recall'])} | {_pct(b['precision'])} | {_pct(b['f1'])} |"
-            )
-        lines += [
-            "",
-            f"Largest |P difference| {crops['max_abs_difference']:.2e}; mask pixels that differ: "  # type: ignore[index]
-            f"{crops['mask_pixels_differing']}; identical metrics: {crops['identical_metrics']}. "  # type: ignore[index]
-            f"Patch by patch took {crops['patch_by_patch_seconds']} s "  # type: ignore[index]
-            f"({crops['patch_by_patch_seconds_per_megapixel']} s per megapixel).",  # type: ignore[index]
-        ]
+        lines += _crop_section(crops)
     lines += [
         "",
         f"## Per field: {methods[0]['name']}",
@@ -237,16 +257,17 @@ def write_markdown(report: dict[str, object], path: Path) -> None:
         "| field | boxes | counted | count error | found | TP | FP | bacillus P | pixel F1 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for fid, f in methods[0]["per_field"].items():  # type: ignore[attr-defined]
+    for fid, f in methods[0]["per_field"].items():
         b = f["bacillus"]
         lines.append(
             f"| {fid} | {f['boxes']} | {f['counted']} | {f['count_error']:+d} | {int(b['found'])} "
             f"| {int(b['true_positives'])} | {int(b['false_positives'])} | {_pct(b['precision'])} "
             f"| {_pct(f['pixel']['f1'])} |"
         )
-    filtered = [m for m in methods if "estimated_bacilli_per_field" in m]
-    for m in filtered:
-        estimated: dict[str, int] = m["estimated_bacilli_per_field"]  # type: ignore[assignment]
+    for m in methods:
+        estimated = m.get("estimated_bacilli_per_field")
+        if estimated is None:
+            continue
         lines += [
             "",
             f"## Per field: {m['name']} (threshold {m['threshold']:g})",
@@ -254,7 +275,7 @@ def write_markdown(report: dict[str, object], path: Path) -> None:
             "| field | boxes | kept objects | count error | estimated bacilli | found | TP | FP | bacillus P |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for fid, f in m["per_field"].items():  # type: ignore[attr-defined]
+        for fid, f in m["per_field"].items():
             b = f["bacillus"]
             lines.append(
                 f"| {fid} | {f['boxes']} | {f['counted']} | {f['count_error']:+d} | {estimated.get(fid, '')} "
@@ -267,7 +288,7 @@ def write_markdown(report: dict[str, object], path: Path) -> None:
         "",
         "![precision-recall](pr_curve.png)",
         "",
-        f"Gallery (`gallery/`, {report.get('gallery_method') or 'not written'}): one marked picture per field at half "
+        f"Gallery (`gallery/`, {report['gallery_method'] or 'not written'}): one marked picture per field at half "
         f"size, and `false_positives.jpg` / `missed.jpg` with zoomed tiles. {LEGEND}",
         "",
     ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from training.box_masks import PixelClass
+from training.data.box_masks import PixelClass
 
 VALUES = np.arange(-255, 256)  # every value R − G can take
 

@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
-from training.annotations import Box, BoxLabel, FieldAnnotation
-from training.colour import otsu_threshold, srgb_to_lab
+from training.data.annotations import Box, BoxLabel, FieldAnnotation
+from training.data.colour import otsu_threshold, srgb_to_lab
 
 
 class PixelClass(IntEnum):

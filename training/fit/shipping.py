@@ -7,9 +7,11 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
-from training.export import read_metadata
-from training.runs import read_log
+from training.evaluation.report_schema import EvaluationReport
+from training.fit.train_log import read_log
+from training.model.export import read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -19,25 +21,25 @@ SHIPPED_FILTER = "object_filter.onnx"
 CARD = "MODEL_CARD.md"
 
 
-def _report(run: Path, subset: str = "test") -> dict[str, object]:
+def _report(run: Path, subset: str = "test") -> EvaluationReport:
     path = run / f"eval-{subset}" / "report.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: evaluate the run first (python -m training evaluate ...)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    report: EvaluationReport = json.loads(path.read_text(encoding="utf-8"))
+    return report
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _pct(value: object) -> str:
-    number = float(value)  # type: ignore[arg-type]
-    return "n/a" if number != number else f"{100 * number:.1f}"
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{100 * value:.1f}"
 
 
 def choose_run(runs: list[Path]) -> Path:
     """The run with the highest bacillus-level F1 on the test split (first listed on a tie)."""
-    return max(runs, key=lambda run: float(_report(run)["bacillus"]["f1"]))  # type: ignore[index]
+    return max(runs, key=lambda run: _report(run)["bacillus"]["f1"])
 
 
 def _comparison_table(runs: list[Path], shipped: Path) -> str:
@@ -51,14 +53,14 @@ def _comparison_table(runs: list[Path], shipped: Path) -> str:
         b, p = r["bacillus"], r["pixel"]
         name = str(r["recipe"]) + (" (shipped)" if run == shipped else "")
         rows.append(
-            f"| {name} | {_pct(b['recall'])} | {_pct(b['precision'])} | {_pct(b['f1'])} | "  # type: ignore[index]
-            f"{float(r['mean_abs_count_error']):.1f} | {_pct(p['recall'])} | {_pct(p['precision'])} | "  # type: ignore[index,arg-type]
-            f"{_pct(p['f1'])} | {_pct(p['accuracy'])} | {read_log(run)['wall_seconds']['training']} |"  # type: ignore[index]
+            f"| {name} | {_pct(b['recall'])} | {_pct(b['precision'])} | {_pct(b['f1'])} | "
+            f"{r['mean_abs_count_error']:.1f} | {_pct(p['recall'])} | {_pct(p['precision'])} | "
+            f"{_pct(p['f1'])} | {_pct(p['accuracy'])} | {read_log(run)['wall_seconds']['training']} |"
         )
     return "\n".join(rows)
 
 
-def _filter_section(models: Path, evaluation: dict[str, object] | None) -> list[str]:
+def _filter_section(models: Path, evaluation: EvaluationReport | None) -> list[str]:
     path = models / SHIPPED_FILTER
     if not path.is_file():
         return []
@@ -86,7 +88,7 @@ def _filter_section(models: Path, evaluation: dict[str, object] | None) -> list[
         "object counts max(1, round(area / that)) bacilli.",
     ]
     if evaluation:
-        methods = {str(m["name"]): m for m in evaluation["methods"]}  # type: ignore[attr-defined]
+        methods = {m["name"]: m for m in evaluation["methods"]}
         raw = methods.get("shipped model")
         kept = next((m for m in methods.values() if m.get("filter_id") == meta["filter_id"]), None)
         if raw and kept:
@@ -94,11 +96,11 @@ def _filter_section(models: Path, evaluation: dict[str, object] | None) -> list[
             lines += [
                 "",
                 "On the test split (same rules): bacillus-level recall / precision / F1 "
-                f"{_pct(rb['recall'])} / {_pct(rb['precision'])} / {_pct(rb['f1'])}% without the filter, "  # type: ignore[index]
-                f"{_pct(kb['recall'])} / {_pct(kb['precision'])} / {_pct(kb['f1'])}% with it "  # type: ignore[index]
-                f"({int(kb['false_positives'])} false objects instead of {int(rb['false_positives'])}); mean absolute "  # type: ignore[index]
-                f"count error per field {float(raw['mean_abs_count_error']):.1f} → "  # type: ignore[arg-type]
-                f"{float(kept['mean_abs_count_error']):.1f}.",  # type: ignore[arg-type]
+                f"{_pct(rb['recall'])} / {_pct(rb['precision'])} / {_pct(rb['f1'])}% without the filter, "
+                f"{_pct(kb['recall'])} / {_pct(kb['precision'])} / {_pct(kb['f1'])}% with it "
+                f"({int(kb['false_positives'])} false objects instead of {int(rb['false_positives'])}); mean absolute "
+                f"count error per field {raw['mean_abs_count_error']:.1f} → "
+                f"{kept['mean_abs_count_error']:.1f}.",
             ]
     return lines
 
@@ -107,8 +109,8 @@ def write_card(
     runs: list[Path],
     shipped: Path,
     models: Path,
-    bench: dict[str, object] | None,
-    evaluation: dict[str, object] | None = None,
+    bench: dict[str, Any] | None,
+    evaluation: EvaluationReport | None = None,
 ) -> str:
     """The Markdown model card of the shipped run, with every run's test results beside it."""
     record, report = read_log(shipped), _report(shipped)
@@ -141,52 +143,52 @@ def write_card(
         "",
         "ZNSM-iDB (Shah et al. 2017, J. Med. Imag. 4(2) 027503), microscope MS-2, set 2: 35 bright-field ZN fields, "
         "2592×1944, 100× oil, with expert box annotations. Bacillus pixel masks are derived from the boxes "
-        "(`training/box_masks.py`), so pixel-level figures are against approximate masks.",
-        f"Split by field (`training/splits/znsm-ms2.json`): train {', '.join(record['train_fields'])}; "  # type: ignore[arg-type]
-        f"validation {', '.join(record['validation_fields'])}; test {', '.join(report['fields'])}.",  # type: ignore[arg-type]
+        "(`training/data/box_masks.py`), so pixel-level figures are against approximate masks.",
+        f"Split by field (`training/splits/znsm-ms2.json`): train {', '.join(record['train_fields'])}; "
+        f"validation {', '.join(record['validation_fields'])}; test {', '.join(report['fields'])}.",
         "",
         "## Recipe and training",
         "",
-        f"Recipe `{recipe['name']}`: {recipe.get('summary') or ''}.",  # type: ignore[index,union-attr]
-        f"{recipe['positives_per_field']} bacillus + {recipe['negatives_per_field']} background patches per field "  # type: ignore[index]
-        f"(hard-negative shares {recipe['hard_negative_shares'] or 'none'}), rotations/flips "  # type: ignore[index]
-        f"{'on' if recipe['rotate_flip'] else 'off'}, colour jitter {'on' if recipe['colour_jitter'] else 'off'}; "  # type: ignore[index]
-        f"SGD (momentum {recipe['momentum']}) from learning rate {recipe['learning_rate']} with decay "  # type: ignore[index]
-        f"{recipe['decay_per_epoch']} per epoch, batch {recipe['batch_size']}, L2 {recipe['l2']} on conv3/conv4, "  # type: ignore[index]
+        f"Recipe `{recipe['name']}`: {recipe.get('summary') or ''}.",
+        f"{recipe['positives_per_field']} bacillus + {recipe['negatives_per_field']} background patches per field "
+        f"(hard-negative shares {recipe['hard_negative_shares'] or 'none'}), rotations/flips "
+        f"{'on' if recipe['rotate_flip'] else 'off'}, colour jitter {'on' if recipe['colour_jitter'] else 'off'}; "
+        f"SGD (momentum {recipe['momentum']}) from learning rate {recipe['learning_rate']} with decay "
+        f"{recipe['decay_per_epoch']} per epoch, batch {recipe['batch_size']}, L2 {recipe['l2']} on conv3/conv4, "
         f"{record['epochs_run']} epochs; the epoch with the lowest validation loss is kept: epoch "
-        f"{record['best_epoch']} (validation patch loss {float(record['validation_metrics']['loss']):.4f}, "  # type: ignore[index]
-        f"accuracy {100 * float(record['validation_metrics']['accuracy']):.2f}%).",  # type: ignore[index]
-        f"Wall time on {record['machine']['cpus']} CPU cores: {wall['sampling']} s sampling patches, "  # type: ignore[index]
-        f"{wall['training']} s training ({record['machine']['platform']}, TensorFlow "  # type: ignore[index]
-        f"{record['machine']['tensorflow']}).",  # type: ignore[index]
+        f"{record['best_epoch']} (validation patch loss {float(record['validation_metrics']['loss']):.4f}, "
+        f"accuracy {100 * float(record['validation_metrics']['accuracy']):.2f}%).",
+        f"Wall time on {record['machine']['cpus']} CPU cores: {wall['sampling']} s sampling patches, "
+        f"{wall['training']} s training ({record['machine']['platform']}, TensorFlow "
+        f"{record['machine']['tensorflow']}).",
     ]
     if "calibration" in record:
         c = record["calibration"]
         lines += [
             "",
-            f"Calibrated on the validation fields' pixels (Platt, folded into conv4): P = σ({c['scale']:.3f}·z "  # type: ignore[index]
-            f"{c['shift']:+.3f}); pixel NLL {c['validation_pixel_nll_before']:.4f} → "  # type: ignore[index]
-            f"{c['validation_pixel_nll_after']:.4f}, ECE {c['validation_pixel_ece_before']:.4f} → "  # type: ignore[index]
-            f"{c['validation_pixel_ece_after']:.4f}.",  # type: ignore[index]
+            f"Calibrated on the validation fields' pixels (Platt, folded into conv4): P = σ({c['scale']:.3f}·z "
+            f"{c['shift']:+.3f}); pixel NLL {c['validation_pixel_nll_before']:.4f} → "
+            f"{c['validation_pixel_nll_after']:.4f}, ECE {c['validation_pixel_ece_before']:.4f} → "
+            f"{c['validation_pixel_ece_after']:.4f}.",
         ]
     lines += [
         "",
         "## Results on the test split (10 fields, never seen in training or validation)",
         "",
-        f"Shipped model at P(bacillus) > {report['threshold']}: bacillus-level recall {_pct(b['recall'])}%, "  # type: ignore[index]
-        f"precision {_pct(b['precision'])}%, F1 {_pct(b['f1'])}% ({int(b['found'])} of {int(b['boxes'])} "  # type: ignore[index]
-        f"boxes found; {int(b['true_positives'])} true and {int(b['false_positives'])} false objects); "  # type: ignore[index]
-        f"pixel-level recall {_pct(p['recall'])}%, precision {_pct(p['precision'])}%, F1 {_pct(p['f1'])}%, "  # type: ignore[index]
-        f"accuracy {_pct(p['accuracy'])}%.",  # type: ignore[index]
+        f"Shipped model at P(bacillus) > {report['threshold']}: bacillus-level recall {_pct(b['recall'])}%, "
+        f"precision {_pct(b['precision'])}%, F1 {_pct(b['f1'])}% ({int(b['found'])} of {int(b['boxes'])} "
+        f"boxes found; {int(b['true_positives'])} true and {int(b['false_positives'])} false objects); "
+        f"pixel-level recall {_pct(p['recall'])}%, precision {_pct(p['precision'])}%, F1 {_pct(p['f1'])}%, "
+        f"accuracy {_pct(p['accuracy'])}%.",
         "",
         "Every recipe, evaluated the same way (percent; the shipped one is the best bacillus-level F1; training wall "
         "time on 2 cores, longer where other jobs shared them):",
         "",
         _comparison_table(runs, shipped),
         "",
-        f"Bacillus-level rules: objects are 8-connected components of ≥ {rules['min_object_px']} px; a box is found "  # type: ignore[index]
-        f"with ≥ {rules['min_hit_px']} predicted px inside; an object is true when ≥ "  # type: ignore[index]
-        f"{int(100 * float(rules['inside_share']))}% of it lies in bacillus/cluster boxes, ignored when that much "  # type: ignore[index]
+        f"Bacillus-level rules: objects are 8-connected components of ≥ {rules['min_object_px']} px; a box is found "
+        f"with ≥ {rules['min_hit_px']} predicted px inside; an object is true when ≥ "
+        f"{int(100 * float(rules['inside_share']))}% of it lies in bacillus/cluster boxes, ignored when that much "
         "lies in `unclassified red structures` boxes, false otherwise (artifacts included). Count error = "
         "objects − bacillus/cluster boxes per field.",
         *_filter_section(models, evaluation),
@@ -197,8 +199,8 @@ def write_card(
             "",
             "## Speed (CPU, measured here)",
             "",
-            f"Dense network, whole {whole.get('field_hw')} field through the engine's exact {whole.get('tile_px')} px "  # type: ignore[union-attr]
-            f"tiles: {whole.get('seconds')} s, {whole.get('megapixels_per_second')} MP/s on {bench['cpus']} cores "  # type: ignore[union-attr]
+            f"Dense network, whole {whole.get('field_hw')} field through the engine's exact {whole.get('tile_px')} px "
+            f"tiles: {whole.get('seconds')} s, {whole.get('megapixels_per_second')} MP/s on {bench['cpus']} cores "
             f"({bench['runtime']}). Patch-by-patch scanning of a {bench['crop']} crop in the same runtime: "
             f"{bench['patch_by_patch_seconds']} s versus {bench['dense_seconds']} s dense, {bench['speedup']}× "
             f"(multiply-add ratio {bench['multiply_add_ratio']}×; the paper: 44× on a GTX 1080 Ti).",

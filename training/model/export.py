@@ -23,10 +23,10 @@ import onnx
 import tensorflow as tf
 import tf2onnx
 
-from training.patch_cnn import CLASSES, INPUT_SCALE
+from training.data.sampling import MIRROR_MODE
+from training.model.patch_cnn import CLASSES, INPUT_SCALE
+from training.model.to_fcn import patch_cnn_to_fcn, receptive_field_px
 from training.paths import REPO_ROOT
-from training.sampling import MIRROR_MODE
-from training.to_fcn import patch_cnn_to_fcn, receptive_field_px
 
 OPSET = 17
 FORMAT_VERSION = "1"

@@ -1,0 +1,84 @@
+"""The shape of a run's ``train_log.json`` (written by :mod:`training.fit.train`, extended by calibration), for the
+code that reads it back: export (:mod:`training.fit.runs`) and the model card (:mod:`training.fit.shipping`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NotRequired, TypedDict
+
+
+class RecipeRecord(TypedDict):
+    """A :class:`training.fit.recipes.Recipe` as recorded."""
+
+    name: str
+    summary: str
+    positives_per_field: int
+    negatives_per_field: int
+    hard_negative_shares: dict[str, float]
+    rotate_flip: bool
+    colour_jitter: bool
+    calibrate: bool
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    decay_per_epoch: float
+    momentum: float
+    l2: float
+
+
+class PatchCounts(TypedDict):
+    train: int
+    validation: int
+    train_bacillus: int
+    validation_bacillus: int
+
+
+class WallSeconds(TypedDict):
+    sampling: float
+    training: float
+    total: float
+
+
+class Machine(TypedDict):
+    cpus: int | None
+    platform: str
+    tensorflow: str
+    keras: str
+
+
+class Calibration(TypedDict):
+    scale: float
+    shift: float
+    validation_pixel_nll_before: float
+    validation_pixel_nll_after: float
+    validation_pixel_ece_before: float
+    validation_pixel_ece_after: float
+
+
+class TrainLog(TypedDict):
+    recipe: RecipeRecord
+    seed: int
+    data: str
+    split: str
+    train_fields: list[str]
+    validation_fields: list[str]
+    patches: PatchCounts
+    epochs_run: int
+    best_epoch: int
+    validation_metrics: dict[str, float]  # loss, accuracy of the chosen epoch
+    history: dict[str, list[float]]
+    wall_seconds: WallSeconds
+    machine: Machine
+    calibrated_from: NotRequired[str]
+    calibration: NotRequired[Calibration]
+
+
+def read_log(run: Path) -> TrainLog:
+    """A run folder's ``train_log.json``."""
+    log: TrainLog = json.loads((run / "train_log.json").read_text(encoding="utf-8"))
+    return log
+
+
+def write_log(run: Path, log: TrainLog) -> None:
+    (run / "train_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
