@@ -41,7 +41,6 @@ from service.slides import SLIDE_ID, FieldCount, Slide
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
-OUTPUT_SUFFIXES = ("_mask.png", "_objects.png", "_objects.json", "_heatmap.png", "_overlay.png")
 SUMMARY_FIELDS = (
     "file",
     "status",

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from service.field_result import AnalyzedField
+from service.slide_report import SlideReport
 from training.data.synthetic import synthetic_field
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +109,16 @@ def test_batch_with_the_object_filter_grades_a_slide(
         and slide["grade"] in {"negative", "scanty", "1+", "2+", "3+"}
     )
     assert "slide:" in done.stderr
+    # the same schemas as the API: GET /v1/slides/{id} for slide.json, /v1/analyze for _objects.json
+    assert set(slide) == set(SlideReport.model_fields) and SlideReport.model_validate(slide).slide_id == "out"
+    found = json.loads((out / "f0_objects.json").read_text())
+    assert set(found) - {"file"} == set(AnalyzedField.model_fields)
+    assert AnalyzedField.model_validate(found).rejected is not None
+    named = _run(
+        [str(fields), "-o", str(out), "--slide-id", "S-2026-17"],
+        random_dense_onnx,
+        object_filter=str(random_object_filter),
+    )
+    assert named.returncode == 0 and "skipped" in (out / "summary.csv").read_text()
+    again = json.loads((out / "slide.json").read_text())
+    assert again["slide_id"] == "S-2026-17" and [f["afb"] for f in again["fields"]] == afb

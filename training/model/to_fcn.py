@@ -16,6 +16,7 @@ The dilations are derived from the layer list, never hard-coded: :func:`dense_pl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 from keras import ops
@@ -23,6 +24,9 @@ from keras import ops
 
 class ConversionError(ValueError):
     """The patch model has a layer or setting the strided-kernel conversion does not handle; names the layer."""
+
+
+Tensor = Any  # a Keras (backend) tensor: Keras ships no types
 
 
 @keras.saving.register_keras_serializable(package="tbseg")
@@ -38,7 +42,7 @@ class DilatedMaxPool2D(keras.layers.Layer):
         self.dilation = tuple(int(d) for d in dilation)
 
     @staticmethod
-    def _max_of_shifts(x, axis: int, k: int, d: int):  # type: ignore[no-untyped-def]
+    def _max_of_shifts(x: Tensor, axis: int, k: int, d: int) -> Tensor:
         span = (k - 1) * d
         result = None
         for i in range(k):
@@ -49,7 +53,7 @@ class DilatedMaxPool2D(keras.layers.Layer):
             result = shifted if result is None else ops.maximum(result, shifted)
         return result
 
-    def call(self, x):  # type: ignore[no-untyped-def]
+    def call(self, x: Tensor) -> Tensor:
         x = self._max_of_shifts(x, 1, self.pool_size[0], self.dilation[0])
         return self._max_of_shifts(x, 2, self.pool_size[1], self.dilation[1])
 
