@@ -35,7 +35,8 @@ class Settings(BaseSettings):
         ge=8,
         le=4096,
         description="side of a tile's output area; on 2 CPU cores 256 was fastest (measured: bench/service_bench.py) "
-        "and peaks at ~0.7 GB, 512 at ~2 GB, 1024 at ~7 GB",
+        "and peaks at ~0.7 GB, 512 at ~2 GB, 1024 at ~7 GB; on CUDA at most 2047 (cuDNN's tensor limit; larger is "
+        "reduced, with a warning)",
     )
     batch_tiles: int = Field(1, ge=1, le=64, description="tiles per ONNX Runtime call")
     inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")

@@ -11,5 +11,9 @@ class ModelContractError(EngineError):
     """The model file is missing, unreadable, or its metadata does not describe what the engine needs."""
 
 
+class InferenceFailed(EngineError):
+    """ONNX Runtime failed while running a model on a batch (a provider's limit, memory, a driver error)."""
+
+
 class InvalidImage(EngineError):
     """An image array the engine cannot work on (wrong dtype, rank or channel count)."""

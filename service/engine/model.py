@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from service.engine.errors import ModelContractError
+from service.engine.errors import InferenceFailed, ModelContractError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,11 @@ REQUIRED_KEYS = ("receptive_field", "halo", "input_layout", "input_scale", "clas
 Padding = Literal["reflect", "symmetric", "edge"]
 PADDINGS: dict[str, Padding] = {"reflect": "reflect", "symmetric": "symmetric", "edge": "edge"}
 POSITIVE_CLASS = "bacillus"
+# cuDNN refuses tensors of 2**31 elements or more (CUDNN_STATUS_NOT_SUPPORTED). The largest activation of the
+# paper's network is conv3's, 512 channels per output pixel of a tile: on the CUDA provider a tile (times the
+# tiles per call) must stay below that. Measured on an H200 with the shipped model: 2010 px tiles ran, 2048 failed.
+CUDNN_MAX_ELEMENTS = 2**31 - 1
+WIDEST_LAYER_CHANNELS = 512
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,25 @@ class OnnxModel:
                 ", ".join(self.providers),
             )
 
+    def largest_tile_px(self, batch_tiles: int = 1) -> int | None:
+        """The largest tile side the provider in use runs with ``batch_tiles`` tiles per call, or None without a
+        limit (the CPU provider): on CUDA, cuDNN's limit on a tensor's elements (:data:`CUDNN_MAX_ELEMENTS`)."""
+        if self.providers[0] != "CUDAExecutionProvider":
+            return None
+        return math.isqrt(CUDNN_MAX_ELEMENTS // (WIDEST_LAYER_CHANNELS * max(1, batch_tiles)))
+
     def run(self, batch_nhwc: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Class probabilities ``[n, h − 2·halo, w − 2·halo, classes]`` of a scaled, padded ``[n, h, w, 3]`` batch."""
-        (output,) = self.session.run(None, {self.input_name: batch_nhwc})
+        """Class probabilities ``[n, h − 2·halo, w − 2·halo, classes]`` of a scaled, padded ``[n, h, w, 3]`` batch.
+
+        Raises:
+            InferenceFailed: ONNX Runtime failed on the batch (naming the provider and the batch's shape).
+        """
+        try:
+            (output,) = self.session.run(None, {self.input_name: batch_nhwc})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InferenceFailed(
+                f"{self.path.name} on {self.providers[0]} failed on a batch of shape {list(batch_nhwc.shape)}: "
+                f"{first_line[:400]}"
+            ) from exc
         return np.asarray(output, dtype=np.float32)

@@ -93,7 +93,9 @@ class Segmenter:
 
     Args:
         model: the loaded ONNX model.
-        tile_px: side of each tile's output area.
+        tile_px: side of each tile's output area (on the CUDA provider at most
+            :meth:`OnnxModel.largest_tile_px <service.engine.model.OnnxModel.largest_tile_px>`: larger ones are
+            reduced to it, with a warning; the mosaic is exact at any tile size).
         batch_tiles: tiles per ONNX Runtime call.
         threshold: P(bacillus) above which a pixel is bacillus.
         min_object_px: smallest reported object.
@@ -112,6 +114,17 @@ class Segmenter:
         object_filter: ObjectFilter | None = None,
         object_threshold: float | None = None,
     ) -> None:
+        largest = model.largest_tile_px(batch_tiles)
+        if largest is not None and tile_px > largest:
+            log.warning(
+                "tiles of %d px with %d per call are too large for %s (cuDNN's limit on a tensor): using %d px "
+                "tiles, which give the same result",
+                tile_px,
+                batch_tiles,
+                model.providers[0],
+                largest,
+            )
+            tile_px = largest
         self.model, self.tile_px, self.batch_tiles = model, tile_px, batch_tiles
         self.threshold, self.min_object_px = threshold, min_object_px
         self.object_filter = object_filter

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine.errors import InvalidImage, ModelContractError
+from service.engine.errors import InferenceFailed, InvalidImage, ModelContractError
 from service.engine.model import ModelMeta, OnnxModel
 from service.engine.segmenter import Segmenter
 from training.data.synthetic import synthetic_field
@@ -93,3 +93,26 @@ def test_metadata_contract_is_checked(change: dict[str, str], message: str) -> N
         ModelMeta.from_properties({**props, **change}, "m.onnx")
     with pytest.raises(ModelContractError, match="lacks halo"):
         ModelMeta.from_properties({k: v for k, v in props.items() if k != "halo"}, "m.onnx")
+
+
+def test_an_onnx_runtime_failure_names_the_provider_and_the_batch(model: OnnxModel) -> None:
+    with pytest.raises(InferenceFailed, match=r"on CPUExecutionProvider failed on a batch of shape \[1, 50, 50, 4\]"):
+        model.run(np.zeros((1, 50, 50, 4), dtype=np.float32))  # four channels: not an RGB batch
+
+
+def test_tiles_are_limited_on_cuda_only(
+    random_dense_onnx: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CPU provider has no limit. On CUDA the largest activation (conv3: 512 channels per output pixel) must
+    stay under cuDNN's 2**31 elements, so a tile is at most 2047 px (1448 with two tiles per call); the segmenter
+    reduces a larger one and warns. The rule is checked here on its numbers; bench/cuda_check.py ran it on a GPU."""
+    cpu = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
+    assert cpu.largest_tile_px() is None and Segmenter(cpu, tile_px=4096).tile_px == 4096
+    as_on_cuda = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
+    as_on_cuda.providers = ("CUDAExecutionProvider", "CPUExecutionProvider")  # what a CUDA session reports
+    assert as_on_cuda.largest_tile_px(1) == 2047 and 512 * 2047**2 < 2**31 <= 512 * 2048**2
+    assert as_on_cuda.largest_tile_px(2) == 1448 and 2 * 512 * 1448**2 < 2**31 <= 2 * 512 * 1449**2
+    with caplog.at_level("WARNING"):
+        assert Segmenter(as_on_cuda, tile_px=4096).tile_px == 2047
+        assert Segmenter(as_on_cuda, tile_px=1024).tile_px == 1024
+    assert sum("cuDNN" in r.getMessage() for r in caplog.records) == 1
