@@ -4,15 +4,11 @@ Every error answer of the service, the API-key middleware's included, is built b
 kind of problem is a class with its own status, ``type`` URI and title; a route raises one with a ``detail``
 saying what happened to this request:
 
-==================  ======  ================================  ======================================
-class               status  type                              title
-==================  ======  ================================  ======================================
-:class:`InvalidRequest` 422  ``/problems/invalid-request``     Invalid request
-:class:`NotFound`       404  ``/problems/not-found``           Not Found
-:class:`Conflict`       409  ``/problems/conflict``            Conflict
-:class:`Busy`           503  ``/problems/busy``                Service Busy (+ ``Retry-After``)
-:class:`Unavailable`    503  ``/problems/unavailable``         Service Unavailable (+ ``Retry-After``)
-==================  ======  ================================  ======================================
+* :class:`InvalidRequest`: 422, ``/problems/invalid-request``, "Invalid request";
+* :class:`NotFound`: 404, ``/problems/not-found``, "Not Found";
+* :class:`Conflict`: 409, ``/problems/conflict``, "Conflict";
+* :class:`Busy`: 503, ``/problems/busy``, "Service Busy", with ``Retry-After``;
+* :class:`Unavailable`: 503, ``/problems/unavailable``, "Service Unavailable", with ``Retry-After``.
 
 A raise may name a more specific ``type`` (``Conflict(..., slug="idempotency-conflict")``) for clients that
 branch on it; the title stays the class's. Image errors from the decoder, validation errors, Starlette's own
