@@ -66,8 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
     state = ServiceState(
         settings=settings, gate=InferenceGate(settings.inference_workers, settings.queue_size, settings.retry_after_s)
     )
-    card = settings.model_path.with_name("MODEL_CARD.md")
-    state.card = card.read_text(encoding="utf-8") if card.is_file() else ""
+    card_path = settings.model_path.with_name("MODEL_CARD.md")
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             gate=state.gate,
             metrics=state.metrics,
-            card=state.card,
+            card=card,
             segmenter=segmenter,
             warm_up_seconds=warm_up_seconds,
             slides=slide_store,

@@ -38,7 +38,6 @@ class ServiceState:
     settings: Settings
     gate: InferenceGate
     metrics: Metrics = field(default_factory=Metrics)
-    card: str = ""
     serving: Serving | None = None
 
     @property
