@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.grading import grade_slide
+from service.engine.grading import grade_slide
 from service.slides import Slide
 
 

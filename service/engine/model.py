@@ -17,6 +17,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from service.engine.errors import InferenceFailed, ModelContractError
+from service.engine.normalisation import InputNormalisation
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class ModelMeta:
         input_padding: numpy ``np.pad`` mode used at the field's border (``reflect``).
         classes: output channel names, in order.
         raw: every metadata property as stored.
+        normalisation: how each field is normalised before the network (``input_normalisation``); None feeds
+            fields as they are.
     """
 
     model_id: str
@@ -54,6 +57,7 @@ class ModelMeta:
     input_padding: Padding
     classes: tuple[str, ...]
     raw: dict[str, str]
+    normalisation: InputNormalisation | None = None
 
     @property
     def positive_index(self) -> int:
@@ -104,6 +108,11 @@ class ModelMeta:
             input_padding=padding,
             classes=classes,
             raw=dict(props),
+            normalisation=(
+                InputNormalisation.from_json(props["input_normalisation"], source)
+                if "input_normalisation" in props
+                else None
+            ),
         )
 
 

@@ -139,10 +139,27 @@ class Segmenter:
             cut = float(object_threshold) if object_threshold is not None else self.object_threshold
         return Origin(self.model.meta.model_id, filter_id, self.threshold, cut, self.min_object_px, self.mode)
 
-    def heatmap(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def prepare(
+        self, rgb: npt.NDArray[np.uint8], background: npt.NDArray[np.float32] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """The field as the network and the object filter see it: normalised when the model declares
+        ``input_normalisation`` (:mod:`service.engine.normalisation`), else ``rgb`` itself.
+
+        ``background`` (for a crop or patch of a larger field) replaces the estimate from ``rgb``.
+        """
+        normalisation = self.model.meta.normalisation
+        return rgb if normalisation is None else normalisation.apply(rgb, background)
+
+    def heatmap(
+        self, rgb: npt.NDArray[np.uint8], background: npt.NDArray[np.float32] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """P(bacillus) of every pixel of the field ``rgb`` (normalised first, see :meth:`prepare`)."""
+        return self._predict(self.prepare(rgb, background))
+
+    def _predict(self, field: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         meta = self.model.meta
         return predict_tiled(
-            rgb,
+            field,
             self.model.run,
             halo_px=meta.halo_px,
             input_scale=meta.input_scale,
@@ -153,20 +170,27 @@ class Segmenter:
         )
 
     def segment(
-        self, rgb: npt.NDArray[np.uint8], find_objects: bool = True, object_threshold: float | None = None
+        self,
+        rgb: npt.NDArray[np.uint8],
+        find_objects: bool = True,
+        object_threshold: float | None = None,
+        background: npt.NDArray[np.float32] | None = None,
     ) -> Segmentation:
         """Heatmap, mask and (when ``find_objects``) bacilli of one ``[y, x, 3]`` uint8 field.
 
-        ``object_threshold`` overrides the segmenter's filter threshold for this field.
+        ``object_threshold`` overrides the segmenter's filter threshold for this field; ``background`` the
+        normalisation's estimate (for a crop of a larger field, see :meth:`prepare`). The object filter measures
+        candidates on the normalised field, as it was trained.
         """
         started = time.perf_counter()
         origin = self.origin(object_threshold)
-        heatmap = self.heatmap(rgb)
+        field = self.prepare(rgb, background)
+        heatmap = self._predict(field)
         inferred = time.perf_counter()
         mask = heatmap > self.threshold
         if find_objects:
             found = find_bacilli(
-                heatmap, rgb, self.threshold, self.min_object_px, self.object_filter, origin.object_threshold
+                heatmap, field, self.threshold, self.min_object_px, self.object_filter, origin.object_threshold
             )
             objects, bacilli, rejected = found.kept_mask, found.kept, found.rejected
         else:

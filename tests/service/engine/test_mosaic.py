@@ -100,9 +100,7 @@ def test_an_onnx_runtime_failure_names_the_provider_and_the_batch(model: OnnxMod
         model.run(np.zeros((1, 50, 50, 4), dtype=np.float32))  # four channels: not an RGB batch
 
 
-def test_tiles_are_limited_on_cuda_only(
-    random_dense_onnx: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_tiles_are_limited_on_cuda_only(random_dense_onnx: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The CPU provider has no limit. On CUDA the largest activation (conv3: 512 channels per output pixel) must
     stay under cuDNN's 2**31 elements, so a tile is at most 2047 px (1448 with two tiles per call); the segmenter
     reduces a larger one and warns. The rule is checked here on its numbers; bench/cuda_check.py ran it on a GPU."""

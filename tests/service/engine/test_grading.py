@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.grading import Grade, grade_slide
+from service.engine.grading import Grade, grade_slide
 
 
 def _slide(total: int, fields: int) -> list[int]:
