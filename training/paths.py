@@ -7,9 +7,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 ZNSM_MS2 = SHARED_DATA / "znsm-ms2"
+UFAM_DDS1 = SHARED_DATA / "ufam-dds1"
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 ZNSM_MS2_SPLIT = SPLITS_DIR / "znsm-ms2.json"
+UFAM_DDS1_SPLIT = SPLITS_DIR / "ufam-dds1.json"  # by slide
 
 MODELS_DIR = REPO_ROOT / "models"
 SHIPPED_MODEL = MODELS_DIR / "bacilli_dense.onnx"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from service.engine.image_io import decode_image
-from training.data.annotations import AnnotationError, BoxLabel
+from training.data.annotations import AnnotationError, BoxLabel, point_box
 from training.data.dataset import AnnotationKind, discover_fields, load_dataset, read_annotation, read_rgb
 from training.data.synthetic import SyntheticField, write_dataset
 
@@ -27,6 +27,10 @@ def test_every_layout_reads_back(tmp_path: Path, synthetic_fields: list[Syntheti
         if kind is AnnotationKind.MASK_PNG:
             assert annotation.mask is not None
             np.testing.assert_array_equal(annotation.mask, field.mask)
+        elif kind is AnnotationKind.POINTS_CSV:  # each box's centre, read back as a point box
+            width, height = field.image.shape[1], field.image.shape[0]
+            expected = tuple(point_box(b.label, b.x + b.width // 2, b.y + b.height // 2) for b in field.boxes)
+            assert annotation.boxes == tuple(c for b in expected if (c := b.clipped(width, height)) is not None)
         else:
             assert annotation.boxes == field.boxes
 
@@ -144,3 +148,29 @@ def test_the_shared_data_set_reads_whole(znsm_ms2: Path) -> None:
     assert labels.count(BoxLabel.BACILLI_CLUSTER) == 86
     assert labels.count(BoxLabel.UNCLASSIFIED) == 18
     assert labels.count(BoxLabel.ARTIFACT) == 18
+
+
+def test_points_csv_errors_name_the_file_and_line(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> None:
+    root = write_dataset(tmp_path / "data", synthetic_fields[:1], AnnotationKind.POINTS_CSV)
+    points = root / "annotations" / "1.csv"
+    points.write_text("x,y,label\n10,12,bacillus\n500,20,bacillus\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"1\.csv: line 3: point x=500 y=20 lies outside the 320×240 image"):
+        load_dataset(root)
+    points.write_text("x,y,label\n10,twelve,bacillus\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"1\.csv: line 2: x and y must be numbers"):
+        load_dataset(root)
+    points.write_text("x,y\n10,12\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match="missing column"):
+        load_dataset(root)
+    points.write_text("x,y,label\n", encoding="utf-8")  # a field with no bacillus
+    assert load_dataset(root)[0].boxes == ()
+
+
+def test_a_folder_mixing_formats_is_refused(tmp_path: Path, synthetic_fields: list[SyntheticField]) -> None:
+    root = write_dataset(tmp_path / "data", synthetic_fields[:2], AnnotationKind.ZNSM_CSV)
+    (root / "annotations" / "2_annot.csv").unlink()
+    (root / "annotations" / "2.csv").write_text("x,y,label\n10,12,bacillus\n", encoding="utf-8")
+    with pytest.raises(
+        AnnotationError, match=r"mixes annotation formats \(znsm-csv: .*1_annot\.csv; points-csv: .*2\.csv\)"
+    ):
+        discover_fields(root)

@@ -288,6 +288,61 @@ def read_mask_png(path: Path, image_path: Path, image_size: tuple[int, int]) -> 
     return FieldAnnotation(image_path, image_size, (), mask, path)
 
 
+POINT_COLUMNS = ("x", "y", "label")
+POINT_BOX_PX = 16  # a point becomes a box of this side centred on it: about one rod's length
+
+
+def point_box(label: BoxLabel, x: int, y: int, side: int = POINT_BOX_PX) -> Box:
+    """The box a point annotation stands for: ``side`` px square, centred on the point."""
+    return Box(label, x - side // 2, y - side // 2, side, side)
+
+
+def read_points_csv(path: Path, image_path: Path, image_size: tuple[int, int]) -> FieldAnnotation:
+    """Read a point-annotation CSV ``<stem>.csv`` with the columns ``x,y,label`` (0-based pixel of the object's
+    centre, and a label :func:`parse_label` knows), as many labs mark bacilli.
+
+    Each point becomes a :data:`POINT_BOX_PX` box centred on it (clipped to the image), so bacillus pixels are
+    derived from colour around it as for boxes (:mod:`training.data.box_masks`) and the evaluation's box rules
+    apply unchanged. An image with no bacillus has a file with the header only.
+
+    Raises:
+        AnnotationError: missing columns, a coordinate that is not a number, a point outside the image, or an
+            unknown label, naming the file and the line.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+            missing = [c for c in POINT_COLUMNS if c not in header]
+            if missing:
+                raise AnnotationError(path, f"not a points CSV (x,y,label): missing column(s) {', '.join(missing)}")
+            rows = [{k.strip().lower(): v for k, v in row.items() if k is not None} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, f"not a text CSV file ({exc.reason})") from exc
+    width, height = image_size
+    boxes = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            x, y = (round(float(str(row[c]).strip())) for c in ("x", "y"))
+        except (TypeError, ValueError) as exc:
+            raise AnnotationError(path, f"line {line}: x and y must be numbers ({exc})") from exc
+        if not (0 <= x < width and 0 <= y < height):
+            raise AnnotationError(
+                path, f"line {line}: point x={x} y={y} lies outside the {width}×{height} image {image_path.name}"
+            )
+        boxes.append(point_box(parse_label(str(row["label"]), path), x, y))
+    return FieldAnnotation(image_path, image_size, _clip_all(path, boxes, image_size), None, path)
+
+
+def write_points_csv(path: Path, boxes: tuple[Box, ...]) -> None:
+    """Write each box's centre as a point (the format :func:`read_points_csv` reads)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(POINT_COLUMNS)
+        for b in boxes:
+            writer.writerow([b.x + b.width // 2, b.y + b.height // 2, b.label.value])
+
+
 def write_znsm_csv(path: Path, image_name: str, image_size: tuple[int, int], boxes: tuple[Box, ...]) -> None:
     """Write boxes as a ZNSM-iDB ``<id>_annot.csv`` (the inverse of :func:`read_znsm_csv`)."""
     with path.open("w", newline="", encoding="utf-8") as handle:

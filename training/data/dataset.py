@@ -6,7 +6,11 @@ Layouts read (file stems pair an image with its annotation):
   ``ROOT/annotations/<stem>.xml`` (Pascal VOC) or ``ROOT/annotations/<stem>.png`` / ``ROOT/masks/<stem>.png``
   (pixel masks, nonzero = bacillus);
 * a flat folder ``ROOT/<stem>.<img>`` with ``ROOT/<stem>.xml`` or ``ROOT/<stem>_annot.csv`` beside it (masks
-  must then sit in ``ROOT/masks/``, since a PNG beside the images would be read as an image).
+  must then sit in ``ROOT/masks/``, since a PNG beside the images would be read as an image);
+* point annotations ``<stem>.csv`` with columns ``x,y,label`` (one row per marked object; header only for a
+  field with none), in ``annotations/`` or beside the images.
+
+One data set folder holds one annotation format: a folder mixing them is refused, naming a file of each.
 
 Image suffixes: .jpg .jpeg .png .tif .tiff (what the service reads). Documentation files (.md, .txt, .json,
 .yaml) and hidden files are ignored. Anything else, an annotation without an image, an image without an
@@ -27,7 +31,14 @@ import numpy.typing as npt
 from PIL import Image
 
 from service.engine.image_io import ImageRejected, decode_image
-from training.data.annotations import AnnotationError, FieldAnnotation, read_mask_png, read_voc_xml, read_znsm_csv
+from training.data.annotations import (
+    AnnotationError,
+    FieldAnnotation,
+    read_mask_png,
+    read_points_csv,
+    read_voc_xml,
+    read_znsm_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +54,14 @@ class AnnotationKind(StrEnum):
     ZNSM_CSV = "znsm-csv"
     VOC_XML = "voc-xml"
     MASK_PNG = "mask-png"
+    POINTS_CSV = "points-csv"
 
 
 _READERS: dict[AnnotationKind, Callable[[Path, Path, tuple[int, int]], FieldAnnotation]] = {
     AnnotationKind.ZNSM_CSV: read_znsm_csv,
     AnnotationKind.VOC_XML: read_voc_xml,
     AnnotationKind.MASK_PNG: read_mask_png,
+    AnnotationKind.POINTS_CSV: read_points_csv,
 }
 
 
@@ -77,6 +90,8 @@ def _annotation_key(path: Path, in_image_dir: bool) -> tuple[str, AnnotationKind
         return name[: -len(ZNSM_SUFFIX)], AnnotationKind.ZNSM_CSV
     if path.suffix.lower() == ".xml":
         return path.stem, AnnotationKind.VOC_XML
+    if path.suffix.lower() == ".csv":
+        return path.stem, AnnotationKind.POINTS_CSV
     if path.suffix.lower() == ".png" and not in_image_dir:
         return path.stem, AnnotationKind.MASK_PNG
     return None
@@ -122,7 +137,8 @@ def discover_fields(root: Path) -> list[FieldFiles]:
                 raise AnnotationError(
                     path,
                     "unknown file: expected an image (" + ", ".join(sorted(IMAGE_SUFFIXES)) + "), "
-                    f"<stem>{ZNSM_SUFFIX}, <stem>.xml, or a <stem>.png mask in annotations/ or masks/",
+                    f"<stem>{ZNSM_SUFFIX}, <stem>.xml, <stem>.csv points, or a <stem>.png mask in annotations/ or "
+                    "masks/",
                 )
     for stem, found in annotations.items():
         if stem not in images:
@@ -141,6 +157,12 @@ def discover_fields(root: Path) -> list[FieldFiles]:
         if len(found) > 1:
             raise AnnotationError(image, "image has more than one annotation: " + ", ".join(str(p) for p, _ in found))
         fields.append(FieldFiles(image, found[0][0], found[0][1]))
+    kinds: dict[AnnotationKind, FieldFiles] = {}
+    for files in fields:
+        kinds.setdefault(files.kind, files)
+    if len(kinds) > 1:
+        examples = "; ".join(f"{kind.value}: {files.annotation}" for kind, files in kinds.items())
+        raise AnnotationError(root, f"the folder mixes annotation formats ({examples}): keep one format per data set")
     return sorted(fields, key=lambda f: field_sort_key(f.field_id))
 
 

@@ -17,7 +17,14 @@ import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage as ndi
 
-from training.data.annotations import Box, BoxLabel, write_mask_png, write_voc_xml, write_znsm_csv
+from training.data.annotations import (
+    Box,
+    BoxLabel,
+    write_mask_png,
+    write_points_csv,
+    write_voc_xml,
+    write_znsm_csv,
+)
 from training.data.dataset import ZNSM_SUFFIX, AnnotationKind
 
 BACKGROUNDS: dict[str, tuple[float, float, float]] = {
@@ -148,7 +155,8 @@ def write_dataset(root: Path, fields: list[SyntheticField], kind: AnnotationKind
     """Write fields as a data set folder that :func:`training.data.dataset.discover_fields` reads.
 
     Layouts: ZNSM-iDB CSVs as ``images/`` + ``annotations/``; Pascal VOC flat (image and XML side by side);
-    masks as ``images/`` + ``masks/``. Images are PNG, so pixels are exact.
+    masks as ``images/`` + ``masks/``; points as ``images/`` + ``annotations/<stem>.csv`` (box
+    centres). Images are PNG, so pixels are exact.
 
     Returns:
         ``root``.
@@ -166,6 +174,9 @@ def write_dataset(root: Path, fields: list[SyntheticField], kind: AnnotationKind
             write_znsm_csv(root / "annotations" / f"{field.field_id}{ZNSM_SUFFIX}", name, size, field.boxes)
         elif kind is AnnotationKind.VOC_XML:
             write_voc_xml(root / f"{field.field_id}.xml", name, size, field.boxes)
+        elif kind is AnnotationKind.POINTS_CSV:
+            (root / "annotations").mkdir(exist_ok=True)
+            write_points_csv(root / "annotations" / f"{field.field_id}.csv", field.boxes)
         else:
             (root / "masks").mkdir(exist_ok=True)
             write_mask_png(root / "masks" / name, field.mask)
@@ -186,3 +197,35 @@ def write_synthetic_dataset(
         for i in range(count)
     ]
     return write_dataset(out, fields, kind)
+
+
+def write_synthetic_ufam(
+    root: Path, slides: int = 4, seed: int = 0, patch_px: int = 40, field_size: tuple[int, int] = (200, 150)
+) -> Path:
+    """A small set in the UFAM DDS1 layout (:mod:`training.data.ufam`): per slide ``S0k``, one negative field (a
+    synthetic field without rods or clusters) and ``patch_px`` patches centred on each rod of one synthetic field,
+    named ``S0kTR1T00<n>PP<m>.png``.
+
+    Returns:
+        ``root``.
+    """
+    root = Path(root)
+    (root / "negatives").mkdir(parents=True, exist_ok=True)
+    (root / "positives").mkdir(parents=True, exist_ok=True)
+    width, height = field_size
+    backgrounds = sorted(BACKGROUNDS)
+    half = patch_px // 2
+    for k in range(1, slides + 1):
+        background = backgrounds[k % len(backgrounds)]
+        negative = synthetic_field(seed + 100 + k, height, width, background, rods=0, clusters=0)
+        Image.fromarray(negative.image).save(root / "negatives" / f"S{k:02d}TR1T001.png")
+        positive = synthetic_field(seed + 200 + k, height + 2 * half, width + 2 * half, background, clusters=0)
+        for m, box in enumerate(positive.boxes, start=1):
+            cy, cx = box.y + box.height // 2, box.x + box.width // 2
+            cy, cx = (
+                min(max(cy, half), positive.image.shape[0] - half),
+                min(max(cx, half), positive.image.shape[1] - half),
+            )
+            patch = positive.image[cy - half : cy - half + patch_px, cx - half : cx - half + patch_px]
+            Image.fromarray(np.ascontiguousarray(patch)).save(root / "positives" / f"S{k:02d}TR1T002PP{m}.png")
+    return root
