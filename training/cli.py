@@ -2,16 +2,20 @@
 
 Commands:
     masks    derive bacillus masks from boxes; write masks, overlays and box galleries to look at
-    split    make a train / validation / test split by field (the shipped one is fixed in training/splits/)
+    split    make a train / validation / test split by field, or by slide for a UFAM folder (fixed in
+             training/splits/)
     patches  cut the paper's 45×45 training patches for the train and validation fields of a split
     synth    write a small synthetic ZN-like data set in any annotation format
-    train    train the patch CNN with a recipe (paper, hard-negatives, augmented)
+    train    train the patch CNN with a recipe (paper, hard-negatives, augmented, multi-lab, ...)
     calibrate  fold Platt calibration fitted on the validation fields into a run (recipe calibrated)
     export   write a run's dense network as ONNX with its metadata
     evaluate score the shipped model, patch by patch on crops, a colour baseline and variants (pixel and
              bacillus level); write report.json, report.md, a precision-recall curve and a gallery
+    labs     score models (with their filters) on another lab's slides (UFAM DDS1): recall at the experts'
+             points, false bacilli per negative field, the grade of a simulated negative slide
     objects  train the object filter (scikit-learn, exported as ONNX) on a model's candidates
-    ship     copy the run with the best test bacillus F1 into models/ and write its model card
+    ship     copy a run into models/ and write its model card: a multi-lab run named with the reason (chosen on
+             validation figures), or, for the paper line, the run with the best test bacillus F1
 """
 
 from __future__ import annotations
@@ -28,7 +32,15 @@ from training.data.dataset import AnnotationKind
 from training.data.sampling import SamplerConfig
 from training.evaluation.metrics import ObjectRules
 from training.fit.recipes import RECIPES
-from training.paths import DEFAULT_CACHE, MODELS_DIR, SHIPPED_MODEL, ZNSM_MS2, ZNSM_MS2_SPLIT
+from training.paths import (
+    DEFAULT_CACHE,
+    MODELS_DIR,
+    SHIPPED_MODEL,
+    UFAM_DDS1,
+    UFAM_DDS1_SPLIT,
+    ZNSM_MS2,
+    ZNSM_MS2_SPLIT,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     split = commands.add_parser("split", help="make a split by field, stratified by bacilli per field")
     _add_data_arguments(split)
-    split.add_argument("--test-fraction", type=float, default=0.3)
-    split.add_argument("--validation-fraction", type=float, default=0.1)
+    split.add_argument("--test-fraction", type=float, help="share of fields held out (default 0.3; UFAM slides 0.25)")
+    split.add_argument(
+        "--validation-fraction", type=float, help="share of the rest for validation (default 0.1; UFAM slides 0.2)"
+    )
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("-o", "--out", type=Path, required=True, help="split JSON to write")
     split.add_argument("--force", action="store_true", help="overwrite an existing split file")
@@ -113,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", default="paper", help="one of: " + ", ".join(RECIPES))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    train.add_argument("--ufam-data", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (multi-lab recipes)")
+    train.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    train.add_argument("--init", type=Path, help="start from this patch model's weights (.keras) instead of random")
     train.add_argument(
         "-o", "--out", type=Path, required=True, help="run folder (model.keras, train_log.json, curves.png)"
     )
@@ -160,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-patch", action="store_true", help="skip the patch-by-patch crops")
     evaluate.add_argument("--crop", type=int, default=192, help="side of the patch-by-patch crop per field")
     evaluate.add_argument("--no-gallery", action="store_true", help="skip the overlay gallery")
+    evaluate.add_argument(
+        "--ufam", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder for the by-lab rows (default: %(default)s)"
+    )
+    evaluate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    evaluate.add_argument("--ufam-subset", default="test", choices=["train", "validation", "test"])
+    evaluate.add_argument("--no-ufam", action="store_true", help="leave out the by-lab rows on UFAM")
     evaluate.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least object pixels")
     evaluate.add_argument("--min-hit", type=int, default=ObjectRules.min_hit_px, help="least pixels to find a box")
     evaluate.add_argument(
@@ -175,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
     objects.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
     objects.add_argument("--subsets", nargs="+", default=["train", "validation"], choices=["train", "validation"])
+    objects.add_argument("--ufam", type=Path, help="add the candidates of this UFAM DDS1 folder's slides in --subsets")
+    objects.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
     objects.add_argument("--threshold", type=float, default=0.5, help="candidate P(bacillus) cut")
     objects.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least candidate pixels")
     objects.add_argument(
@@ -184,8 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     objects.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
     objects.add_argument("-o", "--out", type=Path, required=True, help="object filter ONNX to write")
 
-    ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
-    ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
+    labs = commands.add_parser("labs", help="score models with their filters on UFAM DDS1 slides (by-lab rows)")
+    labs.add_argument(
+        "--pair",
+        action="append",
+        required=True,
+        metavar="NAME=MODEL[:FILTER]",
+        help="a name, a dense ONNX model and optionally its object filter; repeat for more rows",
+    )
+    labs.add_argument("--ufam", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (default: %(default)s)")
+    labs.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    labs.add_argument("--subset", default="test", choices=["train", "validation", "test"])
+    labs.add_argument("--no-gallery", action="store_true", help="skip the galleries")
+    labs.add_argument("-o", "--out", type=Path, required=True, help="folder: report.json (by_lab), report.md")
+
+    ship = commands.add_parser(
+        "ship", help="ship a run into models/ with its model card: --run (named, with --reason) or the best of --runs"
+    )
+    chosen = ship.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--runs", type=Path, nargs="+", help="paper line: the run with the best test F1 of these")
+    chosen.add_argument("--run", type=Path, help="a multi-lab run with model.keras, model.onnx and object_filter.onnx")
+    ship.add_argument("--reason", default="", help="with --run: why this run, from validation figures (in the card)")
+    ship.add_argument(
+        "--lab-rows", type=Path, nargs="*", default=[], help="with --run: report.json files of `labs` for more rows"
+    )
     ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
     ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
     ship.add_argument("--evaluation", type=Path, help="report.json of `evaluate` with the object filter, for the card")
@@ -206,9 +253,24 @@ def run_masks(args: argparse.Namespace) -> int:
 
 def run_split(args: argparse.Namespace) -> int:
     from training.data.split import split_dataset
+    from training.data.ufam import POSITIVES, read_ufam, split_ufam
 
+    if (args.data / POSITIVES).is_dir():  # the UFAM layout: split by slide
+        test, validation = args.test_fraction or 0.25, args.validation_fraction or 0.2
+        by_slide = split_ufam(args.data, args.out, test, validation, args.seed, force=args.force)
+        ufam = read_ufam(args.data)
+        for name in ("train", "validation", "test"):
+            part = ufam.of_slides(by_slide.subset(name))
+            log.info(
+                "%-10s slides %s: %d positive patches, %d negative fields",
+                name,
+                " ".join(by_slide.subset(name)),
+                len(part.positives),
+                len(part.negatives),
+            )
+        return 0
     split, counts = split_dataset(
-        args.data, args.out, args.test_fraction, args.validation_fraction, args.seed, force=args.force
+        args.data, args.out, args.test_fraction or 0.3, args.validation_fraction or 0.1, args.seed, force=args.force
     )
     for name in ("train", "validation", "test"):
         ids = split.subset(name)
@@ -236,7 +298,17 @@ def run_train(args: argparse.Namespace) -> int:
     from training.fit.recipes import get_recipe
     from training.fit.train import train_recipe
 
-    train_recipe(args.data, args.split, get_recipe(args.recipe), args.out, seed=args.seed, epochs=args.epochs)
+    train_recipe(
+        args.data,
+        args.split,
+        get_recipe(args.recipe),
+        args.out,
+        seed=args.seed,
+        epochs=args.epochs,
+        ufam_data=args.ufam_data,
+        ufam_split_path=args.ufam_split,
+        init=args.init,
+    )
     return 0
 
 
@@ -257,7 +329,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluation.evaluate import evaluate_data
 
-    evaluate_data(
+    report = evaluate_data(
         args.data,
         args.out,
         split_path=args.split,
@@ -278,7 +350,40 @@ def run_evaluate(args: argparse.Namespace) -> int:
         gallery=not args.no_gallery,
         cache=args.cache,
     )
+    if not args.no_ufam:
+        from training.evaluation.labs import evaluate_labs, pairs_for
+
+        if args.ufam.is_dir():
+            used_filter = next((m.get("object_filter") for m in report["methods"] if m.get("object_filter")), None)
+            evaluate_labs(
+                args.out,
+                pairs_for(args.model, Path(used_filter) if used_filter else None, list(args.variants)),
+                args.ufam,
+                args.ufam_split,
+                args.ufam_subset,
+                gallery=not args.no_gallery,
+            )
+        else:
+            log.warning("%s is missing: no by-lab rows on UFAM (pass --no-ufam to leave them out)", args.ufam)
     sys.stdout.write(f"wrote {args.out / 'report.md'}, report.json, pr_curve.png and gallery/\n")
+    return 0
+
+
+def parse_pair(text: str) -> tuple[str, Path, Path | None]:
+    """``NAME=MODEL[:FILTER]`` → its parts."""
+    name, sep, paths = text.partition("=")
+    if not sep or not name or not paths:
+        raise ValueError(f"--pair {text!r}: expected NAME=MODEL[:FILTER]")
+    model, _, filt = paths.partition(":")
+    return name, Path(model), Path(filt) if filt else None
+
+
+def run_labs(args: argparse.Namespace) -> int:
+    from training.evaluation.labs import Pair, evaluate_labs
+
+    pairs = [Pair(*parse_pair(text)) for text in args.pair]
+    evaluate_labs(args.out, pairs, args.ufam, args.ufam_split, args.subset, gallery=not args.no_gallery)
+    sys.stdout.write(f"wrote {args.out / 'report.md'} and report.json\n")
     return 0
 
 
@@ -291,6 +396,8 @@ def run_objects(args: argparse.Namespace) -> int:
         args.model,
         args.out,
         subsets=tuple(args.subsets),
+        ufam=args.ufam,
+        ufam_split=args.ufam_split,
         threshold=args.threshold,
         min_object_px=args.min_object,
         target_recall=args.target_recall,
@@ -301,6 +408,13 @@ def run_objects(args: argparse.Namespace) -> int:
 
 
 def run_ship(args: argparse.Namespace) -> int:
+    if args.run is not None:
+        from training.fit.multi_lab_card import ship_run
+
+        if args.evaluation is None:
+            raise ValueError("--run needs --evaluation: the report.json of `evaluate` with its object filter")
+        ship_run(args.run, args.models, args.evaluation, list(args.lab_rows), args.reason)
+        return 0
     from training.fit.shipping import ship
 
     ship(args.runs, args.models, args.bench, args.evaluation, args.card_only)
@@ -318,6 +432,7 @@ COMMANDS = {
     "evaluate": run_evaluate,
     "objects": run_objects,
     "ship": run_ship,
+    "labs": run_labs,
 }
 
 

@@ -47,3 +47,30 @@ def test_train_and_export_a_small_run(tmp_path: Path) -> None:
     meta = read_metadata(onnx_path)
     assert meta["recipe"] == "augmented"
     assert json.loads(meta["validation_metrics"])["best_epoch"] == record["best_epoch"]
+
+
+def test_a_small_multi_lab_run_normalises_mixes_labs_and_exports_the_normalisation(tmp_path: Path) -> None:
+    from service.engine.model import OnnxModel
+    from training.data.synthetic import write_synthetic_ufam
+
+    fields = [
+        synthetic_field(s, height=96, width=128, background=("pink", "blue", "green")[s % 3], field_id=str(s))
+        for s in range(4)
+    ]
+    data = write_dataset(tmp_path / "data", fields, AnnotationKind.ZNSM_CSV)
+    DatasetSplit("synthetic", train=("0", "1"), validation=("2",), test=("3",)).save(tmp_path / "split.json")
+    ufam = write_synthetic_ufam(tmp_path / "ufam", slides=3)
+    DatasetSplit("ufam", train=("S01",), validation=("S02",), test=("S03",)).save(tmp_path / "ufam.json")
+    recipe = dataclasses.replace(
+        RECIPES["multi-lab"], positives_per_field=20, negatives_per_field=20, ufam_negatives_per_field=20, epochs=2
+    )
+    record = train_recipe(
+        data, tmp_path / "split.json", recipe, tmp_path / "run", ufam_data=ufam, ufam_split_path=tmp_path / "ufam.json"
+    )
+    assert record["ufam"]["train_slides"] == ["S01"] and record["ufam"]["train_patches"] > 20
+    assert record["patches"]["train"] == 2 * 40 + record["ufam"]["train_patches"]
+    norm = json.loads(record["input_normalisation"])
+    assert norm["method"] == "background-gain" and len(norm["reference"]) == 3
+    model = OnnxModel(export_run(tmp_path / "run"), providers=("CPUExecutionProvider",))
+    assert model.meta.normalisation is not None and model.meta.normalisation.method == "background-gain"
+    assert "ufam: slides S01 (train), S02 (validation)" in model.meta.raw["training_data"]

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from service.engine.candidates import Candidates, find_candidates
 from service.engine.model import OnnxModel
 from service.engine.object_filter import ObjectFilter
+from service.engine.segmenter import Segmenter
 from training.data.dataset import FieldFiles
 from training.evaluation.baselines import ThresholdFit, fit_threshold, red_minus_green, value_histograms
 from training.evaluation.heatmap_cache import cached_heatmap
@@ -165,7 +166,8 @@ class FilteredModel:
     def prepare(self, truth: FieldTruth) -> FilteredField:
         heatmap = self.dense.prepare(truth)
         meta = self.filter.meta
-        candidates = find_candidates(heatmap, truth.image, meta.candidate_threshold, meta.min_object_px)
+        field = Segmenter(self.dense.model).prepare(truth.image)  # measured as the service measures them
+        candidates = find_candidates(heatmap, field, meta.candidate_threshold, meta.min_object_px)
         scores = self.filter.scores(candidates.feature_matrix())
         areas = [c.feature("area_px") for c in candidates.items]
         estimated = np.asarray([self.filter.estimated_count(a) for a in areas], dtype=np.int64)

@@ -9,6 +9,13 @@ Each lever is a separate recipe so its effect is measured, not assumed:
   (:mod:`training.data.hard_negatives`): 15% each ring, dark, blue, artifact.
 * ``augmented``: hard negatives plus augmentation: random rotations by 90° and flips (a rod has no
   orientation) and colour jitter (per-channel gain, brightness, contrast, gamma), for other stains and cameras.
+* ``multi-lab``: ZNSM-iDB and UFAM DDS1 together, about as many patches from each lab (150 + 150 per ZNSM field
+  with the hard-negative shares; 3 draws per UFAM positive, 240 per UFAM negative field, half of them among its
+  reddest pixels), every field normalised to the ZNSM background (:mod:`service.engine.normalisation`), and the
+  lab augmentation (:mod:`training.fit.lab_augment`: zoom, any rotation, stain density and hue, illumination,
+  blur, noise, JPEG). Started from the ``calibrated`` run's weights (``train --init``), 12 epochs: from scratch it
+  needs about 40 epochs, over 30 minutes on 2 cores. Calibrated afterwards as ``calibrated`` is.
+* ``multi-lab-no-ufam``: the same without UFAM, for the leave-one-lab-out row of the evaluation.
 * ``calibrated``: ``augmented`` plus a calibration of the output on the validation fields' pixels: a logistic
   fit ``σ(a·z + b)`` of the logit difference ``z`` (Platt scaling) that also moves the 50/50 prior of the
   training patches to the real share of bacillus pixels; folded into conv4's weights, so the exported network
@@ -38,6 +45,11 @@ class Recipe:
     decay_per_epoch: float = 0.95
     momentum: float = 0.0
     l2: float = 5e-4
+    labs: tuple[str, ...] = ("znsm-ms2",)
+    normalisation: str | None = None
+    lab_augmentation: bool = False
+    ufam_positive_draws: int = 3
+    ufam_negatives_per_field: int = 240
 
 
 _HARD = {"ring": 0.15, "dark": 0.15, "blue": 0.15, "artifact": 0.15}
@@ -61,6 +73,29 @@ RECIPES: dict[str, Recipe] = {
             rotate_flip=True,
             colour_jitter=True,
             calibrate=True,
+        ),
+        Recipe(
+            "multi-lab",
+            "ZNSM + UFAM balanced per lab, fields normalised to one background, lab augmentation",
+            positives_per_field=150,
+            negatives_per_field=150,
+            hard_negative_shares=_HARD,
+            epochs=12,
+            learning_rate=0.005,
+            labs=("znsm-ms2", "ufam-dds1"),
+            normalisation="background-gain",
+            lab_augmentation=True,
+        ),
+        Recipe(
+            "multi-lab-no-ufam",
+            "multi-lab without UFAM (leave-one-lab-out): ZNSM only, normalised, lab augmentation",
+            positives_per_field=150,
+            negatives_per_field=150,
+            hard_negative_shares=_HARD,
+            epochs=12,
+            learning_rate=0.005,
+            normalisation="background-gain",
+            lab_augmentation=True,
         ),
     )
 }

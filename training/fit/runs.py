@@ -43,8 +43,15 @@ def export_run(run: Path, out: Path | None = None) -> Path:
         f"{data}: fields {' '.join(record['train_fields'])} (train), "
         f"{' '.join(record['validation_fields'])} (validation); split {Path(record['split']).name}"
     )
+    if "ufam" in record:
+        ufam = record["ufam"]
+        training_data += (
+            f"; {Path(ufam['data']).name}: slides {' '.join(ufam['train_slides'])} (train), "
+            f"{' '.join(ufam['validation_slides'])} (validation); split {Path(ufam['split']).name}"
+        )
+    extra = {"input_normalisation": record["input_normalisation"]} if "input_normalisation" in record else None
     path = out or run / "model.onnx"
-    export_onnx(model, path, recipe=recipe, training_data=training_data, validation_metrics=metrics)
+    export_onnx(model, path, recipe=recipe, training_data=training_data, validation_metrics=metrics, extra=extra)
     log.info("exported %s", path)
     return path
 
@@ -54,6 +61,8 @@ def calibrate_run(
 ) -> Calibration:
     """Fit Platt calibration on the validation fields' pixels and write a calibrated run folder to ``out``.
 
+    Heatmaps come through the engine, so a model that declares a field normalisation is calibrated on normalised
+    fields. Only fields with pixel labels calibrate (the ZNSM split's validation fields: UFAM has points only).
     All bacillus pixels and a seeded ``background_share`` of background pixels (weighted back up) of the
     validation fields are used; IGNORE pixels are not.
     """
@@ -88,8 +97,11 @@ def calibrate_run(
     out.mkdir(parents=True, exist_ok=True)
     calibrated.save(out / "model.keras")
     record = read_log(run)
-    record["recipe"] = {**record["recipe"], "name": "calibrated", "calibrate": True}
-    record["recipe"]["summary"] = get_recipe("calibrated").summary
+    base = record["recipe"]["name"]
+    # the paper line's calibrated run keeps its name ("calibrated"); any other recipe gets a suffix
+    name = "calibrated" if base == "augmented" else f"{base}-calibrated"
+    described = get_recipe("calibrated").summary if base == "augmented" else f"{record['recipe']['summary']} + Platt"
+    record["recipe"] = {**record["recipe"], "name": name, "calibrate": True, "summary": described}
     record["calibrated_from"] = str(run)
     record["calibration"] = {
         "scale": round(fit.scale, 6),

@@ -7,6 +7,7 @@ with SGD and exponential decay, keeps the weights of the epoch with the lowest v
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -21,22 +22,63 @@ import numpy.typing as npt
 import tensorflow as tf
 from tqdm import tqdm
 
+from service.engine.normalisation import METHODS, InputNormalisation
 from training.data.box_masks import MaskDerivation, label_map
 from training.data.dataset import FieldFiles, discover_fields, read_annotation, read_rgb
 from training.data.hard_negatives import negative_pools
-from training.data.sampling import PatchSet, SamplerConfig, sample_field
+from training.data.sampling import PATCH_SIZE, PatchSet, SamplerConfig, sample_field
 from training.data.split import DatasetSplit
+from training.data.ufam import UfamSet, read_ufam, sample_ufam
+from training.fit.lab_augment import SOURCE_PATCH_PX, augment_labs, centre_crop
 from training.fit.recipes import Recipe
-from training.fit.train_log import TrainLog, write_log
+from training.fit.train_log import TrainLog, UfamRecord, write_log
 from training.model.patch_cnn import INPUT_SCALE, build_patch_cnn
+from training.paths import UFAM_DDS1, UFAM_DDS1_SPLIT
 
 log = logging.getLogger(__name__)
 
 
-def sample_split(fields: dict[str, FieldFiles], ids: tuple[str, ...], recipe: Recipe, seed: int, desc: str) -> PatchSet:
-    """Patches of the fields ``ids`` drawn with the recipe's sampler."""
+def patch_size(recipe: Recipe) -> int:
+    """The side of the stored patches: larger than the receptive field when the lab augmentation zooms and rotates."""
+    return SOURCE_PATCH_PX if recipe.lab_augmentation else PATCH_SIZE
+
+
+def reference_normalisation(
+    recipe: Recipe, fields: dict[str, FieldFiles], train_ids: tuple[str, ...]
+) -> InputNormalisation | None:
+    """The recipe's field normalisation, its reference background the median background of the train fields of
+    the reference lab (ZNSM-iDB), and for ``background-od`` their median stain density."""
+    if recipe.normalisation is None:
+        return None
+    probe = InputNormalisation(METHODS[recipe.normalisation], (255.0, 255.0, 255.0))
+    backgrounds, densities = [], []
+    for fid in train_ids:
+        image = read_rgb(fields[fid].image)
+        background = probe.background(image)
+        backgrounds.append(background)
+        densities.append(probe.stain_density(image, background) or 0.0)
+    median = np.median(np.stack(backgrounds), axis=0)
+    return InputNormalisation(
+        probe.method,
+        (float(median[0]), float(median[1]), float(median[2])),
+        reference_density=float(np.median(densities)) if probe.method == "background-od" else 0.0,
+    )
+
+
+def sample_split(
+    fields: dict[str, FieldFiles],
+    ids: tuple[str, ...],
+    recipe: Recipe,
+    seed: int,
+    desc: str,
+    normalisation: InputNormalisation | None = None,
+) -> PatchSet:
+    """Patches of the fields ``ids`` drawn with the recipe's sampler (labels from the field as photographed,
+    pixels from the normalised field when the recipe normalises)."""
     config = SamplerConfig(
-        positives_per_field=recipe.positives_per_field, negatives_per_field=recipe.negatives_per_field
+        patch_size=patch_size(recipe),
+        positives_per_field=recipe.positives_per_field,
+        negatives_per_field=recipe.negatives_per_field,
     )
     parts = []
     for fid in tqdm(ids, desc=desc, unit="field", file=sys.stderr):
@@ -47,8 +89,22 @@ def sample_split(fields: dict[str, FieldFiles], ids: tuple[str, ...], recipe: Re
         if recipe.hard_negative_shares:
             masks = negative_pools(image, labels, annotation)
             pools = {name: (masks[name], share) for name, share in recipe.hard_negative_shares.items()}
-        parts.append(sample_field(fid, image, labels, seed, config, pools))
+        pixels = normalisation.apply(image) if normalisation is not None else image
+        parts.append(sample_field(fid, pixels, labels, seed, config, pools))
     return PatchSet.concatenate(parts, config.patch_size)
+
+
+def sample_ufam_split(
+    ufam: UfamSet, slides: tuple[str, ...], recipe: Recipe, seed: int, normalisation: InputNormalisation | None
+) -> PatchSet:
+    return sample_ufam(
+        ufam.of_slides(slides),
+        normalisation,
+        seed,
+        positive_draws=recipe.ufam_positive_draws,
+        negatives_per_field=recipe.ufam_negatives_per_field,
+        patch_size=patch_size(recipe),
+    )
 
 
 def augment(
@@ -79,9 +135,17 @@ def augment(
 class PatchBatches(keras.utils.PyDataset):
     """Shuffled, optionally augmented batches; epoch e uses generators seeded by (seed, e), so runs repeat."""
 
-    def __init__(self, patches: PatchSet, batch_size: int, seed: int, recipe: Recipe | None) -> None:
+    def __init__(
+        self,
+        patches: PatchSet,
+        batch_size: int,
+        seed: int,
+        recipe: Recipe | None,
+        reference_rgb: tuple[float, float, float] = (255.0, 255.0, 255.0),
+    ) -> None:
         super().__init__()
         self.patches, self.batch_size, self.seed, self.recipe = patches, batch_size, seed, recipe
+        self.reference_rgb = reference_rgb
         self.epoch = 0
         self._order = self._shuffle()
 
@@ -96,10 +160,13 @@ class PatchBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
         batch = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.recipe is None:
-            x = self.patches.patches[batch].astype(np.float32) * np.float32(INPUT_SCALE)
+            x = centre_crop(self.patches.patches[batch]).astype(np.float32) * np.float32(INPUT_SCALE)
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            x = augment(self.patches.patches[batch], rng, self.recipe.rotate_flip, self.recipe.colour_jitter)
+            if self.recipe.lab_augmentation:
+                x = augment_labs(self.patches.patches[batch], rng, self.reference_rgb)
+            else:
+                x = augment(self.patches.patches[batch], rng, self.recipe.rotate_flip, self.recipe.colour_jitter)
         return x, self.patches.labels[batch]
 
     def on_epoch_end(self) -> None:
@@ -150,10 +217,26 @@ def plot_curves(history: dict[str, list[float]], best_epoch: int, title: str, pa
     plt.close(fig)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def train_recipe(
-    data: Path, split_path: Path, recipe: Recipe, out: Path, seed: int = 0, epochs: int | None = None
+    data: Path,
+    split_path: Path,
+    recipe: Recipe,
+    out: Path,
+    seed: int = 0,
+    epochs: int | None = None,
+    *,
+    ufam_data: Path = UFAM_DDS1,
+    ufam_split_path: Path = UFAM_DDS1_SPLIT,
+    init: Path | None = None,
 ) -> TrainLog:
     """Train ``recipe`` on the split's train fields, choose the epoch on its validation fields, write the run.
+
+    Multi-lab recipes add the UFAM slides of ``ufam_split_path``'s train (and validation) part; ``init`` starts
+    from the weights of a saved patch model (same architecture) instead of random ones.
 
     Returns:
         the JSON log that was written.
@@ -164,12 +247,32 @@ def train_recipe(
     split = DatasetSplit.load(split_path)
     fields = {f.field_id: f for f in discover_fields(data)}
     split.check_covers(set(fields))
-    train = sample_split(fields, split.train, recipe, seed, "patches (train)")
-    validation = sample_split(fields, split.validation, recipe, seed, "patches (validation)")
+    normalisation = reference_normalisation(recipe, fields, split.train)
+    train = sample_split(fields, split.train, recipe, seed, "patches (train)", normalisation)
+    validation = sample_split(fields, split.validation, recipe, seed, "patches (validation)", normalisation)
+    ufam_record: UfamRecord | None = None
+    if "ufam-dds1" in recipe.labs:
+        ufam, ufam_split = read_ufam(ufam_data), DatasetSplit.load(ufam_split_path)
+        ufam_split.check_covers(set(ufam.slides))
+        ufam_train = sample_ufam_split(ufam, ufam_split.train, recipe, seed, normalisation)
+        ufam_validation = sample_ufam_split(ufam, ufam_split.validation, recipe, seed, normalisation)
+        train = PatchSet.concatenate([train, ufam_train], patch_size(recipe))
+        validation = PatchSet.concatenate([validation, ufam_validation], patch_size(recipe))
+        ufam_record = {
+            "data": str(ufam_data),
+            "split": str(ufam_split_path),
+            "train_slides": list(ufam_split.train),
+            "validation_slides": list(ufam_split.validation),
+            "train_patches": len(ufam_train),
+            "validation_patches": len(ufam_validation),
+        }
     sampled = time.perf_counter()
 
     model = build_patch_cnn(l2=recipe.l2, seed=seed)
-    batches = PatchBatches(train, recipe.batch_size, seed, recipe)
+    if init is not None:
+        model.set_weights(keras.models.load_model(init).get_weights())
+    reference = normalisation.reference if normalisation is not None else (255.0, 255.0, 255.0)
+    batches = PatchBatches(train, recipe.batch_size, seed, recipe, reference)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         recipe.learning_rate, decay_steps=len(batches), decay_rate=recipe.decay_per_epoch, staircase=True
     )
@@ -207,6 +310,11 @@ def train_recipe(
             "decay_per_epoch": recipe.decay_per_epoch,
             "momentum": recipe.momentum,
             "l2": recipe.l2,
+            "labs": list(recipe.labs),
+            "normalisation": recipe.normalisation,
+            "lab_augmentation": recipe.lab_augmentation,
+            "ufam_positive_draws": recipe.ufam_positive_draws,
+            "ufam_negatives_per_field": recipe.ufam_negatives_per_field,
         },
         "seed": seed,
         "data": str(data),
@@ -235,6 +343,12 @@ def train_recipe(
             "keras": keras.__version__,
         },
     }
+    if normalisation is not None:
+        record["input_normalisation"] = normalisation.to_json()
+    if ufam_record is not None:
+        record["ufam"] = ufam_record
+    if init is not None:
+        record["initialised_from"] = {"path": str(init), "sha256": _sha256(init)}
     write_log(out, record)
     plot_curves(history, best, f"recipe {recipe.name}: best epoch {best + 1}", out / "curves.png")
     log.info(

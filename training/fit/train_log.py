@@ -25,6 +25,22 @@ class RecipeRecord(TypedDict):
     decay_per_epoch: float
     momentum: float
     l2: float
+    labs: NotRequired[list[str]]
+    normalisation: NotRequired[str | None]
+    lab_augmentation: NotRequired[bool]
+    ufam_positive_draws: NotRequired[int]
+    ufam_negatives_per_field: NotRequired[int]
+
+
+class UfamRecord(TypedDict):
+    """The second lab's part of a multi-lab run."""
+
+    data: str
+    split: str
+    train_slides: list[str]
+    validation_slides: list[str]
+    train_patches: int
+    validation_patches: int
 
 
 class PatchCounts(TypedDict):
@@ -72,6 +88,9 @@ class TrainLog(TypedDict):
     machine: Machine
     calibrated_from: NotRequired[str]
     calibration: NotRequired[Calibration]
+    input_normalisation: NotRequired[str]  # the JSON the export writes into the model's metadata
+    ufam: NotRequired[UfamRecord]
+    initialised_from: NotRequired[dict[str, str]]  # path and sha256 of the weights a run started from
 
 
 def read_log(run: Path) -> TrainLog:

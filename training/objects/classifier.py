@@ -2,8 +2,12 @@
 exported as ONNX for the service (``python -m training objects``).
 
 1. Candidates and labels: :mod:`training.objects.samples`.
-2. A random forest, class-balanced. Its threshold is chosen on out-of-fold scores, the folds grouped by field:
-   the highest threshold that still keeps ``target_recall`` (0.95) of the bacillus candidates.
+2. A random forest, class-balanced. Its threshold is chosen on out-of-fold scores only (never on a test split), the
+   folds grouped by field (ZNSM) and by slide (UFAM): the highest threshold that still keeps ``target_recall``
+   (0.95) of the bacillus candidates; when negative fields are among the samples and that threshold keeps more
+   than ``negative_budget`` (0.05) false bacilli per negative field out of fold, the lowest higher threshold that
+   meets the budget, as long as it keeps ``min_recall`` (0.90) of the bacillus candidates (else the highest
+   threshold that does): a negative slide must not be graded positive.
 3. One bacillus's area: the median area of the bacillus candidates that lie in exactly one single-bacillus box
    and in no cluster box, for the cluster estimate (:mod:`service.engine.object_filter`).
 4. Export with skl2onnx; the metadata records the library versions, features, threshold, dense model id,
@@ -33,14 +37,17 @@ from service.engine.model import OnnxModel
 from service.engine.object_filter import FORMAT
 from training.data.dataset import discover_fields
 from training.data.split import DatasetSplit
+from training.data.ufam import read_ufam
 from training.evaluation.metrics import ObjectRules
 from training.model.export import git_commit
-from training.objects.samples import ObjectSamples, collect_samples
+from training.objects.samples import ObjectSamples, collect_samples, collect_ufam_samples
 from training.paths import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 
 TARGET_RECALL = 0.95  # the issue's recall target, applied to out-of-fold candidate scores
+NEGATIVE_BUDGET = 0.05  # false bacilli per negative field: 5 in a 100-field slide, scanty at worst
+MIN_RECALL = 0.90
 
 
 def new_classifier(seed: int = 0) -> RandomForestClassifier:
@@ -67,8 +74,52 @@ def choose_threshold(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.int
     return best
 
 
-def fit_filter(samples: ObjectSamples, target_recall: float = TARGET_RECALL, seed: int = 0) -> FilterFit:
-    """Cross-validate by field, choose the threshold, fit on everything (module docstring, steps 3–4)."""
+def _grid() -> list[float]:
+    return [float(t) for t in np.round(np.arange(0.0, 1.0, 0.01), 2)]
+
+
+def negative_rate(
+    scores: npt.NDArray[np.float64], negative_field: npt.NDArray[np.str_], fields: int, threshold: float
+) -> float:
+    """Candidates of negative fields kept at ``threshold``, per negative field."""
+    return float(((negative_field != "") & (scores >= threshold)).sum() / fields) if fields else 0.0
+
+
+def choose_lab_threshold(
+    scores: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int8],
+    negative_field: npt.NDArray[np.str_],
+    negative_fields: int,
+    target_recall: float,
+    negative_budget: float = NEGATIVE_BUDGET,
+    min_recall: float = MIN_RECALL,
+) -> tuple[float, str]:
+    """The threshold by the module docstring's rule (step 2), and which part of the rule decided it."""
+    threshold = choose_threshold(scores, labels, target_recall)
+    if negative_fields == 0 or negative_rate(scores, negative_field, negative_fields, threshold) <= negative_budget:
+        return threshold, f"highest keeping {target_recall:.0%} of bacillus candidates"
+    positives = scores[labels == 1]
+    for t in _grid():
+        if t > threshold and negative_rate(scores, negative_field, negative_fields, t) <= negative_budget:
+            if (positives >= t).mean() >= min_recall:
+                return t, f"lowest meeting {negative_budget} false bacilli per negative field"
+            break
+    return choose_threshold(scores, labels, min_recall), (
+        f"the negative-field budget {negative_budget} costs more than {1 - min_recall:.0%} recall: highest keeping "
+        f"{min_recall:.0%} of bacillus candidates"
+    )
+
+
+def fit_filter(
+    samples: ObjectSamples,
+    target_recall: float = TARGET_RECALL,
+    seed: int = 0,
+    negative_field: npt.NDArray[np.str_] | None = None,
+) -> FilterFit:
+    """Cross-validate grouped by ``samples.fields``, choose the threshold, fit on everything (module docstring).
+
+    ``negative_field`` names, beside each sample, the negative field it came from ("" for others).
+    """
     if len(set(samples.labels.tolist())) < 2:
         raise ValueError("the object filter needs both bacillus and debris candidates to learn from")
     groups = samples.fields
@@ -78,12 +129,19 @@ def fit_filter(samples: ObjectSamples, target_recall: float = TARGET_RECALL, see
         classifier = new_classifier(seed).fit(samples.features[train], samples.labels[train])
         proba = classifier.predict_proba(samples.features[held])
         out_of_fold[held] = proba[:, list(classifier.classes_).index(1)] if 1 in classifier.classes_ else 0.0
-    threshold = choose_threshold(out_of_fold, samples.labels, target_recall)
+    negatives = negative_field if negative_field is not None else np.full(len(samples), "")
+    negative_fields = len(set(negatives.tolist()) - {""})
+    threshold, rule = choose_lab_threshold(out_of_fold, samples.labels, negatives, negative_fields, target_recall)
     kept = out_of_fold >= threshold
     positives = samples.labels == 1
     figures: dict[str, float | int | str] = {
         "folds": folds,
-        "grouped_by": "field",
+        "grouped_by": "field (ZNSM), slide (UFAM)" if negative_fields else "field",
+        "threshold_rule": rule,
+        "negative_fields": negative_fields,
+        "false_bacilli_per_negative_field_at_threshold": round(
+            negative_rate(out_of_fold, negatives, negative_fields, threshold), 4
+        ),
         "candidates": len(samples),
         "bacillus_candidates": int(positives.sum()),
         "debris_candidates": int((~positives).sum()),
@@ -150,14 +208,17 @@ def train_object_filter(
     out: Path,
     *,
     subsets: tuple[str, ...] = ("train", "validation"),
+    ufam: Path | None = None,
+    ufam_split: Path | None = None,
     threshold: float = 0.5,
     min_object_px: int = ObjectRules.min_object_px,
     target_recall: float = TARGET_RECALL,
     seed: int = 0,
     cache: Path = DEFAULT_CACHE,
 ) -> dict[str, str]:
-    """Train the object filter on ``model_path``'s candidates in the split's ``subsets`` of ``data``, write it to
-    ``out``; returns its metadata."""
+    """Train the object filter on ``model_path``'s candidates in the split's ``subsets`` of ``data`` (and of the
+    UFAM set's slides in the same subsets of ``ufam_split`` when ``ufam`` is given), write it to ``out``; returns
+    its metadata."""
     split = DatasetSplit.load(split_path)
     fields = {f.field_id: f for f in discover_fields(data)}
     split.check_covers(set(fields))
@@ -165,14 +226,28 @@ def train_object_filter(
     model = OnnxModel(model_path, providers=("CPUExecutionProvider",))
     rules = ObjectRules(min_object_px=min_object_px)
     samples = collect_samples(model, [fields[f] for f in ids], threshold=threshold, rules=rules, cache=cache)
-    fit = fit_filter(samples, target_recall, seed)
+    negative_field = np.full(len(samples), "")
+    trained_on = f"{data.name}: fields {' '.join(ids)} ({' + '.join(subsets)}); split {split_path.name}"
+    if ufam is not None:
+        if ufam_split is None:
+            raise ValueError("a UFAM folder needs its split by slide (ufam_split)")
+        ufam_set, by_slide = read_ufam(ufam), DatasetSplit.load(ufam_split)
+        by_slide.check_covers(set(ufam_set.slides))
+        slides = [s for subset in subsets for s in by_slide.subset(subset)]
+        lab, lab_negative = collect_ufam_samples(
+            model, ufam_set.of_slides(slides), threshold=threshold, min_object_px=min_object_px, cache=cache
+        )
+        samples = ObjectSamples.concatenate([samples, lab])
+        negative_field = np.concatenate([negative_field, lab_negative])
+        trained_on += f"; {ufam.name}: slides {' '.join(slides)} ({' + '.join(subsets)}); split {ufam_split.name}"
+    fit = fit_filter(samples, target_recall, seed, negative_field)
     meta = export_filter(
         fit,
         out,
         dense_model_id=model.meta.model_id,
         candidate_threshold=threshold,
         min_object_px=min_object_px,
-        trained_on=f"{data.name}: fields {' '.join(ids)} ({' + '.join(subsets)}); split {split_path.name}",
+        trained_on=trained_on,
     )
     log.info(
         "object filter %s: threshold %s, cross-validation %s",

@@ -4,10 +4,16 @@ evaluation's rules.
 1. Candidates: the dense model's heatmap of every field (cached, :mod:`training.evaluation.heatmap_cache`), cut at
    its threshold into components of at least ``min_object_px`` pixels and measured
    (:mod:`service.engine.candidates`, the service's own code).
+   Candidates are measured on the field as the model sees it (normalised when the model declares it,
+   :meth:`service.engine.segmenter.Segmenter.prepare`), as the service measures them: colour relative to the field's
+   background, so a pale lab's rods are not "debris".
 2. Labels from the boxes, by the evaluation's rules (:mod:`training.evaluation.metrics`): a true-positive
    candidate is a bacillus (1), a false positive is debris (0), an ignored one (inside an ``unclassified`` box) is
    left out; bacillus candidates in exactly one single-bacillus box (and no cluster box) are marked, for the area
    of one bacillus.
+3. Another lab's slides (UFAM DDS1, :func:`collect_ufam_samples`): every candidate of a negative field is debris;
+   in a positive patch the candidate with a pixel within :data:`CENTRE_PX` px of the expert's point is a bacillus
+   and the others are left out (nobody said what they are). Their group for cross-validation is the slide.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from tqdm import tqdm
 
 from service.engine.candidates import FEATURES, Candidates, find_candidates
 from service.engine.model import OnnxModel
+from service.engine.segmenter import Segmenter
 from training.data.annotations import Box, BoxLabel
-from training.data.dataset import FieldFiles
+from training.data.dataset import FieldFiles, read_rgb
+from training.data.ufam import UfamSet, patch_centre, pooled_backgrounds, read_patch
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.evaluation.metrics import ObjectRules, Outcome, match_objects
-from training.evaluation.truth import read_truth
+from training.evaluation.truth import image_digest, read_truth
 from training.paths import DEFAULT_CACHE
+
+CENTRE_PX = 3  # as the evaluation (training.evaluation.labs) finds a bacillus at a positive patch's centre
 
 
 @dataclass
@@ -41,6 +51,15 @@ class ObjectSamples:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @staticmethod
+    def concatenate(parts: list[ObjectSamples]) -> ObjectSamples:
+        return ObjectSamples(
+            np.concatenate([p.features for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.fields.astype(str) for p in parts]),
+            np.concatenate([p.single for p in parts]),
+        )
 
 
 def candidate_outcomes(candidates: Candidates, boxes: tuple[Box, ...], rules: ObjectRules) -> list[Outcome]:
@@ -78,7 +97,8 @@ def collect_samples(
     for files in tqdm(fields, desc="object candidates", unit="field", file=sys.stderr):
         truth = read_truth(files)
         heatmap, _ = cached_heatmap(model, files.field_id, truth.image, cache, digest=truth.digest)
-        candidates = find_candidates(heatmap, truth.image, threshold, rules.min_object_px)
+        field = Segmenter(model).prepare(truth.image)
+        candidates = find_candidates(heatmap, field, threshold, rules.min_object_px)
         for c, outcome in zip(candidates.items, candidate_outcomes(candidates, truth.boxes, rules), strict=True):
             if outcome not in (Outcome.TRUE_POSITIVE, Outcome.FALSE_POSITIVE):
                 continue
@@ -92,3 +112,59 @@ def collect_samples(
         np.asarray(names),
         np.asarray(single, dtype=bool),
     )
+
+
+def _samples(rows: list[tuple[npt.NDArray[np.float32], int, str]]) -> ObjectSamples:
+    return ObjectSamples(
+        np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(FEATURES)), np.float32),
+        np.asarray([r[1] for r in rows], dtype=np.int8),
+        np.asarray([r[2] for r in rows]),
+        np.zeros(len(rows), dtype=bool),
+    )
+
+
+def collect_ufam_samples(
+    model: OnnxModel,
+    part: UfamSet,
+    *,
+    threshold: float = 0.5,
+    min_object_px: int = 20,
+    cache: Path = DEFAULT_CACHE,
+) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
+    """Candidates of a part of the UFAM set, labelled (module docstring, step 3), grouped by slide.
+
+    Returns:
+        the samples (their ``fields`` are slide ids: the cross-validation's groups), and beside each the negative
+        field it came from ("" for a positive patch's candidate), for the false bacilli per negative field.
+    """
+    segmenter = Segmenter(model)
+    rows: list[tuple[npt.NDArray[np.float32], int, str]] = []
+    negative_of: list[str] = []
+    images = {p.patch_id: read_patch(p) for p in part.positives}
+    normalisation = model.meta.normalisation
+    backgrounds = (
+        pooled_backgrounds(
+            {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}, normalisation
+        )
+        if normalisation is not None
+        else {}
+    )
+    for p in tqdm(part.positives, desc="object candidates (UFAM positives)", unit="patch", file=sys.stderr):
+        rgb = images[p.patch_id]
+        field = segmenter.prepare(rgb, backgrounds.get(p.field))
+        heatmap = segmenter.heatmap(rgb, backgrounds.get(p.field))
+        cy, cx = patch_centre(rgb)
+        for c in find_candidates(heatmap, field, threshold, min_object_px).items:
+            rows_, cols_ = c.window
+            ys, xs = np.nonzero(c.component)
+            near = (np.abs(ys + rows_.start - cy) <= CENTRE_PX) & (np.abs(xs + cols_.start - cx) <= CENTRE_PX)
+            if near.any():
+                rows.append((c.features, 1, p.slide))
+                negative_of.append("")
+    for f in tqdm(part.negatives, desc="object candidates (UFAM negative fields)", unit="field", file=sys.stderr):
+        rgb = read_rgb(f.path)
+        heatmap, _ = cached_heatmap(model, f.field_id, rgb, cache, digest=image_digest(rgb))
+        for c in find_candidates(heatmap, segmenter.prepare(rgb), threshold, min_object_px).items:
+            rows.append((c.features, 0, f.slide))
+            negative_of.append(f.field_id)
+    return _samples(rows), np.asarray(negative_of, dtype=str)
