@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT)
     calibrate.add_argument("--run", type=Path, required=True, help="run folder to calibrate")
     calibrate.add_argument("-o", "--out", type=Path, required=True, help="new run folder")
+    calibrate.add_argument("--ufam", type=Path, help="also calibrate on this UFAM folder's validation slides")
+    calibrate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    calibrate.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
 
     export = commands.add_parser("export", help="export a run's dense network to ONNX")
     export.add_argument("--run", type=Path, required=True, help="run folder with model.keras and train_log.json")
@@ -315,7 +318,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     from training.fit.runs import calibrate_run
 
-    calibrate_run(args.run, args.out, args.data, args.split)
+    calibrate_run(
+        args.run, args.out, args.data, args.split, ufam=args.ufam, ufam_split=args.ufam_split, cache=args.cache
+    )
     return 0
 
 

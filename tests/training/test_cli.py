@@ -73,7 +73,19 @@ HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "sklearn", "sk
 def test_help_loads_neither_tensorflow_nor_onnx_runtime() -> None:
     """`python -m training --help` and every command's --help answer at once: the heavy libraries load only in the
     commands that run them."""
-    commands = ["masks", "split", "patches", "synth", "train", "calibrate", "export", "evaluate", "objects", "ship"]
+    commands = [
+        "masks",
+        "split",
+        "patches",
+        "synth",
+        "train",
+        "calibrate",
+        "export",
+        "evaluate",
+        "objects",
+        "labs",
+        "ship",
+    ]
     code = (
         "import sys\n"
         "from training.cli import build_parser\n"

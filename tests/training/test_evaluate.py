@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.engine.model import OnnxModel
 from training.cli import main
 from training.data.dataset import AnnotationKind
-from training.data.synthetic import synthetic_field, write_dataset
+from training.data.split import DatasetSplit
+from training.data.synthetic import synthetic_field, write_dataset, write_synthetic_ufam
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,6 +35,9 @@ def _dataset(root: Path, kind: AnnotationKind, count: int = 4) -> Path:
 
 
 def _run(args: list[str]) -> dict:
+    """``evaluate`` on synthetic data; the by-lab rows on the real UFAM slides are left out unless asked for."""
+    if "--ufam" not in args:
+        args = [*args, "--no-ufam"]
     assert main(["evaluate", *args]) == 0
     out = Path(args[args.index("-o") + 1])
     return json.loads((out / "report.json").read_text())
@@ -62,7 +67,8 @@ def test_evaluate_everything_side_by_side(tmp_path: Path, random_dense_onnx: Pat
 
     assert report["subset"] == "test" and len(report["fields"]) == 2
     names = [m["name"] for m in report["methods"]]
-    assert names == ["model under test", "recipe calibrated", "colour baseline (R − G)"]  # the repeat is skipped
+    shipped_recipe = OnnxModel(shipped, providers=("CPUExecutionProvider",)).meta.raw["recipe"]
+    assert names == ["model under test", f"recipe {shipped_recipe}", "colour baseline (R − G)"]  # repeat skipped
     baseline = report["methods"][2]
     assert baseline["fit"]["fitted_on"] == "train split" and baseline["fit"]["fields"] == 3
     assert report["ground_truth"].startswith("pixel masks derived from boxes (approximate)")
@@ -87,13 +93,33 @@ def test_evaluate_everything_side_by_side(tmp_path: Path, random_dense_onnx: Pat
     )  # the crops hold bacillus pixels
 
     markdown = (out / "report.md").read_text()
-    assert "| recipe calibrated (tbseg-calibrated-" in markdown and "identical metrics: True" in markdown
+    assert f"| recipe {shipped_recipe} (tbseg-{shipped_recipe}-" in markdown and "identical metrics: True" in markdown
     with Image.open(out / "pr_curve.png") as curve:
         assert curve.format == "PNG" and curve.width > 500
     for fid in report["fields"]:
         with Image.open(out / "gallery" / f"{fid}.jpg") as picture:
             assert picture.size == (64, 48)
     assert (out / "gallery" / "false_positives.jpg").is_file() and (out / "gallery" / "missed.jpg").is_file()
+
+    # the by-lab rows: the same model on another lab's slides (a small synthetic set in the UFAM layout)
+    ufam = write_synthetic_ufam(tmp_path / "ufam", slides=3)
+    DatasetSplit("ufam", ("S01",), ("S02",), ("S03",)).save(tmp_path / "ufam.json")
+    ufam_args = ["--ufam", str(ufam), "--ufam-split", str(tmp_path / "ufam.json")]
+    by_lab = _run(
+        [
+            *common,
+            "--model",
+            str(random_dense_onnx),
+            "--no-patch",
+            "--no-gallery",
+            *ufam_args,
+            "-o",
+            str(tmp_path / "o3"),
+        ]
+    )
+    (row,) = by_lab["by_lab"]["ufam"]
+    assert row["slides"] == ["S03"] and row["model_id"] == by_lab["model_id"] and row["negative_fields"] == 1
+    assert "## By lab: ufam, test slides S03" in (tmp_path / "o3" / "report.md").read_text()
 
     # a second run reads every heatmap from the cache
     again = _run([*common, "--model", str(random_dense_onnx), "--no-patch", "--no-gallery", "-o", str(tmp_path / "o2")])

@@ -74,3 +74,20 @@ def test_a_small_multi_lab_run_normalises_mixes_labs_and_exports_the_normalisati
     model = OnnxModel(export_run(tmp_path / "run"), providers=("CPUExecutionProvider",))
     assert model.meta.normalisation is not None and model.meta.normalisation.method == "background-gain"
     assert "ufam: slides S01 (train), S02 (validation)" in model.meta.raw["training_data"]
+
+    from training.fit.runs import calibrate_run
+    from training.fit.train_log import read_log
+
+    calibrate_run(
+        tmp_path / "run",
+        tmp_path / "cal",
+        data,
+        tmp_path / "split.json",
+        ufam=ufam,
+        ufam_split=tmp_path / "ufam.json",
+        cache=tmp_path / "cache",
+    )
+    calibrated = read_log(tmp_path / "cal")
+    assert calibrated["recipe"]["name"] == "multi-lab-calibrated"
+    assert calibrated.get("calibrated_on", "").endswith("ufam validation slides (S02), labs weighted equally")
+    assert calibrated["input_normalisation"] == record["input_normalisation"]  # still declared after calibration

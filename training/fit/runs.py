@@ -13,18 +13,23 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import numpy.typing as npt
 from scipy.special import expit
 
 from service.engine.model import OnnxModel
-from training.data.box_masks import MaskDerivation, PixelClass, label_map
+from service.engine.segmenter import Segmenter
+from training.data.annotations import BoxLabel, point_box
+from training.data.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
 from training.data.dataset import discover_fields, read_annotation, read_rgb
 from training.data.sampling import field_rng
 from training.data.split import DatasetSplit
+from training.data.ufam import interpolated_rows, patch_centre, pooled_backgrounds, read_patch, read_ufam
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.fit.recipes import get_recipe
 from training.fit.train_log import Calibration, read_log, write_log
 from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv, logit
 from training.model.export import export_onnx  # imports training.model.to_fcn: DilatedMaxPool2D is registered
+from training.paths import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +61,65 @@ def export_run(run: Path, out: Path | None = None) -> Path:
     return path
 
 
+def ufam_pixels(
+    model: OnnxModel, ufam: Path, ufam_split: Path, background_share: float, seed: int, cache: Path = DEFAULT_CACHE
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Logits and labels of the UFAM validation slides' pixels for calibration.
+
+    Bacillus pixels: in each positive patch, those derived from the stain's colour around the expert's point (a
+    :data:`~training.data.annotations.POINT_BOX_PX` box, as for a points CSV), else the 2 × 2 centre pixels.
+    Background pixels: a seeded ``background_share`` of each negative field's pixels, off the interpolated rows.
+    """
+    split = DatasetSplit.load(ufam_split)
+    part = read_ufam(ufam).of_slides(split.validation)
+    segmenter = Segmenter(model)
+    images = {p.patch_id: read_patch(p) for p in part.positives}
+    normalisation = model.meta.normalisation
+    backgrounds = (
+        pooled_backgrounds(
+            {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}, normalisation
+        )
+        if normalisation is not None
+        else {}
+    )
+    zs, ys = [], []
+    for p in part.positives:
+        rgb = images[p.patch_id]
+        cy, cx = patch_centre(rgb)
+        mask, _ = derive_bacillus_mask(rgb, (point_box(BoxLabel.SINGLE_BACILLUS, cx, cy),))
+        if not mask.any():
+            mask[cy - 1 : cy + 1, cx - 1 : cx + 1] = True
+        heatmap = segmenter.heatmap(rgb, backgrounds.get(p.field))
+        zs.append(logit(heatmap[mask]))
+        ys.append(np.ones(int(mask.sum()), dtype=bool))
+    for f in part.negatives:
+        rgb = read_rgb(f.path)
+        heatmap, _ = cached_heatmap(model, f.field_id, rgb, cache)
+        rng = field_rng(seed, f.field_id)
+        keep = (rng.random(heatmap.shape) < background_share) & ~interpolated_rows(heatmap.shape[0])[:, None]
+        zs.append(logit(heatmap[keep]))
+        ys.append(np.zeros(int(keep.sum()), dtype=bool))
+    return np.concatenate(zs), np.concatenate(ys)
+
+
 def calibrate_run(
-    run: Path, out: Path, data: Path, split_path: Path, background_share: float = 0.05, seed: int = 0
+    run: Path,
+    out: Path,
+    data: Path,
+    split_path: Path,
+    background_share: float = 0.05,
+    seed: int = 0,
+    ufam: Path | None = None,
+    ufam_split: Path | None = None,
+    cache: Path = DEFAULT_CACHE,
 ) -> Calibration:
     """Fit Platt calibration on the validation fields' pixels and write a calibrated run folder to ``out``.
 
     Heatmaps come through the engine, so a model that declares a field normalisation is calibrated on normalised
-    fields. Only fields with pixel labels calibrate (the ZNSM split's validation fields: UFAM has points only).
-    All bacillus pixels and a seeded ``background_share`` of background pixels (weighted back up) of the
-    validation fields are used; IGNORE pixels are not.
+    fields. All bacillus pixels and a seeded ``background_share`` of background pixels (weighted back up) of the
+    ZNSM validation fields are used; IGNORE pixels are not. With ``ufam`` the UFAM validation slides' pixels
+    (:func:`ufam_pixels`) join them, weighted so that each lab carries the same total weight in each class: a
+    calibration to one lab's stain alone pushes a paler lab's bacilli under the cut.
     """
     onnx_path = run / "model.onnx"
     if not onnx_path.is_file():
@@ -76,7 +131,7 @@ def calibrate_run(
     for fid in split.validation:
         annotation, image = read_annotation(fields[fid]), read_rgb(fields[fid].image)
         labels = label_map(annotation, image, MaskDerivation()).ravel()
-        heatmap, _ = cached_heatmap(model, fid, image)
+        heatmap, _ = cached_heatmap(model, fid, image, cache)
         rng = field_rng(seed, fid)
         bacillus = labels == PixelClass.BACILLUS
         keep = bacillus | ((labels == PixelClass.BACKGROUND) & (rng.random(labels.size) < background_share))
@@ -84,6 +139,12 @@ def calibrate_run(
         ys.append(bacillus[keep])
         ws.append(np.where(bacillus[keep], 1.0, 1.0 / background_share))
     z, y, w = np.concatenate(zs), np.concatenate(ys), np.concatenate(ws)
+    if ufam is not None:
+        if ufam_split is None:
+            raise ValueError("calibrating on UFAM needs its split by slide")
+        uz, uy = ufam_pixels(model, ufam, ufam_split, background_share, seed, cache)
+        uw = np.where(uy, w[y].sum() / max(int(uy.sum()), 1), w[~y].sum() / max(int((~uy).sum()), 1))
+        z, y, w = np.concatenate([z, uz]), np.concatenate([y, uy]), np.concatenate([w, uw])
     fit = fit_platt(z, y, w)
     summary: Calibration = {
         "scale": fit.scale,
@@ -103,6 +164,12 @@ def calibrate_run(
     described = get_recipe("calibrated").summary if base == "augmented" else f"{record['recipe']['summary']} + Platt"
     record["recipe"] = {**record["recipe"], "name": name, "calibrate": True, "summary": described}
     record["calibrated_from"] = str(run)
+    record["calibrated_on"] = "ZNSM validation fields" + (
+        f" + {ufam.name} validation slides ({' '.join(DatasetSplit.load(ufam_split).validation)}), "
+        "labs weighted equally"
+        if ufam is not None and ufam_split is not None
+        else ""
+    )
     record["calibration"] = {
         "scale": round(fit.scale, 6),
         "shift": round(fit.shift, 6),

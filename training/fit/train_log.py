@@ -87,6 +87,7 @@ class TrainLog(TypedDict):
     wall_seconds: WallSeconds
     machine: Machine
     calibrated_from: NotRequired[str]
+    calibrated_on: NotRequired[str]
     calibration: NotRequired[Calibration]
     input_normalisation: NotRequired[str]  # the JSON the export writes into the model's metadata
     ufam: NotRequired[UfamRecord]
