@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ufam-data", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (multi-lab recipes)")
     train.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
     train.add_argument("--init", type=Path, help="start from this patch model's weights (.keras) instead of random")
+    train.add_argument("--mine", type=Path, help="dense ONNX model whose false positives give mined negatives")
     train.add_argument(
         "-o", "--out", type=Path, required=True, help="run folder (model.keras, train_log.json, curves.png)"
     )
@@ -311,6 +312,7 @@ def run_train(args: argparse.Namespace) -> int:
         ufam_data=args.ufam_data,
         ufam_split_path=args.ufam_split,
         init=args.init,
+        mine=args.mine,
     )
     return 0
 

@@ -91,3 +91,25 @@ def test_a_small_multi_lab_run_normalises_mixes_labs_and_exports_the_normalisati
     assert calibrated["recipe"]["name"] == "multi-lab-calibrated"
     assert calibrated.get("calibrated_on", "").endswith("ufam validation slides (S02), labs weighted equally")
     assert calibrated["input_normalisation"] == record["input_normalisation"]  # still declared after calibration
+
+
+def test_mined_negatives_sit_where_the_model_fires_and_only_where_allowed(
+    tmp_path: Path, random_dense_onnx: Path
+) -> None:
+    import numpy as np
+
+    from service.engine.model import OnnxModel
+    from service.engine.segmenter import Segmenter
+    from training.fit.train import mined_patches
+
+    model = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
+    image = synthetic_field(31, height=96, width=128, background="pink").image
+    heatmap = Segmenter(model).heatmap(image)
+    allowed = np.zeros(image.shape[:2], dtype=bool)
+    allowed[:, :64] = True
+    mined = mined_patches(model, "f", image, allowed, 25, 0, 45, image, cache=tmp_path / "cache")
+    assert len(mined) == 25 and not mined.labels.any()
+    ys, xs = mined.centres_yx[:, 0], mined.centres_yx[:, 1]
+    assert (heatmap[ys, xs] > 0.5).all() and (xs < 64).all()
+    none = mined_patches(model, "f", image, np.zeros_like(allowed), 25, 0, 45, image, cache=tmp_path / "cache")
+    assert len(none) == 0

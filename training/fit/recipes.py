@@ -18,6 +18,9 @@ Each lever is a separate recipe so its effect is measured, not assumed:
   validation pixels (or on both labs', ``calibrate --ufam``), the network fired at 16% (20%) of the UFAM validation
   points instead of 73%; the object filter, trained on both labs' candidates, decides instead.
 * ``multi-lab-no-ufam``: the same without UFAM, for the leave-one-lab-out row of the evaluation.
+* ``multi-lab-mined``: ``multi-lab`` continued (``--init`` its weights, 6 epochs) with hard negatives mined from
+  its own mistakes (``--mine`` its ONNX model): 300 more centres per ZNSM training field among its false-positive
+  pixels (P > 0.5 outside the bacillus masks) and per UFAM training negative field among its detections.
 * ``multi-lab-od`` and ``multi-lab-raw``: ``multi-lab`` with the optical-density normalisation, and without any
   normalisation: the measurement behind the choice of ``background-gain`` (on validation slides and fields).
 * ``calibrated``: ``augmented`` plus a calibration of the output on the validation fields' pixels: a logistic
@@ -54,6 +57,7 @@ class Recipe:
     lab_augmentation: bool = False
     ufam_positive_draws: int = 3
     ufam_negatives_per_field: int = 240
+    mined_negatives_per_field: int = 0
 
 
 _HARD = {"ring": 0.15, "dark": 0.15, "blue": 0.15, "artifact": 0.15}
@@ -89,6 +93,19 @@ RECIPES: dict[str, Recipe] = {
             labs=("znsm-ms2", "ufam-dds1"),
             normalisation="background-gain",
             lab_augmentation=True,
+        ),
+        Recipe(
+            "multi-lab-mined",
+            "multi-lab + negatives mined from its own false positives on both labs' training fields",
+            positives_per_field=150,
+            negatives_per_field=150,
+            hard_negative_shares=_HARD,
+            epochs=6,
+            learning_rate=0.003,
+            labs=("znsm-ms2", "ufam-dds1"),
+            normalisation="background-gain",
+            lab_augmentation=True,
+            mined_negatives_per_field=300,
         ),
         Recipe(
             "multi-lab-od",

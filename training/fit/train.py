@@ -22,18 +22,20 @@ import numpy.typing as npt
 import tensorflow as tf
 from tqdm import tqdm
 
+from service.engine.model import OnnxModel
 from service.engine.normalisation import METHODS, InputNormalisation
-from training.data.box_masks import MaskDerivation, label_map
+from training.data.box_masks import MaskDerivation, PixelClass, label_map
 from training.data.dataset import FieldFiles, discover_fields, read_annotation, read_rgb
 from training.data.hard_negatives import negative_pools
-from training.data.sampling import PATCH_SIZE, PatchSet, SamplerConfig, sample_field
+from training.data.sampling import PATCH_SIZE, PatchSet, SamplerConfig, extract_patches, field_rng, sample_field
 from training.data.split import DatasetSplit
-from training.data.ufam import UfamSet, read_ufam, sample_ufam
+from training.data.ufam import UfamSet, interpolated_rows, read_ufam, sample_ufam
+from training.evaluation.heatmap_cache import cached_heatmap
 from training.fit.lab_augment import SOURCE_PATCH_PX, augment_labs, centre_crop
 from training.fit.recipes import Recipe
 from training.fit.train_log import TrainLog, UfamRecord, write_log
 from training.model.patch_cnn import INPUT_SCALE, build_patch_cnn
-from training.paths import UFAM_DDS1, UFAM_DDS1_SPLIT
+from training.paths import DEFAULT_CACHE, UFAM_DDS1, UFAM_DDS1_SPLIT
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,60 @@ def sample_split(
         pixels = normalisation.apply(image) if normalisation is not None else image
         parts.append(sample_field(fid, pixels, labels, seed, config, pools))
     return PatchSet.concatenate(parts, config.patch_size)
+
+
+MINED_P = 0.5
+
+
+def mined_patches(
+    model: OnnxModel,
+    field_id: str,
+    image: npt.NDArray[np.uint8],
+    allowed: npt.NDArray[np.bool_],
+    count: int,
+    seed: int,
+    size: int,
+    pixels: npt.NDArray[np.uint8],
+    cache: Path = DEFAULT_CACHE,
+) -> PatchSet:
+    """``count`` negative patches centred among ``model``'s detections (P > 0.5) where ``allowed`` (background),
+    cut from ``pixels`` (the field as the recipe feeds it). Heatmaps come from the cache when there."""
+    heatmap, _ = cached_heatmap(model, field_id, image, cache)
+    pool = np.flatnonzero(((heatmap > MINED_P) & allowed).ravel())
+    if pool.size == 0 or count == 0:
+        return PatchSet.concatenate([], size)
+    rng = field_rng(seed + 1, field_id)
+    index = rng.choice(pool, count, replace=pool.size < count)
+    centres = np.stack(np.unravel_index(index, heatmap.shape), axis=1).astype(np.int32)
+    return PatchSet(
+        extract_patches(pixels, centres, size), np.zeros(count, np.uint8), np.full(count, field_id), centres
+    )
+
+
+def mine_negatives(
+    model: OnnxModel,
+    fields: dict[str, FieldFiles],
+    ids: tuple[str, ...],
+    ufam: UfamSet | None,
+    recipe: Recipe,
+    seed: int,
+    normalisation: InputNormalisation | None,
+) -> PatchSet:
+    """Negatives among ``model``'s false positives: on the ZNSM fields ``ids`` (outside the bacillus and ignored
+    pixels) and on the negative fields of ``ufam`` (anywhere off the interpolated rows)."""
+    size, count = patch_size(recipe), recipe.mined_negatives_per_field
+    parts = []
+    for fid in tqdm(ids, desc="mined negatives (ZNSM)", unit="field", file=sys.stderr):
+        image = read_rgb(fields[fid].image)
+        labels = label_map(read_annotation(fields[fid]), image, MaskDerivation())
+        pixels = normalisation.apply(image) if normalisation is not None else image
+        parts.append(mined_patches(model, fid, image, labels == PixelClass.BACKGROUND, count, seed, size, pixels))
+    for f in tqdm(ufam.negatives if ufam else (), desc="mined negatives (UFAM)", unit="field", file=sys.stderr):
+        image = read_rgb(f.path)
+        allowed = ~interpolated_rows(image.shape[0])[:, None] & np.ones(image.shape[1], dtype=bool)
+        pixels = normalisation.apply(image) if normalisation is not None else image
+        parts.append(mined_patches(model, f.field_id, image, allowed, count, seed, size, pixels))
+    return PatchSet.concatenate(parts, size)
 
 
 def sample_ufam_split(
@@ -232,11 +288,14 @@ def train_recipe(
     ufam_data: Path = UFAM_DDS1,
     ufam_split_path: Path = UFAM_DDS1_SPLIT,
     init: Path | None = None,
+    mine: Path | None = None,
 ) -> TrainLog:
     """Train ``recipe`` on the split's train fields, choose the epoch on its validation fields, write the run.
 
     Multi-lab recipes add the UFAM slides of ``ufam_split_path``'s train (and validation) part; ``init`` starts
-    from the weights of a saved patch model (same architecture) instead of random ones.
+    from the weights of a saved patch model (same architecture) instead of random ones; ``mine`` (a dense ONNX
+    model) adds the recipe's ``mined_negatives_per_field`` among that model's false positives on the training
+    fields (:func:`mine_negatives`).
 
     Returns:
         the JSON log that was written.
@@ -266,6 +325,17 @@ def train_recipe(
             "train_patches": len(ufam_train),
             "validation_patches": len(ufam_validation),
         }
+    mined = 0
+    if recipe.mined_negatives_per_field:
+        if mine is None:
+            raise ValueError(f"recipe {recipe.name} mines negatives: name the model to mine with (--mine MODEL.onnx)")
+        miner = OnnxModel(mine, providers=("CPUExecutionProvider",))
+        mined_ufam = None
+        if "ufam-dds1" in recipe.labs:
+            mined_ufam = read_ufam(ufam_data).of_slides(DatasetSplit.load(ufam_split_path).train)
+        extra = mine_negatives(miner, fields, split.train, mined_ufam, recipe, seed, normalisation)
+        mined = len(extra)
+        train = PatchSet.concatenate([train, extra], patch_size(recipe))
     sampled = time.perf_counter()
 
     model = build_patch_cnn(l2=recipe.l2, seed=seed)
@@ -315,6 +385,7 @@ def train_recipe(
             "lab_augmentation": recipe.lab_augmentation,
             "ufam_positive_draws": recipe.ufam_positive_draws,
             "ufam_negatives_per_field": recipe.ufam_negatives_per_field,
+            "mined_negatives_per_field": recipe.mined_negatives_per_field,
         },
         "seed": seed,
         "data": str(data),
@@ -349,6 +420,8 @@ def train_recipe(
         record["ufam"] = ufam_record
     if init is not None:
         record["initialised_from"] = {"path": str(init), "sha256": _sha256(init)}
+    if recipe.mined_negatives_per_field and mine is not None:
+        record["mined_from"] = {"path": str(mine), "model_id": miner.meta.model_id, "patches": str(mined)}
     write_log(out, record)
     plot_curves(history, best, f"recipe {recipe.name}: best epoch {best + 1}", out / "curves.png")
     log.info(

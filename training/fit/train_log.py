@@ -30,6 +30,7 @@ class RecipeRecord(TypedDict):
     lab_augmentation: NotRequired[bool]
     ufam_positive_draws: NotRequired[int]
     ufam_negatives_per_field: NotRequired[int]
+    mined_negatives_per_field: NotRequired[int]
 
 
 class UfamRecord(TypedDict):
@@ -92,6 +93,7 @@ class TrainLog(TypedDict):
     input_normalisation: NotRequired[str]  # the JSON the export writes into the model's metadata
     ufam: NotRequired[UfamRecord]
     initialised_from: NotRequired[dict[str, str]]  # path and sha256 of the weights a run started from
+    mined_from: NotRequired[dict[str, str]]  # the model whose false positives were mined, and how many patches
 
 
 def read_log(run: Path) -> TrainLog:

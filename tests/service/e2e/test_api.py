@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -213,3 +214,10 @@ def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms
 
     found = sum(hit(box) for box in boxes)
     assert found >= 0.8 * len(boxes), f"{found} of {len(boxes)} annotated bacilli have an object"
+    model = httpx.get(f"{shipped_server.url}/v1/model", timeout=30).json()
+    assert body["model_id"] == model["model_id"]
+    declared = model["metadata"].get("input_normalisation")
+    if declared is None:
+        assert model["input_normalisation"] is None
+    else:  # the service reports the normalisation the model file declares, as it applies it
+        assert model["input_normalisation"]["method"] == json.loads(declared)["method"]
