@@ -14,8 +14,7 @@ Commands:
     labs     score models (with their filters) on another lab's slides (UFAM DDS1): recall at the experts'
              points, false bacilli per negative field, the grade of a simulated negative slide
     objects  train the object filter (scikit-learn, exported as ONNX) on a model's candidates
-    ship     copy a run into models/ and write its model card: a multi-lab run named with the reason (chosen on
-             validation figures), or, for the paper line, the run with the best test bacillus F1
+    ship     copy the run with the best test bacillus F1 into models/ and write its model card
 """
 
 from __future__ import annotations
@@ -227,16 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     labs.add_argument("--no-gallery", action="store_true", help="skip the galleries")
     labs.add_argument("-o", "--out", type=Path, required=True, help="folder: report.json (by_lab), report.md")
 
-    ship = commands.add_parser(
-        "ship", help="ship a run into models/ with its model card: --run (named, with --reason) or the best of --runs"
-    )
-    chosen = ship.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("--runs", type=Path, nargs="+", help="paper line: the run with the best test F1 of these")
-    chosen.add_argument("--run", type=Path, help="a multi-lab run with model.keras, model.onnx and object_filter.onnx")
-    ship.add_argument("--reason", default="", help="with --run: why this run, from validation figures (in the card)")
-    ship.add_argument(
-        "--lab-rows", type=Path, nargs="*", default=[], help="with --run: report.json files of `labs` for more rows"
-    )
+    ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
+    ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
     ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
     ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
     ship.add_argument("--evaluation", type=Path, help="report.json of `evaluate` with the object filter, for the card")
@@ -415,13 +406,6 @@ def run_objects(args: argparse.Namespace) -> int:
 
 
 def run_ship(args: argparse.Namespace) -> int:
-    if args.run is not None:
-        from training.fit.multi_lab_card import ship_run
-
-        if args.evaluation is None:
-            raise ValueError("--run needs --evaluation: the report.json of `evaluate` with its object filter")
-        ship_run(args.run, args.models, args.evaluation, list(args.lab_rows), args.reason)
-        return 0
     from training.fit.shipping import ship
 
     ship(args.runs, args.models, args.bench, args.evaluation, args.card_only)

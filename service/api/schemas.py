@@ -23,6 +23,10 @@ class ModelInfo(BaseModel):
         description="the object filter in use (id, threshold, classifier, cross-validated figures); null without"
     )
     object_threshold: float | None
+    input_normalisation: dict[str, object] | None = Field(
+        description="how each field is normalised before the network and the object filter (the model's "
+        "input_normalisation: method, reference background, parameters); null when fields are fed as they are"
+    )
     metadata: dict[str, str]
     validation_metrics: dict[str, object]
     card_markdown: str

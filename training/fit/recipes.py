@@ -14,7 +14,7 @@ Each lever is a separate recipe so its effect is measured, not assumed:
   reddest pixels), every field normalised to the ZNSM background (:mod:`service.engine.normalisation`), and the
   lab augmentation (:mod:`training.fit.lab_augment`: zoom, any rotation, stain density and hue, illumination,
   blur, noise, JPEG). Started from the ``calibrated`` run's weights (``train --init``), 12 epochs: from scratch it
-  needs about 40 epochs, over 30 minutes on 2 cores. Shipped *without* Platt calibration: calibrated on the ZNSM
+  needs about 40 epochs, over 30 minutes on 2 cores. Used *without* Platt calibration: calibrated on the ZNSM
   validation pixels (or on both labs', ``calibrate --ufam``), the network fired at 16% (20%) of the UFAM validation
   points instead of 73%; the object filter, trained on both labs' candidates, decides instead.
 * ``multi-lab-no-ufam``: the same without UFAM, for the leave-one-lab-out row of the evaluation.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter
 
 from service.api.schemas import ModelInfo
@@ -26,6 +28,7 @@ def model_info(serving: ReadyDep) -> ModelInfo:
         threshold=segmenter.threshold,
         object_filter=segmenter.object_filter.meta.summary if segmenter.object_filter is not None else None,
         object_threshold=segmenter.object_threshold,
+        input_normalisation=dataclasses.asdict(meta.normalisation) if meta.normalisation is not None else None,
         metadata=meta.raw,
         validation_metrics=meta.validation_metrics,
         card_markdown=serving.card,
