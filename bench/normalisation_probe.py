@@ -30,7 +30,7 @@ from service.engine.object_filter import ObjectFilter  # noqa: E402
 from service.engine.segmenter import Segmenter  # noqa: E402
 from training.data.dataset import read_rgb  # noqa: E402
 from training.data.split import DatasetSplit  # noqa: E402
-from training.data.ufam import patch_centre, pooled_backgrounds, read_patch, read_ufam  # noqa: E402
+from training.data.ufam import patch_centre, read_positives, read_ufam  # noqa: E402
 from training.paths import UFAM_DDS1, UFAM_DDS1_SPLIT  # noqa: E402
 
 ZNSM_BACKGROUND = (194.5, 190.5, 153.0)  # median 90th-percentile background of the ZNSM training fields
@@ -52,15 +52,13 @@ def main() -> int:
     ufam = read_ufam(UFAM_DDS1)
     positives = ufam.of_slides(split.train + split.validation)
     negatives = ufam.of_slides(split.validation)
-    images = {p.patch_id: read_patch(p) for p in positives.positives}
     model = OnnxModel(args.model, providers=("CPUExecutionProvider",))
     object_filter = ObjectFilter(args.filter)
     results = {}
     for name, norm in variants.items():
         model.meta = dataclasses.replace(model.meta, normalisation=norm)
         segmenter = Segmenter(model, tile_px=512, object_filter=object_filter)
-        by_field = {f: [images[p.patch_id] for p in ps] for f, ps in positives.positives_by_field().items()}
-        backgrounds = pooled_backgrounds(by_field, norm) if norm else {}
+        images, backgrounds = read_positives(positives, norm)
         started, centre_p, kept_at_centre = time.perf_counter(), 0, 0
         for p in positives.positives:
             rgb = images[p.patch_id]

@@ -42,3 +42,22 @@ def test_one_class_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="both bacillus and debris"):
         fit_filter(samples)
+
+
+def test_another_labs_candidates_are_labelled_and_grouped_by_slide(tmp_path, random_dense_onnx) -> None:
+    """UFAM layout: every candidate of a negative field is debris, named with its field; a positive patch gives
+    a bacillus only for the candidate at its centre; the cross-validation groups are slides."""
+    from service.engine.model import OnnxModel
+    from training.data.synthetic import write_synthetic_ufam
+    from training.data.ufam import read_ufam
+    from training.objects.samples import collect_ufam_samples
+
+    part = read_ufam(write_synthetic_ufam(tmp_path / "ufam", slides=2))
+    model = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
+    samples, negative_field = collect_ufam_samples(model, part, cache=tmp_path / "cache")
+    assert len(samples) == len(negative_field) > 0
+    assert set(samples.fields.tolist()) <= {"S01", "S02"}
+    debris = samples.labels == 0
+    assert (negative_field[debris] != "").all() and (negative_field[~debris] == "").all()
+    assert set(negative_field[debris].tolist()) <= {n.field_id for n in part.negatives}
+    assert samples.labels.sum() <= len(part.positives)  # at most one bacillus per patch's centre

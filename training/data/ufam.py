@@ -150,6 +150,18 @@ def patch_centre(rgb: npt.NDArray[np.uint8]) -> tuple[int, int]:
     return rgb.shape[0] // 2, rgb.shape[1] // 2
 
 
+def read_positives(
+    part: UfamSet, normalisation: InputNormalisation | None
+) -> tuple[dict[str, npt.NDArray[np.uint8]], dict[str, npt.NDArray[np.float32]]]:
+    """Every positive patch of ``part`` by patch id, and (when ``normalisation`` is given) each field's background
+    estimated on its patches pooled (:func:`pooled_backgrounds`); no backgrounds without a normalisation."""
+    images = {p.patch_id: read_patch(p) for p in part.positives}
+    if normalisation is None:
+        return images, {}
+    by_field = {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}
+    return images, pooled_backgrounds(by_field, normalisation)
+
+
 def pooled_backgrounds(
     patches: dict[str, list[npt.NDArray[np.uint8]]], normalisation: InputNormalisation
 ) -> dict[str, npt.NDArray[np.float32]]:
@@ -227,14 +239,7 @@ def sample_ufam(
     """
     pad = patch_size // 2
     parts: list[PatchSet] = []
-    images = {p.patch_id: read_patch(p) for p in part.positives}
-    backgrounds = (
-        pooled_backgrounds(
-            {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}, normalisation
-        )
-        if normalisation
-        else {}
-    )
+    images, backgrounds = read_positives(part, normalisation)
     for p in part.positives:
         rgb = images[p.patch_id]
         if normalisation is not None:

@@ -4,7 +4,7 @@ For each model (with its object filter, or without one), through the service's o
 (:class:`service.engine.segmenter.Segmenter`, field normalisation included):
 
 * **positives**: every positive patch of the chosen slides is segmented (its field's background for the
-  normalisation estimated on the field's patches pooled, :func:`training.data.ufam.pooled_backgrounds`); the patch
+  normalisation estimated on the field's patches pooled, :func:`training.data.ufam.read_positives`); the patch
   counts as found when a *kept* bacillus has a pixel within :data:`CENTRE_PX` px of its centre (the expert's point),
   and the network's P(bacillus) at the 2 × 2 centre pixels is reported beside it;
 * **negative fields**: every negative field is segmented whole; each kept object is a false bacillus;
@@ -39,7 +39,7 @@ from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 from training.data.dataset import read_rgb
 from training.data.split import DatasetSplit
-from training.data.ufam import UfamSet, patch_centre, pooled_backgrounds, read_patch, read_ufam
+from training.data.ufam import UfamSet, patch_centre, read_positives, read_ufam
 from training.evaluation.report_schema import MethodReport
 
 log = logging.getLogger(__name__)
@@ -153,15 +153,7 @@ def write_sheet(tiles: list[Image.Image], path: Path, per_row: int = 10) -> None
 def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = None) -> LabReport:
     """Score one model (and filter) on a part of the UFAM set (module docstring)."""
     segmenter = pair.segmenter()
-    normalisation = segmenter.model.meta.normalisation
-    images = {p.patch_id: read_patch(p) for p in part.positives}
-    backgrounds = (
-        pooled_backgrounds(
-            {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}, normalisation
-        )
-        if normalisation is not None
-        else {}
-    )
+    images, backgrounds = read_positives(part, segmenter.model.meta.normalisation)
     found, centre_p, missed_tiles = 0, 0, []
     for p in tqdm(part.positives, desc=f"{pair.name}: positive patches", unit="patch", file=sys.stderr):
         rgb = images[p.patch_id]

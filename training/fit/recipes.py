@@ -31,7 +31,7 @@ Each lever is a separate recipe so its effect is measured, not assumed:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,18 @@ class Recipe:
 
 
 _HARD = {"ring": 0.15, "dark": 0.15, "blue": 0.15, "artifact": 0.15}
+MULTI_LAB = Recipe(
+    "multi-lab",
+    "ZNSM + UFAM balanced per lab, fields normalised to one background, lab augmentation",
+    positives_per_field=150,
+    negatives_per_field=150,
+    hard_negative_shares=_HARD,
+    epochs=12,
+    learning_rate=0.005,
+    labs=("znsm-ms2", "ufam-dds1"),
+    normalisation="background-gain",
+    lab_augmentation=True,
+)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -82,64 +94,27 @@ RECIPES: dict[str, Recipe] = {
             colour_jitter=True,
             calibrate=True,
         ),
-        Recipe(
-            "multi-lab",
-            "ZNSM + UFAM balanced per lab, fields normalised to one background, lab augmentation",
-            positives_per_field=150,
-            negatives_per_field=150,
-            hard_negative_shares=_HARD,
-            epochs=12,
-            learning_rate=0.005,
-            labs=("znsm-ms2", "ufam-dds1"),
-            normalisation="background-gain",
-            lab_augmentation=True,
-        ),
-        Recipe(
-            "multi-lab-mined",
-            "multi-lab + negatives mined from its own false positives on both labs' training fields",
-            positives_per_field=150,
-            negatives_per_field=150,
-            hard_negative_shares=_HARD,
+        MULTI_LAB,
+        replace(
+            MULTI_LAB,
+            name="multi-lab-mined",
+            summary="multi-lab + negatives mined from its own false positives on both labs' training fields",
             epochs=6,
             learning_rate=0.003,
-            labs=("znsm-ms2", "ufam-dds1"),
-            normalisation="background-gain",
-            lab_augmentation=True,
             mined_negatives_per_field=300,
         ),
-        Recipe(
-            "multi-lab-od",
-            "multi-lab with the optical-density normalisation (stain density scaled to the reference)",
-            positives_per_field=150,
-            negatives_per_field=150,
-            hard_negative_shares=_HARD,
-            epochs=12,
-            learning_rate=0.005,
-            labs=("znsm-ms2", "ufam-dds1"),
+        replace(
+            MULTI_LAB,
+            name="multi-lab-od",
+            summary="multi-lab with the optical-density normalisation (stain density scaled to the reference)",
             normalisation="background-od",
-            lab_augmentation=True,
         ),
-        Recipe(
-            "multi-lab-raw",
-            "multi-lab without field normalisation",
-            positives_per_field=150,
-            negatives_per_field=150,
-            hard_negative_shares=_HARD,
-            epochs=12,
-            learning_rate=0.005,
-            labs=("znsm-ms2", "ufam-dds1"),
-            lab_augmentation=True,
-        ),
-        Recipe(
-            "multi-lab-no-ufam",
-            "multi-lab without UFAM (leave-one-lab-out): ZNSM only, normalised, lab augmentation",
-            positives_per_field=150,
-            negatives_per_field=150,
-            hard_negative_shares=_HARD,
-            epochs=12,
-            learning_rate=0.005,
-            normalisation="background-gain",
-            lab_augmentation=True,
+        replace(MULTI_LAB, name="multi-lab-raw", summary="multi-lab without field normalisation", normalisation=None),
+        replace(
+            MULTI_LAB,
+            name="multi-lab-no-ufam",
+            summary="multi-lab without UFAM (leave-one-lab-out): ZNSM only, normalised, lab augmentation",
+            labs=("znsm-ms2",),
         ),
     )
 }

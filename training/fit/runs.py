@@ -23,7 +23,7 @@ from training.data.box_masks import MaskDerivation, PixelClass, derive_bacillus_
 from training.data.dataset import discover_fields, read_annotation, read_rgb
 from training.data.sampling import field_rng
 from training.data.split import DatasetSplit
-from training.data.ufam import interpolated_rows, patch_centre, pooled_backgrounds, read_patch, read_ufam
+from training.data.ufam import interpolated_rows, patch_centre, read_positives, read_ufam
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.fit.recipes import get_recipe
 from training.fit.train_log import Calibration, read_log, write_log
@@ -73,15 +73,7 @@ def ufam_pixels(
     split = DatasetSplit.load(ufam_split)
     part = read_ufam(ufam).of_slides(split.validation)
     segmenter = Segmenter(model)
-    images = {p.patch_id: read_patch(p) for p in part.positives}
-    normalisation = model.meta.normalisation
-    backgrounds = (
-        pooled_backgrounds(
-            {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}, normalisation
-        )
-        if normalisation is not None
-        else {}
-    )
+    images, backgrounds = read_positives(part, model.meta.normalisation)
     zs, ys = [], []
     for p in part.positives:
         rgb = images[p.patch_id]

@@ -31,7 +31,7 @@ from service.engine.model import OnnxModel
 from service.engine.segmenter import Segmenter
 from training.data.annotations import Box, BoxLabel
 from training.data.dataset import FieldFiles, read_rgb
-from training.data.ufam import UfamSet, patch_centre, pooled_backgrounds, read_patch
+from training.data.ufam import UfamSet, patch_centre, read_positives
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.evaluation.metrics import ObjectRules, Outcome, match_objects
 from training.evaluation.truth import image_digest, read_truth
@@ -140,15 +140,7 @@ def collect_ufam_samples(
     segmenter = Segmenter(model)
     rows: list[tuple[npt.NDArray[np.float32], int, str]] = []
     negative_of: list[str] = []
-    images = {p.patch_id: read_patch(p) for p in part.positives}
-    normalisation = model.meta.normalisation
-    backgrounds = (
-        pooled_backgrounds(
-            {f: [images[p.patch_id] for p in ps] for f, ps in part.positives_by_field().items()}, normalisation
-        )
-        if normalisation is not None
-        else {}
-    )
+    images, backgrounds = read_positives(part, model.meta.normalisation)
     for p in tqdm(part.positives, desc="object candidates (UFAM positives)", unit="patch", file=sys.stderr):
         rgb = images[p.patch_id]
         field = segmenter.prepare(rgb, backgrounds.get(p.field))
