@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage as ndi
 
 from service.engine.normalisation import InputNormalisation
 from training.data.annotations import AnnotationError
@@ -37,6 +38,7 @@ NEGATIVES = "negatives"
 POSITIVES = "positives"
 NAME = re.compile(r"^(?P<slide>S\d+)(?P<rest>[A-Za-z0-9]*?)(?:PP(?P<patch>\d+))?$")
 INTERPOLATED_ROWS = (50, 40, 50)  # period, first interpolated row, end (exclusive) within each period
+CENTRE_PX = 3  # a detection within this many px of a positive patch's centre is at the expert's point
 MIN_PATCH_PX = 23  # mirror padding by the 22 px halo needs more than 22 px on every side of the centre
 
 
@@ -129,6 +131,11 @@ def interpolated_rows(height: int) -> npt.NDArray[np.bool_]:
     return (phase >= start) & (phase < end)
 
 
+def photographed(shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """``[y, x]`` True on a negative field's pixels that were photographed (not on the interpolated rows)."""
+    return np.broadcast_to(~interpolated_rows(shape[0])[:, None], shape[:2])
+
+
 def read_patch(patch: PositivePatch) -> npt.NDArray[np.uint8]:
     """A positive patch's pixels.
 
@@ -169,9 +176,7 @@ def pooled_backgrounds(
     out = {}
     for field, images in patches.items():
         pooled = np.concatenate([im.reshape(-1, 1, 3) for im in images], axis=0)
-        out[field] = InputNormalisation(
-            normalisation.method, normalisation.reference, normalisation.percentile, sample_step=1
-        ).background(pooled)
+        out[field] = replace(normalisation, sample_step=1).background(pooled)
     return out
 
 
@@ -212,8 +217,6 @@ REDNESS_SHARE = 0.02  # the reddest 2% of a negative field's pixels: where a bac
 
 def redness(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """``R − (G + B) / 2``, smoothed over 3 px: carbol-fuchsin red against the counterstain."""
-    from scipy import ndimage as ndi
-
     x = rgb.astype(np.float32)
     return np.asarray(ndi.uniform_filter(x[..., 0] - 0.5 * (x[..., 1] + x[..., 2]), size=3), dtype=np.float32)
 
@@ -259,7 +262,7 @@ def sample_ufam(
         if normalisation is not None:
             rgb = normalisation.apply(rgb)
         rng = field_rng(seed, f.field_id)
-        allowed = ~interpolated_rows(rgb.shape[0])[:, None] & np.ones(rgb.shape[1], dtype=bool)
+        allowed = photographed(rgb.shape)
         red = redness(rgb)
         cut_at = np.quantile(red[allowed], 1 - REDNESS_SHARE)
         hard_pool = np.flatnonzero((allowed & (red >= cut_at)).ravel())

@@ -29,7 +29,6 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
-from scipy import ndimage as ndi
 from scipy import stats
 from tqdm import tqdm
 
@@ -38,15 +37,15 @@ from service.engine.model import OnnxModel
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 from training.data.dataset import read_rgb
+from training.data.overlays import outline
 from training.data.split import DatasetSplit
-from training.data.ufam import UfamSet, patch_centre, read_positives, read_ufam
+from training.data.ufam import CENTRE_PX, UfamSet, patch_centre, read_positives, read_ufam
+from training.evaluation.report import tile, write_sheet
 from training.evaluation.report_schema import MethodReport
 
 log = logging.getLogger(__name__)
 
-CENTRE_PX = 3
 SLIDE_FIELDS = 100
-TILE_PX, TILE_ZOOM, MAX_TILES = 48, 3, 60
 KEPT, MISSED_MARK = (0, 255, 0), (255, 0, 255)
 
 
@@ -124,30 +123,8 @@ class Pair:
 
 def _outlined(rgb: npt.NDArray[np.uint8], objects: npt.NDArray[np.bool_], colour: tuple[int, int, int]) -> Image.Image:
     shown = rgb.copy()
-    shown[objects & ~ndi.binary_erosion(objects)] = colour
+    shown[outline(objects)] = colour
     return Image.fromarray(shown)
-
-
-def _tile(picture: Image.Image, cy: int, cx: int, caption: str) -> Image.Image:
-    half = TILE_PX // 2
-    tile = picture.crop((cx - half, cy - half, cx + half, cy + half)).resize(
-        (TILE_PX * TILE_ZOOM, TILE_PX * TILE_ZOOM), Image.Resampling.NEAREST
-    )
-    ImageDraw.Draw(tile).text((3, 2), caption, fill=(255, 255, 255))
-    return tile
-
-
-def write_sheet(tiles: list[Image.Image], path: Path, per_row: int = 10) -> None:
-    """Tiles side by side, at most :data:`MAX_TILES` spread evenly over the list."""
-    if len(tiles) > MAX_TILES:
-        tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, MAX_TILES).round().astype(int)]
-    side = TILE_PX * TILE_ZOOM
-    rows = max(1, math.ceil(len(tiles) / per_row))
-    sheet = Image.new("RGB", (per_row * (side + 4), rows * (side + 4)), (24, 24, 24))
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % per_row) * (side + 4), (i // per_row) * (side + 4)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, quality=88)
 
 
 def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = None) -> LabReport:
@@ -169,7 +146,7 @@ def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = No
         if not hit and gallery is not None:
             picture = _outlined(rgb, result.mask, MISSED_MARK)
             ImageDraw.Draw(picture).point([(cx, cy)], fill=(255, 255, 0))
-            missed_tiles.append(_tile(picture, cy, cx, p.patch_id))
+            missed_tiles.append(tile(picture, cy, cx, p.patch_id))
     false_bacilli, fp_tiles = [], []
     for f in tqdm(part.negatives, desc=f"{pair.name}: negative fields", unit="field", file=sys.stderr):
         rgb = read_rgb(f.path)
@@ -179,7 +156,7 @@ def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = No
             picture = _outlined(rgb, result.objects, KEPT)
             for b in result.bacilli:
                 x, y, w, h = b.bbox
-                fp_tiles.append(_tile(picture, y + h // 2, x + w // 2, f.field_id))
+                fp_tiles.append(tile(picture, y + h // 2, x + w // 2, f.field_id))
     if gallery is not None:
         slug = pair.name.replace(" ", "_").replace("/", "_")
         write_sheet(missed_tiles, gallery / f"missed_{slug}.jpg")

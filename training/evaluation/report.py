@@ -69,7 +69,8 @@ def _marked(
     return picture
 
 
-def _tile(picture: Image.Image, cy: int, cx: int, caption: str) -> Image.Image:
+def tile(picture: Image.Image, cy: int, cx: int, caption: str) -> Image.Image:
+    """A zoomed square of ``picture`` around ``(cy, cx)``, captioned (a gallery tile)."""
     half = CROP_PX // 2
     tile = picture.crop((cx - half, cy - half, cx + half, cy + half)).resize(
         (CROP_PX * ZOOM, CROP_PX * ZOOM), Image.Resampling.NEAREST
@@ -109,11 +110,11 @@ def draw_gallery_field(
         if found is not None and match.outcomes[label] == Outcome.FALSE_POSITIVE:
             rows, cols = found
             cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
-            tiles.false_positives.append(_tile(picture, cy, cx, f"{truth.field_id} FP"))
+            tiles.false_positives.append(tile(picture, cy, cx, f"{truth.field_id} FP"))
     for box, was_found in zip(match.bacillus_boxes, match.found, strict=True):
         if not was_found:
             tiles.missed.append(
-                _tile(picture, box.y + box.height // 2, box.x + box.width // 2, f"{truth.field_id} missed")
+                tile(picture, box.y + box.height // 2, box.x + box.width // 2, f"{truth.field_id} missed")
             )
     return tiles
 
@@ -122,18 +123,24 @@ def _sheet(tiles: list[Image.Image], per_row: int = 10) -> Image.Image:
     side = CROP_PX * ZOOM
     rows = max(1, math.ceil(len(tiles) / per_row))
     sheet = Image.new("RGB", (per_row * (side + 4), rows * (side + 4)), (24, 24, 24))
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % per_row) * (side + 4), (i // per_row) * (side + 4)))
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % per_row) * (side + 4), (i // per_row) * (side + 4)))
     return sheet
+
+
+def write_sheet(tiles: list[Image.Image], path: Path) -> None:
+    """Tiles side by side in ``path`` (JPEG), at most :data:`MAX_TILES` spread evenly over the list."""
+    if len(tiles) > MAX_TILES:
+        tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, MAX_TILES).round().astype(int)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _sheet(tiles).save(path, quality=90)
 
 
 def finish_gallery(items: list[GalleryField], folder: Path) -> None:
     """Write ``false_positives.jpg`` and ``missed.jpg`` (zoomed tiles, at most 60 each, spread over the fields)."""
     for kind in ("false_positives", "missed"):
         tiles = [t for item in items for t in (item.false_positives if kind == "false_positives" else item.missed)]
-        if len(tiles) > MAX_TILES:
-            tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, MAX_TILES).round().astype(int)]
-        _sheet(tiles).save(folder / f"{kind}.jpg", quality=90)
+        write_sheet(tiles, folder / f"{kind}.jpg")
 
 
 # ---------------------------------------------------------------------------------------------------------------

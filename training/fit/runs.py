@@ -23,7 +23,7 @@ from training.data.box_masks import MaskDerivation, PixelClass, derive_bacillus_
 from training.data.dataset import discover_fields, read_annotation, read_rgb
 from training.data.sampling import field_rng
 from training.data.split import DatasetSplit
-from training.data.ufam import interpolated_rows, patch_centre, read_positives, read_ufam
+from training.data.ufam import patch_centre, photographed, read_positives, read_ufam
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.fit.recipes import get_recipe
 from training.fit.train_log import Calibration, read_log, write_log
@@ -88,7 +88,7 @@ def ufam_pixels(
         rgb = read_rgb(f.path)
         heatmap, _ = cached_heatmap(model, f.field_id, rgb, cache)
         rng = field_rng(seed, f.field_id)
-        keep = (rng.random(heatmap.shape) < background_share) & ~interpolated_rows(heatmap.shape[0])[:, None]
+        keep = (rng.random(heatmap.shape) < background_share) & photographed(heatmap.shape)
         zs.append(logit(heatmap[keep]))
         ys.append(np.zeros(int(keep.sum()), dtype=bool))
     return np.concatenate(zs), np.concatenate(ys)

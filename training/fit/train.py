@@ -29,7 +29,7 @@ from training.data.dataset import FieldFiles, discover_fields, read_annotation, 
 from training.data.hard_negatives import negative_pools
 from training.data.sampling import PATCH_SIZE, PatchSet, SamplerConfig, extract_patches, field_rng, sample_field
 from training.data.split import DatasetSplit
-from training.data.ufam import UfamSet, interpolated_rows, read_ufam, sample_ufam
+from training.data.ufam import UfamSet, photographed, read_ufam, sample_ufam
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.fit.lab_augment import SOURCE_PATCH_PX, augment_labs, centre_crop
 from training.fit.recipes import Recipe
@@ -144,7 +144,7 @@ def mine_negatives(
         parts.append(mined_patches(model, fid, image, labels == PixelClass.BACKGROUND, count, seed, size, pixels))
     for f in tqdm(ufam.negatives if ufam else (), desc="mined negatives (UFAM)", unit="field", file=sys.stderr):
         image = read_rgb(f.path)
-        allowed = ~interpolated_rows(image.shape[0])[:, None] & np.ones(image.shape[1], dtype=bool)
+        allowed = photographed(image.shape)
         pixels = normalisation.apply(image) if normalisation is not None else image
         parts.append(mined_patches(model, f.field_id, image, allowed, count, seed, size, pixels))
     return PatchSet.concatenate(parts, size)

@@ -31,13 +31,11 @@ from service.engine.model import OnnxModel
 from service.engine.segmenter import Segmenter
 from training.data.annotations import Box, BoxLabel
 from training.data.dataset import FieldFiles, read_rgb
-from training.data.ufam import UfamSet, patch_centre, read_positives
+from training.data.ufam import CENTRE_PX, UfamSet, patch_centre, read_positives
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.evaluation.metrics import ObjectRules, Outcome, match_objects
 from training.evaluation.truth import image_digest, read_truth
 from training.paths import DEFAULT_CACHE
-
-CENTRE_PX = 3  # as the evaluation (training.evaluation.labs) finds a bacillus at a positive patch's centre
 
 
 @dataclass
