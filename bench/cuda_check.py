@@ -33,9 +33,10 @@ from service.engine.image_io import decode_image  # noqa: E402
 from service.engine.model import OnnxModel  # noqa: E402
 from service.engine.object_filter import ObjectFilter  # noqa: E402
 from service.engine.segmenter import Segmentation, Segmenter  # noqa: E402
+from training.paths import SHIPPED_FILTER, SHIPPED_MODEL  # noqa: E402
 
-MODEL = ROOT / "models" / "bacilli_dense.onnx"
-FILTER = ROOT / "models" / "object_filter.onnx"
+MODEL = SHIPPED_MODEL
+FILTER = SHIPPED_FILTER
 
 
 def gpu_name() -> str:

@@ -11,7 +11,7 @@ Prints JSON:
   to the limit shows;
 * the dense network on a whole field through the engine's exact tiling.
 
-    .venv/bin/python bench/dense_vs_patch.py [--model models/patch_cnn.keras] [--crop 256] [--repeats 5]
+    .venv/bin/python bench/dense_vs_patch.py [--model models/<id>/patch_cnn.keras] [--crop 256] [--repeats 5]
 
 Whole-field engine and HTTP timings at both field sizes: bench/service_bench.py; the plot: bench/plot_figure6.py.
 """
@@ -36,7 +36,7 @@ from training.data.dataset import read_rgb
 from training.data.sampling import extract_patches, mirror_pad
 from training.model.export import dense_onnx, multiply_adds_per_output, patch_onnx
 from training.model.patch_cnn import INPUT_SCALE, build_patch_cnn, to_model_input
-from training.paths import REPO_ROOT, ZNSM_MS2
+from training.paths import SHIPPED_PATCH_MODEL, ZNSM_MS2
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -75,7 +75,7 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "patch_cnn.keras")
+    parser.add_argument("--model", type=Path, default=SHIPPED_PATCH_MODEL)
     parser.add_argument("--crop", type=int, default=256, help="side of the square crop scanned both ways")
     parser.add_argument("--field", type=Path, default=ZNSM_MS2 / "images" / "19.jpg")
     parser.add_argument("--repeats", type=int, default=5)

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 from service.engine.model import OnnxModel  # noqa: E402
 from service.engine.mosaic import predict_tiled  # noqa: E402
 from tests.service.e2e.conftest import start_server, stop_server  # noqa: E402
-from training.paths import ZNSM_MS2  # noqa: E402
+from training.paths import SHIPPED_MODEL, ZNSM_MS2  # noqa: E402
 
-MODEL = ROOT / "models" / "bacilli_dense.onnx"
+MODEL = SHIPPED_MODEL
 BYTES_PER_PIXEL_UNTILED = 2_300  # measured order of ONNX Runtime's peak for this network, per input pixel
 
 

@@ -1,7 +1,10 @@
-"""Command line of the service: ``serve`` (HTTP) and ``segment`` (local batches through the same engine).
+"""Command line of the service: ``serve`` (HTTP), ``segment`` (local batches through the same engine) and
+``models`` (what the models directory holds).
 
     python -m service serve [--host H] [--port P]
-    python -m service segment FILES_OR_DIRS... -o OUTDIR [--heatmap] [--overlay] [--slide] [--slide-id ID] [--force]
+    python -m service segment FILES_OR_DIRS... -o OUTDIR [--model ID] [--heatmap] [--overlay] [--slide]
+        [--slide-id ID] [--force]
+    python -m service models
 
 ``segment`` writes, per field, ``<stem>_mask.png`` (the paper's mask, 0/255), ``<stem>_objects.png`` (the kept
 bacilli only, 0/255) and ``<stem>_objects.json`` (the ``/v1/analyze`` answer with the rejected candidates and the
@@ -30,7 +33,8 @@ from tqdm import tqdm
 
 from service.engine.errors import EngineError
 from service.engine.image_io import ImageRejected, encode_png
-from service.engine.loading import check_files, load_segmenter
+from service.engine.loading import load_segmenter
+from service.engine.model_folder import ModelFolder, default_model_id, scan_models
 from service.engine.segmenter import Segmenter
 from service.field_result import AnalyzedField, segment_field
 from service.render import heatmap_png_array, mask_png_array, overlay
@@ -71,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--slide", action="store_true", help="grade the fields as one slide into slide.json")
     batch.add_argument("--slide-id", help="the slide's id in slide.json (implies --slide; default: OUTDIR's name)")
     batch.add_argument("--object-threshold", type=float, help="object filter score to keep a candidate")
+    batch.add_argument("--model", default="", help="model_id of a folder in TBSEG_MODELS_DIR (default: the default)")
     batch.add_argument("--force", action="store_true", help="redo fields whose outputs exist")
+    commands.add_parser("models", help="list the model folders of TBSEG_MODELS_DIR (id, recipe, filter, default)")
     return parser
 
 
@@ -211,7 +217,14 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    segmenter = load_segmenter(settings.segmenter_config)
+    folders = scan_models(settings.models_dir, settings.require_filter)
+    chosen = args.model or default_model_id(settings.models_dir, folders, settings.default_model)
+    folder = next((f for f in folders if f.model_id == chosen), None)
+    if folder is None:
+        log.error("--model %s: no such model in %s (models: %s)", chosen, settings.models_dir, _ids(folders))
+        return 2
+    segmenter = load_segmenter(settings.segmenter_config(folder))
+    log.info("model %s (%s)", folder.model_id, folder.path)
     rows: list[BatchRow] = []
     started_at, started = time.time(), time.perf_counter()
     for image in tqdm(images, desc="segment", unit="field", file=sys.stderr):
@@ -252,14 +265,29 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
+def _ids(folders: Sequence[ModelFolder]) -> str:
+    return ", ".join(f.model_id for f in folders)
+
+
+def run_models(settings: Settings) -> int:
+    """Print the models directory's models, one line each (the default marked with *)."""
+    folders = scan_models(settings.models_dir, settings.require_filter)
+    default = default_model_id(settings.models_dir, folders, settings.default_model)
+    for f in folders:
+        mark = "*" if f.model_id == default else " "
+        sys.stdout.write(f"{mark} {f.model_id}  recipe={f.recipe or '-'}  filter={f.filter_id or 'none'}  {f.path}\n")
+    return 0
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.model_registry import check_models
 
-    # Preflight: a missing, corrupt or mislabelled model (or object filter) stops here with one clear line, before
-    # uvicorn starts.
-    check_files(settings.model_path, settings.object_filter_path)
+    # Preflight: a missing, corrupt or mislabelled model (or object filter), two folders with one id, or a default
+    # that is not there stops here with one clear line, before uvicorn starts.
+    check_models(settings)
     host, port = args.host or settings.host, args.port or settings.port
     uvicorn.run(
         create_app(settings),
@@ -282,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return run_serve(args, settings)
+        if args.command == "models":
+            return run_models(settings)
         return run_segment(args, settings)
     except (FileNotFoundError, EngineError) as exc:
         log.error("cannot start: %s", exc)

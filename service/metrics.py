@@ -6,11 +6,16 @@ The engine never touches Prometheus: routes and the job runner record its timing
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.field_result import FieldResult
+
+if TYPE_CHECKING:  # the registry imports the settings; metrics only read its records
+    from service.model_registry import LoadedModel
 
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -50,7 +55,14 @@ class Metrics:
         self.queue_depth = Gauge("tbseg_queue_depth", "Requests admitted and waiting for a worker", registry=r)
         self.in_flight = Gauge("tbseg_inference_in_flight", "Fields being inferred now", registry=r)
         self.megapixels = Counter("tbseg_megapixels_processed_total", "Megapixels segmented", registry=r)
-        self.fields = Counter("tbseg_fields_processed_total", "Fields segmented", registry=r)
+        self.fields = Counter("tbseg_fields_processed_total", "Fields segmented, by model", ["model_id"], registry=r)
+        self.model_memory = Gauge(
+            "tbseg_model_memory_bytes",
+            "Resident memory the service grew by while loading and warming each model",
+            ["model_id"],
+            registry=r,
+        )
+        self.models_loaded = Gauge("tbseg_models_loaded", "Models served", registry=r)
         self.rejected = Counter(
             "tbseg_requests_rejected_total", "Requests refused before inference, by reason", ["reason"], registry=r
         )
@@ -60,7 +72,13 @@ class Metrics:
         self.inference.observe(result.segmentation.infer_seconds)
         self.postprocess.observe(result.segmentation.postprocess_seconds)
         self.megapixels.inc(result.image.width * result.image.height / 1e6)
-        self.fields.inc()
+        self.fields.labels(result.segmentation.origin.model_id).inc()
+
+    def record_models(self, models: Sequence[LoadedModel]) -> None:
+        """The models served now, with their memory."""
+        self.models_loaded.set(len(models))
+        for m in models:
+            self.model_memory.labels(m.model_id).set(m.memory_bytes)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,15 +6,21 @@ The engine receives plain values, not this object.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.engine.loading import SegmenterConfig
+from service.engine.model_folder import ModelFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO_ROOT / "models" / "bacilli_dense.onnx"
+MODELS_DIR = REPO_ROOT / "models"
+REMOVED = {
+    "TBSEG_MODEL_PATH": "a model is now a folder: set TBSEG_MODELS_DIR (a folder of model folders) and "
+    "TBSEG_DEFAULT_MODEL (a model_id) instead",
+}
 
 
 class Settings(BaseSettings):
@@ -24,7 +30,19 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
-    model_path: Path = Field(DEFAULT_MODEL, description="dense ONNX model; its card is MODEL_CARD.md beside it")
+    models_dir: Path = Field(
+        MODELS_DIR,
+        description="folder of model folders (each: bacilli_dense.onnx, object_filter.onnx, MODEL_CARD.md); every "
+        "one is loaded at start",
+    )
+    default_model: str = Field(
+        "",
+        description="model_id used when a request names none; empty = the one named in <models_dir>/DEFAULT_MODEL, "
+        "else the only model",
+    )
+    require_filter: bool = Field(
+        False, description="refuse to start (or reload) a model folder without object_filter.onnx"
+    )
     providers: str = Field(
         "CUDAExecutionProvider,CPUExecutionProvider",
         description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
@@ -49,8 +67,8 @@ class Settings(BaseSettings):
     min_object_px: int = Field(20, ge=1, description="smaller connected components are not reported as bacilli")
     object_filter: str = Field(
         "auto",
-        description="object filter ONNX deciding which candidates are bacilli: auto = object_filter.onnx beside the "
-        "model when present, none = keep every candidate (the paper's behaviour), or a path",
+        description="auto = each model uses the object_filter.onnx of its folder when present; none = keep every "
+        "candidate (the paper's behaviour) for every model",
     )
     object_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="filter score a candidate needs to be kept; empty = the filter's own"
@@ -78,34 +96,34 @@ class Settings(BaseSettings):
             raise ValueError(f"log_level must be debug, info, warning or error, got {value!r}")
         return value.lower()
 
-    @model_validator(mode="after")
-    def _model_exists(self) -> Settings:
-        if not self.model_path.is_file():
-            raise ValueError(f"model_path {self.model_path} does not exist (set TBSEG_MODEL_PATH)")
-        return self
+    @field_validator("object_filter")
+    @classmethod
+    def _auto_or_none(cls, value: str) -> str:
+        if value.strip().lower() not in ("auto", "none"):
+            raise ValueError(
+                f"object_filter must be auto or none, got {value!r} (a model's filter is object_filter.onnx in its "
+                "folder)"
+            )
+        return value.strip().lower()
 
-    @property
-    def object_filter_path(self) -> Path | None:
-        """The filter file to load, or None for none."""
-        if self.object_filter.strip().lower() == "none":
-            return None
-        if self.object_filter.strip().lower() == "auto":
-            beside = self.model_path.with_name("object_filter.onnx")
-            return beside if beside.is_file() else None
-        return Path(self.object_filter)
+    @model_validator(mode="after")
+    def _no_removed_settings(self) -> Settings:
+        for name, instead in REMOVED.items():
+            if name in os.environ:
+                raise ValueError(f"{name} is no longer read: {instead}")
+        return self
 
     @property
     def provider_list(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
-    @property
-    def segmenter_config(self) -> SegmenterConfig:
-        """What the engine needs to load the segmenter, as plain values."""
+    def segmenter_config(self, folder: ModelFolder) -> SegmenterConfig:
+        """What the engine needs to load the segmenter of a model folder, as plain values."""
         return SegmenterConfig(
-            model_path=self.model_path,
+            model_path=folder.dense,
             providers=self.provider_list,
             intra_op_threads=self.intra_op_threads,
-            object_filter_path=self.object_filter_path,
+            object_filter_path=folder.object_filter if self.object_filter == "auto" else None,
             tile_px=self.tile_px,
             batch_tiles=self.batch_tiles,
             threshold=self.threshold,

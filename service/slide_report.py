@@ -27,6 +27,7 @@ class SlideFieldOut(BaseModel):
 class SlideReport(BaseModel):
     slide_id: str
     created_at: float = Field(description="Unix time")
+    models: list[str] = Field(description="the models that read its fields (more than one needs review)")
     fields: list[SlideFieldOut]
     fields_examined: int
     total_afb: int
@@ -61,6 +62,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
         return SlideReport(
             slide_id=slide.slide_id,
             created_at=slide.created_at,
+            models=[],
             fields=[],
             fields_examined=0,
             total_afb=0,
@@ -73,10 +75,17 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             reasons=["no field examined yet", *more_reasons],
         )
     grade = grade_slide([f.afb for f in fields])
-    reasons = [*grade.reasons, *more_reasons]
+    models = slide.model_ids
+    mixed = (
+        (f"its fields were read by {len(models)} models ({', '.join(models)}): their counts are not comparable",)
+        if len(models) > 1
+        else ()
+    )
+    reasons = [*grade.reasons, *mixed, *more_reasons]
     return SlideReport(
         slide_id=slide.slide_id,
         created_at=slide.created_at,
+        models=models,
         fields=fields,
         fields_examined=grade.fields_examined,
         total_afb=grade.total_afb,

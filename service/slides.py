@@ -79,6 +79,15 @@ class Slide:
     created_at: float
     fields: tuple[FieldCount, ...]
 
+    @property
+    def model_ids(self) -> list[str]:
+        """The models that read its fields, in the order they first appear."""
+        return list(dict.fromkeys(f.model_id for f in self.fields))
+
+    def other_models(self, model_id: str) -> list[str]:
+        """The models other than ``model_id`` that read some of its fields."""
+        return [m for m in self.model_ids if m != model_id]
+
 
 class SlideStore:
     """Slides in one SQLite file (created with its folder when missing)."""

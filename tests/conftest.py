@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,31 @@ def random_dense_onnx(random_patch_cnn, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_dense_onnx(random_patch_cnn, tmp_path_factory) -> Callable[[float], Path]:
+    """Dense ONNX models unlike the random one: its weights with conv4's bias shifted by ``shift`` (another
+    model_id, other outputs), exported once per shift."""
+    import keras
+    import numpy as np
+
+    from training.model.export import export_onnx
+
+    made: dict[float, Path] = {}
+
+    def make(shift: float) -> Path:
+        if shift not in made:
+            model = keras.models.clone_model(random_patch_cnn)
+            model.set_weights(random_patch_cnn.get_weights())
+            kernel, bias = model.get_layer("conv4").get_weights()
+            model.get_layer("conv4").set_weights([kernel, bias + np.asarray([0.0, shift], dtype=bias.dtype)])
+            path = tmp_path_factory.mktemp("onnx") / f"other-{shift}.onnx"
+            export_onnx(model, path, recipe="other", training_data="none", validation_metrics={"loss": 0.0})
+            made[shift] = path
+        return made[shift]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def random_object_filter(random_dense_onnx, tmp_path_factory) -> Path:
     """A real object filter (scikit-learn forest exported to ONNX by the training code) for the random model.
 
@@ -98,3 +124,20 @@ def random_object_filter(random_dense_onnx, tmp_path_factory) -> Path:
         trained_on="synthetic fields, labels by an elongation rule (tests)",
     )
     return path
+
+
+def install_model(
+    models: Path, dense: Path, object_filter: Path | None = None, card: str | None = None, name: str | None = None
+) -> Path:
+    """Make a model folder ``models/<name>/`` holding ``dense`` (and ``object_filter``, ``card``) under the names
+    the service reads (links, not copies); returns ``models``."""
+    from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX
+
+    folder = models / (name or dense.stem)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DENSE_ONNX).symlink_to(dense.resolve())
+    if object_filter is not None:
+        (folder / OBJECT_FILTER_ONNX).symlink_to(object_filter.resolve())
+    if card is not None:
+        (folder / CARD_MD).write_text(card)
+    return models

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import install_model
+from training.paths import SHIPPED_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,10 +62,10 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
         assert re.search(rf"^{target}", makefile, re.MULTILINE), target
 
 
-def _serve(model_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+def _serve(models: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
-        "TBSEG_MODEL_PATH": str(model_path),
+        "TBSEG_MODELS_DIR": str(models),
         "TBSEG_PORT": "1",
         **{f"TBSEG_{k.upper()}": v for k, v in settings.items()},
     }
@@ -78,28 +81,51 @@ def _serve(model_path: Path, **settings: str) -> subprocess.CompletedProcess[str
 
 
 def test_serve_refuses_to_start_without_a_model(tmp_path: Path) -> None:
-    result = _serve(tmp_path / "missing.onnx")
-    assert result.returncode == 2
-    assert "missing.onnx does not exist" in result.stderr and "Traceback" not in result.stderr
+    missing = _serve(tmp_path / "missing")
+    assert missing.returncode == 2
+    assert "missing: models directory not found" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = _serve(tmp_path / "empty")
+    assert empty.returncode == 2 and "no model folder" in empty.stderr
 
 
-def test_serve_refuses_a_corrupt_model(tmp_path: Path) -> None:
+def test_serve_refuses_a_corrupt_model_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
-    result = _serve(bad)
+    result = _serve(install_model(tmp_path / "models", bad, name="broken"))
     assert result.returncode == 2
-    assert "cannot start" in result.stderr and "cannot load" in result.stderr and "Traceback" not in result.stderr
+    assert "cannot start" in result.stderr and "broken/bacilli_dense.onnx" in result.stderr
+    assert "cannot load" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_serve_refuses_a_corrupt_or_missing_object_filter(tmp_path: Path) -> None:
-    model = ROOT / "models" / "bacilli_dense.onnx"
+def test_serve_refuses_a_corrupt_object_filter_and_a_missing_one_when_required(tmp_path: Path) -> None:
     bad = tmp_path / "filter.onnx"
     bad.write_bytes(b"\0" * 64)
-    corrupt = _serve(model, object_filter=str(bad))
-    assert corrupt.returncode == 2 and "filter.onnx: ONNX Runtime cannot load it" in corrupt.stderr
-    missing = _serve(model, object_filter=str(tmp_path / "nothing.onnx"))
-    assert missing.returncode == 2 and "object filter file not found" in missing.stderr
-    assert "Traceback" not in corrupt.stderr + missing.stderr
+    corrupt = _serve(install_model(tmp_path / "a", SHIPPED_MODEL, bad))
+    assert corrupt.returncode == 2 and "object_filter.onnx: ONNX Runtime cannot load it" in corrupt.stderr
+    required = _serve(install_model(tmp_path / "b", SHIPPED_MODEL, name="bare"), require_filter="true")
+    assert required.returncode == 2 and "bare: no object_filter.onnx, and filters are required" in required.stderr
+    assert "Traceback" not in corrupt.stderr + required.stderr
+
+
+def test_serve_refuses_two_folders_with_one_model_id_and_an_unknown_default(tmp_path: Path) -> None:
+    models = install_model(tmp_path / "models", SHIPPED_MODEL, name="one")
+    install_model(models, SHIPPED_MODEL, name="two")
+    twice = _serve(models)
+    assert twice.returncode == 2 and "one and" in twice.stderr and "two hold the same model_id" in twice.stderr
+    single = install_model(tmp_path / "single", SHIPPED_MODEL)
+    unknown = _serve(single, default_model="no-such-model")
+    assert unknown.returncode == 2 and "TBSEG_DEFAULT_MODEL names 'no-such-model'" in unknown.stderr
+    removed = subprocess.run(
+        [sys.executable, "-m", "service", "models"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "TBSEG_MODEL_PATH": str(SHIPPED_MODEL)},
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert removed.returncode == 2 and "TBSEG_MODEL_PATH is no longer read" in removed.stderr
 
 
 def test_cuda_asked_for_but_absent_runs_on_the_cpu_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -110,7 +136,7 @@ def test_cuda_asked_for_but_absent_runs_on_the_cpu_with_one_warning(caplog: pyte
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine's onnxruntime has CUDA: the fallback is not exercised here")
     with caplog.at_level("WARNING"):
-        model = OnnxModel(ROOT / "models" / "bacilli_dense.onnx")  # default: CUDA first, then CPU
+        model = OnnxModel(SHIPPED_MODEL)  # default: CUDA first, then CPU
     assert model.providers == ("CPUExecutionProvider",)
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "CUDAExecutionProvider" in warnings[0].getMessage()
@@ -128,21 +154,25 @@ def card_text(models: Path) -> str:
     return (models / "MODEL_CARD.md").read_text()
 
 
-def test_models_ships_exactly_one_self_describing_model() -> None:
+def test_models_ships_exactly_one_self_describing_model_folder() -> None:
     import onnx
 
     models = ROOT / "models"
-    assert sorted(p.name for p in models.iterdir()) == [
+    default = (models / "DEFAULT_MODEL").read_text().strip()
+    assert sorted(p.name for p in models.iterdir()) == ["DEFAULT_MODEL", default]
+    folder = models / default
+    assert sorted(p.name for p in folder.iterdir()) == [
         "MODEL_CARD.md",
         "bacilli_dense.onnx",
         "object_filter.onnx",
         "patch_cnn.keras",
     ]
-    meta = {p.key: p.value for p in onnx.load(str(models / "bacilli_dense.onnx")).metadata_props}
-    filter_meta = {p.key: p.value for p in onnx.load(str(models / "object_filter.onnx")).metadata_props}
-    assert filter_meta["dense_model_id"] == meta["model_id"] and filter_meta["filter_id"] in card_text(models)
+    meta = {p.key: p.value for p in onnx.load(str(folder / "bacilli_dense.onnx")).metadata_props}
+    filter_meta = {p.key: p.value for p in onnx.load(str(folder / "object_filter.onnx")).metadata_props}
+    assert meta["model_id"] == default
+    assert filter_meta["dense_model_id"] == meta["model_id"] and filter_meta["filter_id"] in card_text(folder)
     assert len(filter_meta["created_from"]) == 40  # a clean commit, not +dirty
-    card = (models / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text()
     assert meta["model_id"] in card and f"Recipe `{meta['recipe']}`" in card
     assert (meta["receptive_field"], meta["halo"], meta["classes"]) == ("45", "22", "background,bacillus")
     assert len(meta["created_from"]) >= 40

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from service.engine.model_folder import DEFAULT_MARKER, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 ZNSM_MS2 = SHARED_DATA / "znsm-ms2"
@@ -14,8 +16,17 @@ ZNSM_MS2_SPLIT = SPLITS_DIR / "znsm-ms2.json"
 UFAM_DDS1_SPLIT = SPLITS_DIR / "ufam-dds1.json"  # by slide
 
 MODELS_DIR = REPO_ROOT / "models"
-SHIPPED_MODEL = MODELS_DIR / "bacilli_dense.onnx"
-SHIPPED_PATCH_MODEL = MODELS_DIR / "patch_cnn.keras"
-SHIPPED_FILTER = MODELS_DIR / "object_filter.onnx"
+
+
+def _default_folder(models: Path) -> Path:
+    """The default model's folder: the one ``models/DEFAULT_MODEL`` names (service.engine.model_folder)."""
+    marker = models / DEFAULT_MARKER
+    return models / marker.read_text(encoding="utf-8").strip() if marker.is_file() else models
+
+
+SHIPPED_DIR = _default_folder(MODELS_DIR)
+SHIPPED_MODEL = SHIPPED_DIR / DENSE_ONNX
+SHIPPED_PATCH_MODEL = SHIPPED_DIR / PATCH_KERAS
+SHIPPED_FILTER = SHIPPED_DIR / OBJECT_FILTER_ONNX
 
 DEFAULT_CACHE = REPO_ROOT / "runs" / "heatmap-cache"  # heatmaps of evaluated fields, per model id and image digest

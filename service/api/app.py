@@ -1,9 +1,9 @@
 """The FastAPI application: ``create_app(settings)`` assembles routers, errors, metrics and the model's lifespan.
 
-Start-up opens the stores, loads the model and its object filter (:mod:`service.engine.loading`), warms it up on
-one full tile, starts the job runner (whose fields go through the same inference gate as requests), and only then
-reports ready (``/readyz``); until then every ``/v1`` route answers 503 with ``Retry-After``. A model that cannot be
-loaded stops the start-up with a clear message.
+Start-up opens the stores, loads every model folder with its object filter (:mod:`service.model_registry`), warms
+each up on one full tile, starts the job runner (whose fields go through the same inference gate as requests), and
+only then reports ready (``/readyz``); until then every ``/v1`` route answers 503 with ``Retry-After``. A model
+that cannot be loaded stops the start-up with a clear message.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import problems
 from service.api.auth import ApiKeyMiddleware
 from service.api.gate import InferenceGate
-from service.api.routes import health, jobs, model, segment, slides
+from service.api.routes import health, jobs, models, segment, slides
 from service.api.state import ServiceState, Serving
 from service.api.uploads import BodyLimitMiddleware
 from service.engine.image_io import ImageRejected
-from service.engine.loading import load_segmenter
 from service.field_result import FieldResult
 from service.jobs.runner import JobFieldWork, JobRunner, file_into_slide
 from service.jobs.store import JobStore
 from service.metrics import MetricsMiddleware
+from service.model_registry import load_registry
 from service.settings import Settings
 from service.slides import SlideStore
 
@@ -66,22 +66,19 @@ def create_app(settings: Settings) -> FastAPI:
     state = ServiceState(
         settings=settings, gate=InferenceGate(settings.inference_workers, settings.queue_size, settings.retry_after_s)
     )
-    card_path = settings.model_path.with_name("MODEL_CARD.md")
-    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slide_store = SlideStore(settings.data_dir / "slides.sqlite3")
         job_store = JobStore(settings.data_dir)
-        segmenter = await anyio.to_thread.run_sync(load_segmenter, settings.segmenter_config)
-        warm_up_seconds = await anyio.to_thread.run_sync(segmenter.warm_up)
+        registry = await anyio.to_thread.run_sync(load_registry, settings)
         token = anyio.lowlevel.current_token()
 
         def run_on_worker(work: Callable[[], FieldResult]) -> FieldResult:
             """From the job runner's thread: wait in the gate's queue like a request, infer on a worker."""
             return anyio.from_thread.run(state.gate.run_waiting, work, token=token)
 
-        field_work = JobFieldWork(job_store, segmenter, settings.max_pixels, run_on_worker, state.metrics.record_field)
+        field_work = JobFieldWork(job_store, registry, settings.max_pixels, run_on_worker, state.metrics.record_field)
         runner = JobRunner(
             job_store,
             field_work,
@@ -93,15 +90,13 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             gate=state.gate,
             metrics=state.metrics,
-            card=card,
-            segmenter=segmenter,
-            warm_up_seconds=warm_up_seconds,
+            models=registry,
             slides=slide_store,
             jobs=job_store,
             job_runner=runner,
         )
         runner.start()
-        log.info("ready: %s", segmenter.model.meta.model_id)
+        log.info("ready: %s (default %s)", ", ".join(registry.ids), registry.default_id)
         yield
         log.info("shutting down: finishing the job field in hand (at most %d s)", settings.shutdown_grace_s)
         stopped = await anyio.to_thread.run_sync(runner.stop, settings.shutdown_grace_s)
@@ -133,6 +128,6 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Model-Id", "X-Inference-Ms", "X-Bacillus-Fraction", "X-Request-Id", "Location"],
         )
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, model.router, segment.router, slides.router, jobs.router):
+    for router in (health.router, models.router, segment.router, slides.router, jobs.router):
         app.include_router(router)
     return app

@@ -10,14 +10,20 @@ from service.field_result import FieldResult, segment_field
 
 
 async def segment_upload(
-    serving: Serving, request: Request, find_objects: bool, object_threshold: float | None = None
+    serving: Serving,
+    request: Request,
+    find_objects: bool,
+    object_threshold: float | None = None,
+    model: str | None = None,
 ) -> FieldResult:
-    """Admit the request (or refuse it at once when the queue is full), read its image, segment it on a worker."""
+    """Pick the model (404 when unknown), admit the request (or refuse it at once when the queue is full), read its
+    image, segment it on a worker."""
     settings = serving.settings
+    segmenter = serving.model(model).segmenter
     async with serving.gate.admit():
         upload = await read_upload(request, settings.max_upload_bytes)
         result = await serving.gate.run(
-            segment_field, serving.segmenter, upload.data, settings.max_pixels, find_objects, object_threshold
+            segment_field, segmenter, upload.data, settings.max_pixels, find_objects, object_threshold
         )
     serving.metrics.record_field(result)
     return result

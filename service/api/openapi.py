@@ -13,6 +13,7 @@ RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff")
 Responses = dict[int | str, dict[str, Any]]  # FastAPI's ``responses=`` argument
 
 IMAGE_ERRORS: Responses = {
+    404: {"description": "no such model (the problem lists the models served)"},
     413: {"description": "upload over the byte limit, or an image over the pixel limit"},
     415: {"description": "not an image type we read"},
     422: {"description": "truncated or undecodable image, missing image, or invalid parameters"},

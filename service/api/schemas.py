@@ -9,8 +9,24 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
-class ModelInfo(BaseModel):
+class ModelSummary(BaseModel):
     model_id: str
+    default: bool = Field(description="used when a request names no model")
+    recipe: str = Field(description="the training recipe the model's metadata names")
+    training_data: str = Field(description="what it was trained on, from its metadata")
+    filter_id: str | None = Field(description="its object filter; null when every candidate is kept")
+    card_summary: str = Field(description="the first paragraph of its model card")
+    folder: str
+    memory_bytes: int = Field(description="resident memory the service grew by while loading and warming it")
+    url: str
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelSummary]
+
+
+class ModelInfo(ModelSummary):
     path: str
     providers: list[str]
     receptive_field_px: int
@@ -29,7 +45,14 @@ class ModelInfo(BaseModel):
     )
     metadata: dict[str, str]
     validation_metrics: dict[str, object]
+    warm_up_seconds: float
     card_markdown: str
+
+
+class ReloadResult(BaseModel):
+    added: list[str] = Field(description="model ids loaded by this reload")
+    models: list[str] = Field(description="every model id served now")
+    default_model: str
 
 
 class Health(BaseModel):
@@ -38,7 +61,8 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    model_id: str | None = None
+    model_id: str | None = Field(None, description="the default model")
+    models: list[str] = []
     providers: list[str] = []
     warm_up_seconds: float | None = None
 
@@ -47,6 +71,7 @@ class JobAccepted(BaseModel):
     job_id: str
     state: str = Field(description="queued, running, done or failed")
     created: bool = Field(description="false when an Idempotency-Key returned an earlier job")
+    model_id: str | None = Field(description="the model that reads its fields")
     status_url: str
     fields_total: int
     fields_done: int
@@ -64,6 +89,7 @@ class JobStatus(BaseModel):
     job_id: str
     state: str = Field(description="queued, running, done or failed")
     slide_id: str | None
+    model_id: str | None = Field(description="the model reading its fields (null for jobs from before models had ids)")
     created_at: float = Field(description="Unix time")
     started_at: float | None
     finished_at: float | None

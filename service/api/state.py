@@ -1,5 +1,5 @@
 """What the app holds while it runs: settings, the gate and the metrics from the start; once started, the
-warm segmenter, the stores and the job runner (:class:`Serving`)."""
+warm models, the stores and the job runner (:class:`Serving`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.gate import InferenceGate
-from service.api.problems import Unavailable
-from service.engine.segmenter import Segmenter
+from service.api.problems import NotFound, Unavailable
 from service.jobs.runner import JobRunner
 from service.jobs.store import JobStore
 from service.metrics import Metrics
+from service.model_registry import LoadedModel, ModelRegistry, UnknownModel
 from service.settings import Settings
 from service.slides import SlideStore
 
@@ -25,12 +25,21 @@ class Serving:
     settings: Settings
     gate: InferenceGate
     metrics: Metrics
-    card: str
-    segmenter: Segmenter
-    warm_up_seconds: float
+    models: ModelRegistry
     slides: SlideStore
     jobs: JobStore
     job_runner: JobRunner
+
+    def model(self, model_id: str | None) -> LoadedModel:
+        """The model a request names (the default for None).
+
+        Raises:
+            NotFound: no such model (404 naming the loaded ones).
+        """
+        try:
+            return self.models.get(model_id)
+        except UnknownModel as exc:
+            raise NotFound(str(exc), slug="unknown-model") from exc
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Loading a segmenter: the dense model, its object filter (checked to belong to it) and their settings.
 
-The service's start-up, its pre-flight check and the batch command all load through here, from plain values
+The service's start-up, its reload and the batch command all load through here, from plain values
 (:class:`SegmenterConfig`); the settings object stays in the service.
 """
 
@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.engine.errors import ModelContractError
 from service.engine.model import OnnxModel
+from service.engine.model_folder import check_pair
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 
@@ -43,31 +43,6 @@ class SegmenterConfig:
     threshold: float = 0.5
     min_object_px: int = 20
     object_threshold: float | None = None
-
-
-def check_pair(model: OnnxModel, object_filter: ObjectFilter) -> None:
-    """Refuse an object filter trained on another dense model's candidates (its scores would not transfer).
-
-    Raises:
-        ModelContractError: naming both ids and what to do.
-    """
-    if object_filter.meta.dense_model_id != model.meta.model_id:
-        raise ModelContractError(
-            f"{object_filter.path}: trained on the candidates of {object_filter.meta.dense_model_id}, not of "
-            f"{model.meta.model_id}; retrain it (python -m training objects) or set TBSEG_OBJECT_FILTER=none"
-        )
-
-
-def check_files(model_path: Path, object_filter_path: Path | None) -> None:
-    """Load the model and filter once on the CPU and check they belong together, without keeping them: a
-    missing, corrupt or mismatched file is reported before a server starts.
-
-    Raises:
-        ModelContractError: the first problem found, naming the file.
-    """
-    model = OnnxModel(model_path, providers=("CPUExecutionProvider",))
-    if object_filter_path is not None:
-        check_pair(model, ObjectFilter(object_filter_path))
 
 
 def load_segmenter(config: SegmenterConfig) -> Segmenter:

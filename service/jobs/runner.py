@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from service.engine.image_io import encode_png
-from service.engine.segmenter import Segmenter
 from service.field_result import FieldResult, FieldSummary, segment_field
 from service.jobs.store import FieldState, Job, JobStore, JsonObject
+from service.model_registry import ModelRegistry
 from service.render import mask_png_array
 from service.slides import FieldCount, SlideStore
 
@@ -126,21 +126,22 @@ class JobFieldWork:
 
     Attributes:
         store: where the masks are written.
-        segmenter: the loaded engine.
+        models: the served models; each job names its own.
         max_pixels: largest image accepted.
         run_on_worker: runs a function on an inference worker and returns its result (blocking).
         on_field: called with each segmented field (metrics).
     """
 
     store: JobStore
-    segmenter: Segmenter
+    models: ModelRegistry
     max_pixels: int
     run_on_worker: RunOnWorker
     on_field: Callable[[FieldResult], None] = lambda result: None
 
     def __call__(self, job: Job, position: int, data: bytes) -> JsonObject:
         started = time.perf_counter()
-        work = partial(segment_field, self.segmenter, data, self.max_pixels, True, job.params.object_threshold)
+        segmenter = self.models.get(job.params.model_id).segmenter  # UnknownModel: the job fails, saying which
+        work = partial(segment_field, segmenter, data, self.max_pixels, True, job.params.object_threshold)
         result = self.run_on_worker(work)
         self.on_field(result)
         for kind, mask in (("mask", result.segmentation.mask), ("objects", result.segmentation.objects)):

@@ -72,14 +72,23 @@ JsonObject = dict[str, Any]
 
 @dataclass(frozen=True)
 class JobParams:
-    """How a job's fields are segmented (stored with the job as JSON)."""
+    """How a job's fields are segmented (stored with the job as JSON): the object threshold, the model (its id
+    resolved at submission, so a later change of the default does not change the job) and whether its slide may
+    hold fields of another model."""
 
     object_threshold: float | None = None
+    model_id: str | None = None
+    mixed_models: bool = False
 
     @classmethod
     def from_json(cls, stored: JsonObject) -> JobParams:
+        """Read stored parameters (jobs stored before a key existed get its default)."""
         threshold = stored.get("object_threshold")
-        return cls(object_threshold=None if threshold is None else float(threshold))
+        return cls(
+            object_threshold=None if threshold is None else float(threshold),
+            model_id=stored.get("model_id"),
+            mixed_models=bool(stored.get("mixed_models", False)),
+        )
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,24 @@ from PIL import Image
 
 from service.field_result import AnalyzedField
 from service.slide_report import SlideReport
+from tests.conftest import install_model
 from training.data.synthetic import synthetic_field
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], model: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], model: Path, object_filter: Path | None = None, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m service segment`` with ``model`` (a dense ONNX file, and its filter) as the one model of a models
+    directory made beside the outputs."""
+    out = Path(args[args.index("-o") + 1]) if "-o" in args else Path.cwd()
+    models = out.parent / f"models-{out.name}"
+    if not models.exists():
+        install_model(models, model, object_filter)
     env = {
         **os.environ,
-        "TBSEG_MODEL_PATH": str(model),
+        "TBSEG_MODELS_DIR": str(models),
         "TBSEG_TILE_PX": "128",
         "TBSEG_PROVIDERS": "CPUExecutionProvider",
         **{f"TBSEG_{k.upper()}": v for k, v in settings.items()},
@@ -89,7 +98,7 @@ def test_batch_with_the_object_filter_grades_a_slide(
     for i in range(3):
         Image.fromarray(synthetic_field(60 + i, height=100, width=120).image).save(fields / f"f{i}.png")
     out = tmp_path / "out"
-    done = _run([str(fields), "-o", str(out), "--slide"], random_dense_onnx, object_filter=str(random_object_filter))
+    done = _run([str(fields), "-o", str(out), "--slide"], random_dense_onnx, object_filter=random_object_filter)
     assert done.returncode == 0, done.stderr
     afb = []
     for i in range(3):
@@ -117,7 +126,7 @@ def test_batch_with_the_object_filter_grades_a_slide(
     named = _run(
         [str(fields), "-o", str(out), "--slide-id", "S-2026-17"],
         random_dense_onnx,
-        object_filter=str(random_object_filter),
+        object_filter=random_object_filter,
     )
     assert named.returncode == 0 and "skipped" in (out / "summary.csv").read_text()
     again = json.loads((out / "slide.json").read_text())

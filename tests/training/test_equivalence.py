@@ -16,10 +16,9 @@ import onnxruntime as ort
 from training.data.sampling import extract_patches, mirror_pad
 from training.data.synthetic import synthetic_field
 from training.model.patch_cnn import to_model_input
-from training.paths import REPO_ROOT
+from training.paths import SHIPPED_MODEL as SHIPPED_ONNX
+from training.paths import SHIPPED_PATCH_MODEL as SHIPPED_KERAS
 
-SHIPPED_KERAS = REPO_ROOT / "models" / "patch_cnn.keras"
-SHIPPED_ONNX = REPO_ROOT / "models" / "bacilli_dense.onnx"
 FIELD = synthetic_field(11, height=150, width=170, background="green").image
 # (y0, y1, x0, x1) crops of FIELD: corners and edges read the mirror padding, the last one is interior
 CROPS = [(0, 20, 0, 24), (130, 150, 150, 170), (0, 16, 80, 100), (60, 82, 0, 18), (60, 84, 70, 96)]

@@ -15,6 +15,7 @@ from training.cli import main
 from training.data.dataset import AnnotationKind
 from training.data.split import DatasetSplit
 from training.data.synthetic import synthetic_field, write_dataset, write_synthetic_ufam
+from training.paths import SHIPPED_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -47,7 +48,7 @@ def test_evaluate_everything_side_by_side(tmp_path: Path, random_dense_onnx: Pat
     data = _dataset(tmp_path / "data", AnnotationKind.ZNSM_CSV, count=6)
     split = tmp_path / "split.json"
     assert main(["split", "--data", str(data), "-o", str(split), "--test-fraction", "0.34"]) == 0
-    shipped = Path(__file__).resolve().parents[2] / "models" / "bacilli_dense.onnx"
+    shipped = SHIPPED_MODEL
     out, cache = tmp_path / "out", tmp_path / "cache"
     common = ["--data", str(data), "--split", str(split), "--cache", str(cache), "--crop", "40"]
     report = _run(

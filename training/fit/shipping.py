@@ -1,4 +1,5 @@
-"""Shipping a model: pick the best run by bacillus-level F1 on the test split, copy it into models/, write its card."""
+"""Shipping a model: pick the best run by bacillus-level F1 on the test split, copy it into its model folder
+``models/<model_id>/`` (:mod:`service.engine.model_folder`), make it the default, write its card."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from service.engine.model_folder import CARD_MD, DEFAULT_MARKER, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS
 from training.evaluation.report_schema import EvaluationReport
 from training.fit.train_log import read_log
 from training.model.export import read_metadata
 
 log = logging.getLogger(__name__)
 
-SHIPPED_KERAS = "patch_cnn.keras"
-SHIPPED_ONNX = "bacilli_dense.onnx"
-SHIPPED_FILTER = "object_filter.onnx"
-CARD = "MODEL_CARD.md"
+SHIPPED_KERAS = PATCH_KERAS
+SHIPPED_ONNX = DENSE_ONNX
+SHIPPED_FILTER = OBJECT_FILTER_ONNX
+CARD = CARD_MD
 
 
 def _report(run: Path, subset: str = "test") -> EvaluationReport:
@@ -233,7 +235,7 @@ def write_card(
         "  .venv/bin/python -m training evaluate --model runs/$r/model.onnx -o runs/$r/eval-test",
         "done",
         ".venv/bin/python -m training ship --runs runs/paper runs/hard-negatives runs/augmented runs/calibrated",
-        ".venv/bin/python -m training objects -o models/object_filter.onnx",
+        f".venv/bin/python -m training objects -o models/{meta['model_id']}/object_filter.onnx",
         ".venv/bin/python -m training evaluate -o out/eval-test --variants runs/*/model.onnx",
         ".venv/bin/python -m training ship --card-only --evaluation out/eval-test/report.json \\",
         "    --runs runs/paper runs/hard-negatives runs/augmented runs/calibrated",
@@ -250,17 +252,20 @@ def ship(
     evaluation_json: Path | None = None,
     card_only: bool = False,
 ) -> Path:
-    """Copy the best run (:func:`choose_run`) into ``models`` and write its card; returns the run shipped.
+    """Copy the best run (:func:`choose_run`) into its model folder ``models/<model_id>/``, name it the default
+    (``models/DEFAULT_MODEL``) and write its card; returns the run shipped.
 
     With ``card_only`` the model files are left as they are and only the card is rewritten (e.g. after the object
     filter was trained, with ``evaluation_json`` from ``python -m training evaluate``)."""
     best = choose_run(runs)
-    models.mkdir(parents=True, exist_ok=True)
+    folder = models / read_metadata(best / "model.onnx")["model_id"]
+    folder.mkdir(parents=True, exist_ok=True)
     if not card_only:
-        shutil.copy(best / "model.keras", models / SHIPPED_KERAS)
-        shutil.copy(best / "model.onnx", models / SHIPPED_ONNX)
+        shutil.copy(best / "model.keras", folder / SHIPPED_KERAS)
+        shutil.copy(best / "model.onnx", folder / SHIPPED_ONNX)
+        (models / DEFAULT_MARKER).write_text(folder.name + "\n", encoding="utf-8")
     bench = json.loads(bench_json.read_text(encoding="utf-8")) if bench_json else None
     evaluation = json.loads(evaluation_json.read_text(encoding="utf-8")) if evaluation_json else None
-    (models / CARD).write_text(write_card(runs, best, models, bench, evaluation), encoding="utf-8")
-    log.info("%s %s into %s", "card of" if card_only else "shipped", best, models)
+    (folder / CARD).write_text(write_card(runs, best, folder, bench, evaluation), encoding="utf-8")
+    log.info("%s %s into %s", "card of" if card_only else "shipped", best, folder)
     return best

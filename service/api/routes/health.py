@@ -29,13 +29,14 @@ def readyz(state: StateDep) -> Response:
     if serving is None:
         retry = {"Retry-After": str(LOADING_RETRY_AFTER_S)}
         return JSONResponse(Readiness(status="loading").model_dump(), status_code=503, headers=retry)
-    model = serving.segmenter.model
+    default = serving.models.default
     return JSONResponse(
         Readiness(
             status="ready",
-            model_id=model.meta.model_id,
-            providers=list(model.providers),
-            warm_up_seconds=round(serving.warm_up_seconds, 3),
+            model_id=default.model_id,
+            models=serving.models.ids,
+            providers=list(default.segmenter.model.providers),
+            warm_up_seconds=round(sum(m.warm_up_seconds for m in serving.models.all()), 3),
         ).model_dump()
     )
 
@@ -49,4 +50,6 @@ def readyz(state: StateDep) -> Response:
 def metrics(state: StateDep) -> Response:
     state.metrics.queue_depth.set(state.gate.waiting)
     state.metrics.in_flight.set(state.gate.running)
+    if state.serving is not None:
+        state.metrics.record_models(state.serving.models.all())
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.model_choice import MixedModels, ModelParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
 from service.api.schemas import JobAccepted, JobFieldState, JobStatus
@@ -29,8 +30,11 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JOB_BODY = image_body("files", many=True)
 ERRORS: Responses = {
     **IMAGE_ERRORS,
-    404: {"description": "no such job (or it expired), or no such field"},
-    409: {"description": "the Idempotency-Key was used for a different request, or the result is not ready"},
+    404: {"description": "no such job (or it expired), no such field, or no such model"},
+    409: {
+        "description": "the Idempotency-Key was used for a different request, the result is not ready, or the "
+        "slide was read by another model"
+    },
     422: {"description": "an undecodable image, no image, too many files, or invalid parameters"},
     503: {"description": "not ready, or too many jobs waiting; see Retry-After"},
 }
@@ -43,6 +47,7 @@ def status(job: Job, serving: Serving) -> JobStatus:
         job_id=job.job_id,
         state=job.state,
         slide_id=job.slide_id,
+        model_id=job.params.model_id,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -83,13 +88,19 @@ async def submit_job(
     serving: ReadyDep,
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="grade as this slide")] = None,
     object_threshold: Annotated[float | None, Query(ge=0, le=1, description="object filter score to keep")] = None,
+    model: ModelParam = None,
+    mixed_models: MixedModels = False,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=200, description="a retried submit with the same key is safe")
     ] = None,
 ) -> JSONResponse:
     """Fields as multipart parts named ``files`` (or one as the raw body). With ``slide_id`` the fields are added
-    to that slide when the job is done and the result carries its grade."""
+    to that slide when the job is done and the result carries its grade. The job is read by ``model`` (the default
+    model when absent, resolved now); a slide read by another model refuses it (409) unless ``mixed_models``."""
     store, settings = serving.jobs, serving.settings
+    model_id = serving.model(model).model_id
+    if slide_id is not None:
+        check_one_model(serving.slides.get(slide_id), model_id, mixed_models)
     if store.queued_count() >= settings.max_queued_jobs:
         raise Busy(f"{settings.max_queued_jobs} jobs are waiting already; retry later", settings.retry_after_s)
     uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)
@@ -99,7 +110,7 @@ async def submit_job(
         )
     files = [(u.filename or f"field-{i}", u.data) for i, u in enumerate(uploads)]
     await anyio.to_thread.run_sync(_check_images, files, settings.max_pixels)
-    params = JobParams(object_threshold=object_threshold)
+    params = JobParams(object_threshold=object_threshold, model_id=model_id, mixed_models=mixed_models)
     try:
         job, new = await anyio.to_thread.run_sync(store.submit, files, params, slide_id, idempotency_key)
     except IdempotencyConflict as exc:
@@ -107,7 +118,12 @@ async def submit_job(
     if new:
         serving.job_runner.wake()
     body = JobAccepted(
-        job_id=job.job_id, state=job.state, status_url=f"/v1/jobs/{job.job_id}", created=new, **job.progress
+        job_id=job.job_id,
+        state=job.state,
+        model_id=job.params.model_id,
+        status_url=f"/v1/jobs/{job.job_id}",
+        created=new,
+        **job.progress,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.job_id}"})
 

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.model_choice import MixedModels, ModelParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
@@ -26,24 +27,23 @@ router = APIRouter(prefix="/v1/slides", tags=["slides"])
 FIELDS_BODY = image_body("files", many=True, required=False)
 ERRORS: Responses = {
     **IMAGE_ERRORS,
-    404: {"description": "no such slide"},
-    409: {"description": "a slide with this id exists already"},
+    404: {"description": "no such slide, or no such model"},
+    409: {"description": "a slide with this id exists already, or the slide was read by another model"},
     422: {"description": "an undecodable image, too many files, or invalid parameters; nothing is stored"},
 }
 SlideId = Annotated[str, Path(pattern=SLIDE_ID_PATTERN, description="1–64 letters, digits, ., _ or -")]
 
 
-async def _count_fields(serving: Serving, request: Request, first_index: int) -> list[FieldCount]:
+async def _count_fields(serving: Serving, request: Request, first_index: int, model: str | None) -> list[FieldCount]:
     """Read and segment every field of the request; any bad field fails the whole request before anything is
     stored."""
     settings = serving.settings
+    segmenter = serving.model(model).segmenter
     async with serving.gate.admit():
         uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)
         counts = []
         for i, upload in enumerate(uploads):
-            result = await serving.gate.run(
-                segment_field, serving.segmenter, upload.data, settings.max_pixels, True, None
-            )
+            result = await serving.gate.run(segment_field, segmenter, upload.data, settings.max_pixels, True, None)
             serving.metrics.record_field(result)
             counts.append(FieldCount.of(upload.filename or f"field-{first_index + i}", result.summary()))
     return counts
@@ -68,13 +68,14 @@ async def create_slide(
     request: Request,
     serving: ReadyDep,
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="default: a new id")] = None,
+    model: ModelParam = None,
 ) -> JSONResponse:
     """Send the fields as multipart parts named ``files`` (or one image as the raw body). The response gives the
     per-field counts, the total, AFB per field and the WHO/IUATLD grade with ``needs_review``."""
     store = serving.slides
     if slide_id is not None and store.get(slide_id) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
-    counts = await _count_fields(serving, request, 0)
+    counts = await _count_fields(serving, request, 0, model)
     new_id, created = store.ensure(slide_id)
     if not created:
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
@@ -91,11 +92,19 @@ async def create_slide(
     responses=ERRORS,
     openapi_extra={"requestBody": FIELDS_BODY},
 )
-async def add_fields(request: Request, serving: ReadyDep, slide_id: SlideId) -> SlideReport:
-    """One field as the raw body or the multipart part ``file``, or several as parts named ``files``."""
+async def add_fields(
+    request: Request,
+    serving: ReadyDep,
+    slide_id: SlideId,
+    model: ModelParam = None,
+    mixed_models: MixedModels = False,
+) -> SlideReport:
+    """One field as the raw body or the multipart part ``file``, or several as parts named ``files``. A slide is
+    read by one model: fields for a slide read by another are refused (409) unless ``mixed_models``."""
     store = serving.slides
     existing = store.get(slide_id)
-    counts = await _count_fields(serving, request, len(existing.fields) if existing else 0)
+    check_one_model(existing, serving.model(model).model_id, mixed_models)
+    counts = await _count_fields(serving, request, len(existing.fields) if existing else 0, model)
     if not counts:
         raise InvalidRequest(
             "the request has no image: send it as the body or as multipart 'files'", slug="missing-image"

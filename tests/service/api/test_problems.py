@@ -89,7 +89,7 @@ def test_every_problem_class_has_its_own_type_and_title() -> None:
 
 def test_every_v1_route_answers_unavailable_with_retry_after_while_loading() -> None:
     """The app before its start-up finished (the lifespan has not run): the probes say loading, /v1 says 503."""
-    app = create_app(Settings(model_path=ROOT / "models" / "bacilli_dense.onnx"))
+    app = create_app(Settings())
     client = TestClient(app)  # not entered: the model is never loaded
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")

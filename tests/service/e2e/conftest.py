@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import install_model
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -33,12 +35,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: Path, log_path: Path, timeout_s: float = 120, **settings: str) -> LiveServer:
-    """Start ``python -m service serve`` with TBSEG_* settings and wait until /readyz answers 200."""
+def start_server(
+    model: Path, log_path: Path, timeout_s: float = 120, object_filter: Path | None = None, **settings: str
+) -> LiveServer:
+    """Start ``python -m service serve`` with TBSEG_* settings and wait until /readyz answers 200.
+
+    ``model`` is a models directory, or a dense ONNX file (with ``object_filter``) served as the one model of a
+    models directory made beside the log."""
+    if model.is_file():
+        models = log_path.parent / f"models-{log_path.stem}"
+        model = install_model(models, model, object_filter)
     port = _free_port()
     env = {
         **os.environ,
-        "TBSEG_MODEL_PATH": str(model),
+        "TBSEG_MODELS_DIR": str(model),
         "TBSEG_HOST": "127.0.0.1",
         "TBSEG_PORT": str(port),
         "TBSEG_PROVIDERS": "CPUExecutionProvider",
@@ -92,7 +102,6 @@ def random_server(random_dense_onnx: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def shipped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service on the model shipped in models/, with its default settings."""
-    model = REPO_ROOT / "models" / "bacilli_dense.onnx"
-    server = start_server(model, tmp_path_factory.mktemp("shipped") / "server.log")
+    server = start_server(REPO_ROOT / "models", tmp_path_factory.mktemp("shipped") / "server.log")
     yield server
     stop_server(server)

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import install_model
 from tests.service.e2e.conftest import REPO_ROOT, LiveServer, start_server, stop_server
 from training.data.synthetic import synthetic_field
+from training.paths import SHIPPED_MODEL
 
 FIELDS = [
     synthetic_field(40 + i, height=120, width=160, background=("pink", "blue", "green")[i % 3]).image for i in range(3)
@@ -33,9 +35,7 @@ def filtered(
     random_dense_onnx: Path, random_object_filter: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, Path]]:
     folder = tmp_path_factory.mktemp("filtered")
-    server = start_server(
-        random_dense_onnx, folder / "server.log", tile_px="96", object_filter=str(random_object_filter)
-    )
+    server = start_server(random_dense_onnx, folder / "server.log", tile_px="96", object_filter=random_object_filter)
     yield server, folder
     stop_server(server)
 
@@ -144,8 +144,8 @@ def test_slides_in_one_request_then_field_by_field(filtered: tuple[LiveServer, P
 
 
 def test_slides_survive_a_restart(random_dense_onnx: Path, random_object_filter: Path, tmp_path: Path) -> None:
-    settings = {"tile_px": "96", "object_filter": str(random_object_filter), "data_dir": str(tmp_path / "data")}
-    server = start_server(random_dense_onnx, tmp_path / "a.log", **settings)
+    settings = {"tile_px": "96", "data_dir": str(tmp_path / "data")}
+    server = start_server(random_dense_onnx, tmp_path / "a.log", object_filter=random_object_filter, **settings)
     try:
         made = httpx.post(
             f"{server.url}/v1/slides?slide_id=kept", files=[("files", ("f.png", _png(FIELDS[0]), "image/png"))]
@@ -153,18 +153,18 @@ def test_slides_survive_a_restart(random_dense_onnx: Path, random_object_filter:
         assert made.status_code == 201
     finally:
         stop_server(server)
-    server = start_server(random_dense_onnx, tmp_path / "b.log", **settings)
+    server = start_server(random_dense_onnx, tmp_path / "b.log", object_filter=random_object_filter, **settings)
     try:
         assert httpx.get(f"{server.url}/v1/slides/kept").json() == made.json()
     finally:
         stop_server(server)
 
 
-def test_a_filter_for_another_model_is_refused_at_start(random_object_filter: Path) -> None:
+def test_a_filter_for_another_model_is_refused_at_start(random_object_filter: Path, tmp_path: Path) -> None:
+    models = install_model(tmp_path / "models", SHIPPED_MODEL, random_object_filter, name="mislabelled")
     env = {
         **os.environ,
-        "TBSEG_MODEL_PATH": str(REPO_ROOT / "models" / "bacilli_dense.onnx"),
-        "TBSEG_OBJECT_FILTER": str(random_object_filter),
+        "TBSEG_MODELS_DIR": str(models),
         "TBSEG_PROVIDERS": "CPUExecutionProvider",
     }
     done = subprocess.run(

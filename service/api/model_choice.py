@@ -1,0 +1,38 @@
+"""Which model a request uses: the ``model`` query parameter, and the rule that a slide is read by one model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query
+
+from service.api.problems import Conflict
+from service.slides import Slide
+
+ModelParam = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="model_id of a served model (GET /v1/models); default: the service's default model",
+    ),
+]
+MixedModels = Annotated[
+    bool,
+    Query(
+        description="allow fields read by another model than the slide's earlier ones (the report then needs "
+        "review); by default such a request is refused with 409"
+    ),
+]
+
+
+def check_one_model(slide: Slide | None, model_id: str, mixed_models: bool) -> None:
+    """Refuse (409) to add fields read by ``model_id`` to a slide read by other models, unless asked to."""
+    if slide is None or mixed_models:
+        return
+    others = slide.other_models(model_id)
+    if others:
+        raise Conflict(
+            f"slide {slide.slide_id!r} holds fields read by {', '.join(others)}; this request would use {model_id}: "
+            "send model=<that id>, or mixed_models=true to grade them together anyway",
+            slug="mixed-models",
+        )
