@@ -14,17 +14,20 @@ Commands:
     labs     score models (with their filters) on another lab's slides (UFAM DDS1): recall at the experts'
              points, false bacilli per negative field, the grade of a simulated negative slide
     objects  train the object filter (scikit-learn, exported as ONNX) on a model's candidates
-    ship     copy the run with the best test bacillus F1 into models/ and write its model card
+    ship     copy the run with the best test bacillus F1 into models/<model_id>/ and write its model card
+    finetune adapt a model folder to a lab's own annotated fields, into a new servable model folder
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.engine.errors import ModelContractError
 from training.data.annotations import AnnotationError
 from training.data.box_masks import MaskDerivation
 from training.data.dataset import AnnotationKind
@@ -34,6 +37,7 @@ from training.fit.recipes import RECIPES
 from training.paths import (
     DEFAULT_CACHE,
     MODELS_DIR,
+    SHIPPED_DIR,
     SHIPPED_MODEL,
     UFAM_DDS1,
     UFAM_DDS1_SPLIT,
@@ -226,6 +230,39 @@ def build_parser() -> argparse.ArgumentParser:
     labs.add_argument("--no-gallery", action="store_true", help="skip the galleries")
     labs.add_argument("-o", "--out", type=Path, required=True, help="folder: report.json (by_lab), report.md")
 
+    tune = commands.add_parser(
+        "finetune", help="fine-tune a model folder on a lab's annotated fields into a new servable model folder"
+    )
+    tune.add_argument("--base", type=Path, default=SHIPPED_DIR, help="base model folder (default: %(default)s)")
+    tune.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the lab's fields: any layout the data layer reads (boxes CSV/VOC XML, points CSV, masks; a field "
+        "annotated with no bacillus is a negative field), or a UFAM-style folder (negatives/, positives/)",
+    )
+    tune.add_argument("--held-out", type=Path, help="held-out fields of the lab (default: a share of --data's)")
+    tune.add_argument("--held-out-share", type=float, default=0.3, help="share of --data held out (default 0.3)")
+    tune.add_argument("--test", type=Path, help="more fields of the lab to compare base and fine-tuned on")
+    tune.add_argument("--epochs", type=int, default=6)
+    tune.add_argument("--learning-rate", type=float, default=0.003)
+    tune.add_argument("--replay-share", type=float, default=1.0, help="replay patches per lab patch (default 1)")
+    tune.add_argument("--replay-filter-fields", type=int, default=2, help="base fields in the filter (default 2)")
+    tune.add_argument("--replay-data", type=Path, default=ZNSM_MS2, help="the base model's training data")
+    tune.add_argument("--replay-split", type=Path, default=ZNSM_MS2_SPLIT, help="its split (train fields replayed)")
+    tune.add_argument("--no-calibrate", action="store_true", help="keep the fine-tuned output uncalibrated")
+    tune.add_argument(
+        "--calibration-prior",
+        choices=["lab", "balanced"],
+        default="lab",
+        help="lab: the held-out fields' bacillus share (the base lab's for point-centred patches); balanced: equal "
+        "class weights (default: lab)",
+    )
+    tune.add_argument("--no-znsm-test", action="store_true", help="skip the comparison on the ZNSM test split")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+    tune.add_argument("-o", "--out", type=Path, required=True, help="the new model folder")
+
     ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
     ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
     ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
@@ -405,6 +442,35 @@ def run_objects(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_finetune(args: argparse.Namespace) -> int:
+    from training.fit.finetune import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        replay_share=args.replay_share,
+        replay_filter_fields=args.replay_filter_fields,
+        held_out_share=args.held_out_share,
+        calibrate=not args.no_calibrate,
+        calibration_prior=args.calibration_prior,
+        seed=args.seed,
+    )
+    finetune(
+        args.base,
+        args.data,
+        args.out,
+        held_out=args.held_out,
+        test=args.test,
+        settings=settings,
+        replay_data=args.replay_data,
+        replay_split=args.replay_split,
+        znsm_test=not args.no_znsm_test,
+        cache=args.cache,
+        command="python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    return 0
+
+
 def run_ship(args: argparse.Namespace) -> int:
     from training.fit.shipping import ship
 
@@ -424,6 +490,7 @@ COMMANDS = {
     "objects": run_objects,
     "ship": run_ship,
     "labs": run_labs,
+    "finetune": run_finetune,
 }
 
 
@@ -436,6 +503,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (AnnotationError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (AnnotationError, ValueError, FileNotFoundError, FileExistsError, ModelContractError) as exc:
         log.error("%s", exc)
         return 2

@@ -88,6 +88,20 @@ class UfamSet:
             tuple(p for p in self.positives if p.slide in wanted),
         )
 
+    @property
+    def field_ids(self) -> tuple[str, ...]:
+        """Its fields: those its positive patches were cut from, and its negative fields."""
+        return tuple(sorted({n.field_id for n in self.negatives} | {p.field for p in self.positives}))
+
+    def of_fields(self, fields: tuple[str, ...] | list[str]) -> UfamSet:
+        """The part of the set on ``fields`` (ids of :attr:`field_ids`)."""
+        wanted = set(fields)
+        return UfamSet(
+            self.root,
+            tuple(n for n in self.negatives if n.field_id in wanted),
+            tuple(p for p in self.positives if p.field in wanted),
+        )
+
     def positives_by_field(self) -> dict[str, list[PositivePatch]]:
         by_field: dict[str, list[PositivePatch]] = defaultdict(list)
         for p in self.positives:

@@ -20,10 +20,10 @@ from service.engine.model import OnnxModel
 from service.engine.segmenter import Segmenter
 from training.data.annotations import BoxLabel, point_box
 from training.data.box_masks import MaskDerivation, PixelClass, derive_bacillus_mask, label_map
-from training.data.dataset import discover_fields, read_annotation, read_rgb
+from training.data.dataset import FieldFiles, discover_fields, read_annotation, read_rgb
 from training.data.sampling import field_rng
 from training.data.split import DatasetSplit
-from training.data.ufam import patch_centre, photographed, read_positives, read_ufam
+from training.data.ufam import UfamSet, patch_centre, photographed, read_positives, read_ufam
 from training.evaluation.heatmap_cache import cached_heatmap
 from training.fit.recipes import get_recipe
 from training.fit.train_log import Calibration, read_log, write_log
@@ -62,16 +62,14 @@ def export_run(run: Path, out: Path | None = None) -> Path:
 
 
 def ufam_pixels(
-    model: OnnxModel, ufam: Path, ufam_split: Path, background_share: float, seed: int, cache: Path = DEFAULT_CACHE
+    model: OnnxModel, part: UfamSet, background_share: float, seed: int, cache: Path = DEFAULT_CACHE
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Logits and labels of the UFAM validation slides' pixels for calibration.
+    """Logits and labels of the pixels of a part of the UFAM set (e.g. its validation slides) for calibration.
 
     Bacillus pixels: in each positive patch, those derived from the stain's colour around the expert's point (a
     :data:`~training.data.annotations.POINT_BOX_PX` box, as for a points CSV), else the 2 × 2 centre pixels.
     Background pixels: a seeded ``background_share`` of each negative field's pixels, off the interpolated rows.
     """
-    split = DatasetSplit.load(ufam_split)
-    part = read_ufam(ufam).of_slides(split.validation)
     segmenter = Segmenter(model)
     images, backgrounds = read_positives(part, model.meta.normalisation)
     zs, ys = [], []
@@ -92,6 +90,26 @@ def ufam_pixels(
         zs.append(logit(heatmap[keep]))
         ys.append(np.zeros(int(keep.sum()), dtype=bool))
     return np.concatenate(zs), np.concatenate(ys)
+
+
+def field_pixels(
+    model: OnnxModel, fields: list[FieldFiles], background_share: float, seed: int, cache: Path = DEFAULT_CACHE
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """Logits, labels and weights of annotated fields' pixels for calibration: every bacillus pixel, and a seeded
+    ``background_share`` of the background pixels weighted by its inverse (so the fields' real bacillus share is
+    kept); IGNORE pixels are left out. Heatmaps come through the engine (normalised as the model declares)."""
+    zs, ys, ws = [], [], []
+    for files in fields:
+        annotation, image = read_annotation(files), read_rgb(files.image)
+        labels = label_map(annotation, image, MaskDerivation()).ravel()
+        heatmap, _ = cached_heatmap(model, files.field_id, image, cache)
+        rng = field_rng(seed, files.field_id)
+        bacillus = labels == PixelClass.BACILLUS
+        keep = bacillus | ((labels == PixelClass.BACKGROUND) & (rng.random(labels.size) < background_share))
+        zs.append(logit(heatmap.ravel()[keep]))
+        ys.append(bacillus[keep])
+        ws.append(np.where(bacillus[keep], 1.0, 1.0 / background_share))
+    return np.concatenate(zs), np.concatenate(ys), np.concatenate(ws)
 
 
 def calibrate_run(
@@ -119,22 +137,12 @@ def calibrate_run(
     model = OnnxModel(onnx_path, providers=("CPUExecutionProvider",))
     split = DatasetSplit.load(split_path)
     fields = {f.field_id: f for f in discover_fields(data)}
-    zs, ys, ws = [], [], []
-    for fid in split.validation:
-        annotation, image = read_annotation(fields[fid]), read_rgb(fields[fid].image)
-        labels = label_map(annotation, image, MaskDerivation()).ravel()
-        heatmap, _ = cached_heatmap(model, fid, image, cache)
-        rng = field_rng(seed, fid)
-        bacillus = labels == PixelClass.BACILLUS
-        keep = bacillus | ((labels == PixelClass.BACKGROUND) & (rng.random(labels.size) < background_share))
-        zs.append(logit(heatmap.ravel()[keep]))
-        ys.append(bacillus[keep])
-        ws.append(np.where(bacillus[keep], 1.0, 1.0 / background_share))
-    z, y, w = np.concatenate(zs), np.concatenate(ys), np.concatenate(ws)
+    z, y, w = field_pixels(model, [fields[fid] for fid in split.validation], background_share, seed, cache)
     if ufam is not None:
         if ufam_split is None:
             raise ValueError("calibrating on UFAM needs its split by slide")
-        uz, uy = ufam_pixels(model, ufam, ufam_split, background_share, seed, cache)
+        part = read_ufam(ufam).of_slides(DatasetSplit.load(ufam_split).validation)
+        uz, uy = ufam_pixels(model, part, background_share, seed, cache)
         uw = np.where(uy, w[y].sum() / max(int(uy.sum()), 1), w[~y].sum() / max(int((~uy).sum()), 1))
         z, y, w = np.concatenate([z, uz]), np.concatenate([y, uy]), np.concatenate([w, uw])
     fit = fit_platt(z, y, w)

@@ -273,6 +273,37 @@ def plot_curves(history: dict[str, list[float]], best_epoch: int, title: str, pa
     plt.close(fig)
 
 
+def fit_patches(
+    model: keras.Model,
+    train: PatchSet,
+    validation: PatchSet,
+    recipe: Recipe,
+    seed: int,
+    epochs: int,
+    reference_rgb: tuple[float, float, float] = (255.0, 255.0, 255.0),
+) -> tuple[dict[str, list[float]], int]:
+    """Train ``model`` in place on ``train`` with the recipe's augmentation, SGD and decay; keep the weights of the
+    epoch with the lowest loss on ``validation``. Returns the history and the 0-based epoch kept."""
+    batches = PatchBatches(train, recipe.batch_size, seed, recipe, reference_rgb)
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        recipe.learning_rate, decay_steps=len(batches), decay_rate=recipe.decay_per_epoch, staircase=True
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=recipe.momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    keep = KeepBest()
+    fit = model.fit(
+        batches,
+        validation_data=PatchBatches(validation, 512, seed, None),
+        epochs=epochs,
+        callbacks=[keep],
+        verbose=1 if sys.stderr.isatty() else 2,
+    )
+    return {k: [float(v) for v in vs] for k, vs in fit.history.items()}, keep.best_epoch
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -342,28 +373,10 @@ def train_recipe(
     if init is not None:
         model.set_weights(keras.models.load_model(init).get_weights())
     reference = normalisation.reference if normalisation is not None else (255.0, 255.0, 255.0)
-    batches = PatchBatches(train, recipe.batch_size, seed, recipe, reference)
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        recipe.learning_rate, decay_steps=len(batches), decay_rate=recipe.decay_per_epoch, staircase=True
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=recipe.momentum),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    keep = KeepBest()
-    fit = model.fit(
-        batches,
-        validation_data=PatchBatches(validation, 512, seed, None),
-        epochs=epochs or recipe.epochs,
-        callbacks=[keep],
-        verbose=1 if sys.stderr.isatty() else 2,
-    )
+    history, best = fit_patches(model, train, validation, recipe, seed, epochs or recipe.epochs, reference)
     trained = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    best = keep.best_epoch
     record: TrainLog = {
         "recipe": {
             "name": recipe.name,

@@ -1,0 +1,415 @@
+"""Fine-tuning a model folder on a lab's own annotated fields (``python -m training finetune``).
+
+Like Cellpose's human-in-the-loop training: a lab annotates a few fields (boxes, points or masks, and negative
+fields; :mod:`training.fit.lab_data`), and in minutes on a CPU gets its own model folder, served beside the
+default one. The steps, each timed:
+
+1. **Split** the lab's fields into fine-tune and held-out ones (seeded, by field), unless ``--held-out`` names a
+   folder of its own.
+2. **Patches**: the lab's fine-tune fields, plus a *replay* sample of the base model's own training fields (as many
+   patches as the lab's, by default), so that the model does not forget the microscope it learnt first. The
+   held-out fields' patches choose the epoch (lowest loss).
+3. **Train** from the base folder's ``patch_cnn.keras`` weights, with its field normalisation, a lower learning
+   rate and a few epochs (:func:`training.fit.train.fit_patches`: same augmentation and optimiser as training).
+4. **Recalibrate** on the held-out fields' pixels (Platt, folded into the last layer, as ``calibrate``). Fields
+   with boxes or points give the real bacillus share; a lab of point-centred patches does not, so its classes are
+   weighted to the base lab's share (the replay fields').
+5. **Object filter** refitted on the candidates of the lab's fine-tune fields plus a few replay fields, its threshold
+   chosen out of fold (grouped by field; :func:`training.objects.classifier.fit_filter`). The held-out fields are
+   kept out of it, so the card's held-out figures are not in-sample (only the two calibration numbers saw them).
+6. **Export** the folder: ``bacilli_dense.onnx``, ``object_filter.onnx``, ``patch_cnn.keras``, ``MODEL_CARD.md``,
+   ``finetune.json`` and ``curves.png``: servable as it is (copy it into ``TBSEG_MODELS_DIR``).
+7. **Compare** base and fine-tuned, each with its filter, on the held-out fields, on ``--test`` fields when given,
+   and (unless ``--no-znsm-test``) on the ZNSM-iDB test split, to show what was kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+from scipy.special import expit
+
+from service.engine.model import OnnxModel
+from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, ModelFolder, open_folder
+from training.data.dataset import discover_fields
+from training.data.sampling import PATCH_SIZE, PatchSet
+from training.data.split import DatasetSplit
+from training.evaluation.labs import Pair
+from training.fit.lab_data import FieldLab, LabScores, PatchCounts, read_lab, split_by_field
+from training.fit.recipes import get_recipe
+from training.fit.train import fit_patches, plot_curves
+from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv
+from training.model.export import export_onnx
+from training.objects.classifier import TARGET_RECALL, export_filter, fit_filter
+from training.objects.samples import ObjectSamples
+from training.paths import DEFAULT_CACHE, ZNSM_MS2, ZNSM_MS2_SPLIT
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How a lab's model is fine-tuned (every field is a ``finetune`` option).
+
+    Attributes:
+        epochs: passes over the patches; the epoch with the lowest held-out loss is kept.
+        learning_rate: SGD's starting rate (the base recipe's is 0.01: lower, to adapt rather than relearn).
+        counts: patches drawn per field (see :class:`~training.fit.lab_data.PatchCounts`).
+        replay_share: replay patches from the base's training fields, as a share of the lab's patches.
+        replay_filter_fields: base training fields whose candidates join the lab's for the object filter.
+        held_out_share: share of the lab's fields held out when no held-out folder is given.
+        calibrate: recalibrate on the held-out fields (step 4).
+        calibration_prior: ``lab``: the held-out fields' own bacillus share (for point-centred patches, the base
+            lab's); ``balanced``: both classes weigh the same (a temperature and offset fitted without a prior).
+        background_share: share of background pixels drawn for calibration.
+        seed: seeds the split, the sampling and the training.
+    """
+
+    epochs: int = 6
+    learning_rate: float = 0.003
+    counts: PatchCounts = field(default_factory=PatchCounts)
+    replay_share: float = 1.0
+    replay_filter_fields: int = 2
+    held_out_share: float = 0.3
+    calibrate: bool = True
+    calibration_prior: str = "lab"
+    background_share: float = 0.05
+    seed: int = 0
+
+
+class Stopwatch:
+    """Wall seconds per named step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, step: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        log.info("finetune: %s", name)
+        result = step()
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        return result
+
+
+def replay_patches(
+    base: ModelFolder, data: Path, split: Path, lab_patches: int, settings: FinetuneSettings
+) -> PatchSet:
+    """About ``replay_share × lab_patches`` patches from the base lab's training fields, half bacillus."""
+    fields = {f.field_id: f for f in discover_fields(data)}
+    ids = DatasetSplit.load(split).train
+    wanted = max(2, round(settings.replay_share * lab_patches))
+    per_field = max(1, math.ceil(wanted / (2 * len(ids))))
+    counts = PatchCounts(positives_per_field=per_field, negatives_per_field=per_field)
+    replay = FieldLab(data, tuple(fields[i] for i in ids))
+    normalisation = OnnxModel(base.dense, providers=("CPUExecutionProvider",)).meta.normalisation
+    return replay.patches(normalisation, counts, settings.seed)
+
+
+def bacillus_share(lab: FieldLab, model: OnnxModel, settings: FinetuneSettings, cache: Path) -> float:
+    """The weighted share of bacillus pixels in annotated fields (their real prior)."""
+    _, y, w = lab.pixels(model, settings.background_share, settings.seed, cache)
+    weights = np.ones(y.shape) if w is None else w
+    return float(weights[y].sum() / weights.sum())
+
+
+def table(rows: list[LabScores]) -> list[str]:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None or value != value else f"{100 * value:.1f}"
+
+    lines = [
+        "| model | filter | bacilli found | recall | precision | false bacilli per negative field (fields) | "
+        "100-field negative slide |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        per_field = r["false_bacilli_per_negative_field"]
+        lines.append(
+            f"| {r['name']} (`{r['model_id']}`) | `{r['filter_id'] or 'none'}` | {r['found']} / {r['positives']} | "
+            f"{pct(r['recall'])} | {pct(r['precision'])} | "
+            f"{'n/a' if per_field != per_field else f'{per_field:.2f}'} ({r['negative_fields']}) | "
+            f"{r['negative_slide_grade']} |"
+        )
+    return lines
+
+
+def write_card(out: Path, record: dict[str, Any]) -> None:
+    """The fine-tuned folder's MODEL_CARD.md, from its record."""
+    s, t = record["settings"], record["wall_seconds"]
+    lines = [
+        f"# Model card: `{record['model_id']}`",
+        "",
+        f"A lab's fine-tuned model: `{record['base_model_id']}` fine-tuned on {record['lab']['fine_tune']} of "
+        f"`{record['lab']['root']}` ({record['lab']['kind']}), with a replay sample of the base model's training "
+        "fields so that it keeps what it knew. Made by `python -m training finetune` "
+        f"({record['lab']['held_out_how']}).",
+        "",
+        "## Data",
+        "",
+        f"- fine-tune: {record['lab']['fine_tune']}",
+        f"- held out (epoch choice, calibration, these figures): {record['lab']['held_out']}",
+        f"- replay: {record['replay']['patches']} patches of {record['replay']['data']} (training fields), "
+        f"object candidates of {len(record['replay']['filter_fields'])} of them "
+        f"({' '.join(record['replay']['filter_fields'])})",
+        f"- patches: {record['patches']['lab_train']} of the lab, {record['patches']['replay']} replay, "
+        f"{record['patches']['held_out']} held out",
+        "",
+        "## Training",
+        "",
+        f"{s['epochs']} epochs from the base's weights, SGD from learning rate {s['learning_rate']}; epoch "
+        f"{record['best_epoch']} kept (held-out patch loss {record['held_out_patch_loss']:.4f}). "
+        + (
+            f"Calibrated on the held-out pixels: P = σ({record['calibration']['scale']:.3f}·z "
+            f"{record['calibration']['shift']:+.3f}) ({record['calibration']['weights']}), ECE "
+            f"{record['calibration']['ece_before']:.4f} → {record['calibration']['ece_after']:.4f}."
+            if record.get("calibration")
+            else "Not recalibrated."
+        ),
+        (
+            f"Object filter `{record['filter']['filter_id']}`: threshold {record['filter']['threshold']} "
+            f"(chosen out of fold, grouped by field; {record['filter']['candidates']} candidates)."
+            if record["filter"]
+            else "No object filter: its candidates gave nothing to learn from (every candidate is kept)."
+        ),
+        "",
+        f"Wall time on {record['machine']['cpus']} CPU cores: "
+        + ", ".join(f"{k} {v} s" for k, v in t.items())
+        + f"; fine-tuning itself (up to the exported folder) {record['finetune_seconds']} s.",
+        "",
+        "## Base vs fine-tuned",
+        "",
+        "Each with its own object filter. Recall: bacilli found (boxes hit, or for point-centred patches a kept "
+        "object within 3 px of the point); precision where whole annotated fields allow it; false bacilli: objects "
+        "kept on negative fields, and the grade a negative slide of 100 such fields would get.",
+    ]
+    for name, rows in record["comparison"].items():
+        lines += ["", f"### {name}", "", *table(rows)]
+    if "znsm-test" not in record["comparison"]:
+        lines += ["", "The ZNSM-iDB test split was not measured (`--no-znsm-test`)."]
+    lines += ["", "## Reproduce", "", "```sh", record["command"], "```", ""]
+    (out / CARD_MD).write_text("\n".join(lines), encoding="utf-8")
+
+
+def finetune(
+    base_dir: Path,
+    data: Path,
+    out: Path,
+    *,
+    held_out: Path | None = None,
+    test: Path | None = None,
+    settings: FinetuneSettings = FinetuneSettings(),
+    replay_data: Path = ZNSM_MS2,
+    replay_split: Path = ZNSM_MS2_SPLIT,
+    znsm_test: bool = True,
+    cache: Path = DEFAULT_CACHE,
+    command: str = "",
+) -> dict[str, Any]:
+    """Fine-tune the model of ``base_dir`` on the lab data in ``data`` into the model folder ``out`` (module
+    docstring); returns the record written to ``out/finetune.json``.
+
+    Raises:
+        ModelContractError: ``base_dir`` is not a model folder.
+        FileNotFoundError: the base folder has no ``patch_cnn.keras`` to start from.
+        AnnotationError, ValueError: unreadable lab data (naming the file), or too few fields to split.
+    """
+    keras.utils.set_random_seed(settings.seed)
+    clock = Stopwatch()
+    started = time.perf_counter()
+    base = open_folder(base_dir)
+    if not base.patch_model.is_file():
+        raise FileNotFoundError(f"{base.patch_model}: the base folder has no patch CNN to fine-tune from")
+    base_model = OnnxModel(base.dense, providers=("CPUExecutionProvider",))
+    normalisation = base_model.meta.normalisation
+
+    lab = read_lab(data)
+    if held_out is not None:
+        train_part, held_part = lab, read_lab(held_out)
+        how = f"held-out fields from {held_out}"
+    else:
+        train_ids, held_ids = split_by_field(lab.field_ids, settings.held_out_share, settings.seed)
+        train_part, held_part = lab.part(train_ids), lab.part(held_ids)
+        how = f"{len(held_ids)} of its {len(lab.field_ids)} fields held out at random (seed {settings.seed})"
+
+    def sample() -> tuple[PatchSet, PatchSet, PatchSet]:
+        lab_train = train_part.patches(normalisation, settings.counts, settings.seed)
+        replay = replay_patches(base, replay_data, replay_split, len(lab_train), settings)
+        return lab_train, replay, held_part.patches(normalisation, settings.counts, settings.seed)
+
+    lab_train, replay, held_patches = clock.run("patches", sample)
+    recipe = replace(get_recipe("augmented"), name="finetuned", learning_rate=settings.learning_rate)
+    model = keras.models.load_model(base.patch_model)
+    reference = normalisation.reference if normalisation is not None else (255.0, 255.0, 255.0)
+    history, best = clock.run(
+        "training",
+        lambda: fit_patches(
+            model,
+            PatchSet.concatenate([lab_train, replay], PATCH_SIZE),
+            held_patches,
+            recipe,
+            settings.seed,
+            settings.epochs,
+            reference,
+        ),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {"base_model": base.model_id}
+    if normalisation is not None:
+        extra["input_normalisation"] = normalisation.to_json()
+    training_data = f"{base.model_id} fine-tuned on {data.name} ({train_part.describe()}), replay {replay_data.name}"
+    metrics: dict[str, object] = {
+        "held_out_patch_loss": round(history["val_loss"][best], 5),
+        "held_out_patch_accuracy": round(history["val_accuracy"][best], 5),
+        "best_epoch": best + 1,
+    }
+    calibration: dict[str, Any] | None = None
+    if settings.calibrate:
+
+        def calibrate() -> dict[str, Any]:
+            nonlocal model
+            uncalibrated = out / ".uncalibrated.onnx"
+            export_onnx(model, uncalibrated, recipe="finetuned", training_data=training_data, validation_metrics={})
+            tuned = OnnxModel(uncalibrated, providers=("CPUExecutionProvider",))
+            z, y, w = held_part.pixels(tuned, settings.background_share, settings.seed, cache)
+            if settings.calibration_prior == "balanced":
+                w = np.where(y, 0.5 / max(int(y.sum()), 1), 0.5 / max(int((~y).sum()), 1))
+                weights = "both classes weighted equally"
+            elif w is None:  # point-centred patches: weight the classes to the base lab's bacillus share
+                fields = {f.field_id: f for f in discover_fields(replay_data)}
+                ids = DatasetSplit.load(replay_split).validation
+                share = bacillus_share(
+                    FieldLab(replay_data, tuple(fields[i] for i in ids)), base_model, settings, cache
+                )
+                w = np.where(y, share / max(int(y.sum()), 1), (1 - share) / max(int((~y).sum()), 1))
+                weights = f"classes weighted to the base lab's bacillus pixel share {share:.5f}"
+            else:
+                weights = "the held-out fields' own bacillus share"
+            fit = fit_platt(z, y, w)
+            model = fold_into_last_conv(model, fit)
+            uncalibrated.unlink()
+            return {
+                "scale": round(fit.scale, 6),
+                "shift": round(fit.shift, 6),
+                "weights": weights,
+                "ece_before": round(expected_calibration_error(expit(z), y, w), 6),
+                "ece_after": round(expected_calibration_error(expit(fit.scale * z + fit.shift), y, w), 6),
+            }
+
+        calibration = clock.run("calibration", calibrate)
+        metrics["calibration"] = calibration
+    model.save(out / PATCH_KERAS)
+    meta = export_onnx(
+        model,
+        out / DENSE_ONNX,
+        recipe="finetuned",
+        training_data=training_data,
+        validation_metrics=metrics,
+        extra=extra,
+    )
+    tuned = OnnxModel(out / DENSE_ONNX, providers=("CPUExecutionProvider",))
+
+    def object_filter() -> dict[str, Any] | None:
+        samples, negative = train_part.candidates(tuned, cache)
+        fields = {f.field_id: f for f in discover_fields(replay_data)}
+        ids = DatasetSplit.load(replay_split).train
+        chosen = sorted(np.random.default_rng([settings.seed, 7]).choice(ids, settings.replay_filter_fields, False))
+        if chosen:
+            replay_lab = FieldLab(replay_data, tuple(fields[i] for i in chosen))
+            more, more_negative = replay_lab.candidates(tuned, cache)
+            samples = ObjectSamples.concatenate([samples, more])
+            negative = np.concatenate([negative, more_negative])
+        try:
+            fit = fit_filter(samples, TARGET_RECALL, settings.seed, negative)
+        except ValueError as exc:  # e.g. no debris candidate at all: nothing to learn a filter from
+            log.warning("no object filter: %s; the folder keeps every candidate", exc)
+            return None
+        written = export_filter(
+            fit,
+            out / OBJECT_FILTER_ONNX,
+            dense_model_id=tuned.meta.model_id,
+            candidate_threshold=0.5,
+            min_object_px=20,
+            trained_on=f"{data.name}: {train_part.describe()}; {replay_data.name}: fields {' '.join(chosen)}",
+        )
+        return {
+            "filter_id": written["filter_id"],
+            "threshold": written["threshold"],
+            "candidates": len(samples),
+            "replay_fields": [str(i) for i in chosen],
+        }
+
+    filter_record = clock.run("object filter", object_filter)
+    replay_filter_fields = filter_record.pop("replay_fields") if filter_record else []
+    finetune_seconds = round(time.perf_counter() - started, 1)
+    plot_curves(history, best, f"fine-tuned from {base.model_id}: best epoch {best + 1}", out / "curves.png")
+
+    base_pair = Pair("base", base.dense, base.object_filter)
+    tuned_pair = Pair("fine-tuned", out / DENSE_ONNX, out / OBJECT_FILTER_ONNX if filter_record else None)
+    comparison: dict[str, list[LabScores]] = {}
+    comparison["lab held-out"] = clock.run(
+        "held-out comparison", lambda: [held_part.score(p, cache) for p in (base_pair, tuned_pair)]
+    )
+    if test is not None:
+        test_lab = read_lab(test)
+        comparison["lab test"] = clock.run(
+            "test comparison", lambda: [test_lab.score(p, cache) for p in (base_pair, tuned_pair)]
+        )
+    if znsm_test and (replay_data / "images").is_dir():
+        fields = {f.field_id: f for f in discover_fields(replay_data)}
+        znsm = FieldLab(replay_data, tuple(fields[i] for i in DatasetSplit.load(replay_split).test))
+        comparison["znsm-test"] = clock.run(
+            "ZNSM test comparison", lambda: [znsm.score(p, cache) for p in (base_pair, tuned_pair)]
+        )
+    record: dict[str, Any] = {
+        "model_id": meta["model_id"],
+        "base_model_id": base.model_id,
+        "base_folder": str(base.path),
+        "command": command,
+        "settings": {**asdict(settings), "counts": asdict(settings.counts)},
+        "lab": {
+            "root": str(data),
+            "kind": lab.kind,
+            "fine_tune": train_part.describe(),
+            "held_out": held_part.describe(),
+            "held_out_how": how,
+            "fine_tune_fields": list(train_part.field_ids),
+            "held_out_fields": list(held_part.field_ids),
+        },
+        "replay": {
+            "data": str(replay_data),
+            "patches": len(replay),
+            "filter_fields": replay_filter_fields,
+        },
+        "patches": {"lab_train": len(lab_train), "replay": len(replay), "held_out": len(held_patches)},
+        "best_epoch": best + 1,
+        "held_out_patch_loss": history["val_loss"][best],
+        "history": history,
+        "calibration": calibration,
+        "filter": filter_record,
+        "comparison": comparison,
+        "wall_seconds": clock.seconds,
+        "finetune_seconds": finetune_seconds,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
+    }
+    (out / "finetune.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
+    write_card(out, record)
+    log.info(
+        "fine-tuned %s → %s in %.0f s (comparisons %.0f s more); folder %s",
+        base.model_id,
+        meta["model_id"],
+        finetune_seconds,
+        sum(v for k, v in clock.seconds.items() if "comparison" in k),
+        out,
+    )
+    return record
