@@ -64,7 +64,7 @@ def main() -> None:
     server = None
     if args.url is None:
         log = Path(tempfile.mkdtemp()) / "server.log"
-        server = start_server(ROOT / "models" / "bacilli_dense.onnx", log, tile_px=args.tile, queue_size=args.queue)
+        server = start_server(ROOT / "models", log, tile_px=args.tile, queue_size=args.queue)
         url, pid = server.url, server.process.pid
     else:
         url, pid = args.url, args.pid

@@ -2,8 +2,8 @@
 
 The paper's precision was 31% because every red speck became a detection; its future work was an object-level
 classifier. Ours is a scikit-learn classifier trained on the measured candidates of the training fields
-(``python -m training objects``) and shipped as ONNX (``models/object_filter.onnx``), so the service runs it in
-ONNX Runtime without scikit-learn. Its metadata (:data:`REQUIRED_KEYS`) names the features in order, the
+(``python -m training objects``) and shipped as ONNX (``object_filter.onnx`` in its model folder), so the service
+runs it in ONNX Runtime without scikit-learn. Its metadata (:data:`REQUIRED_KEYS`) names the features in order, the
 default score threshold, the dense model whose candidates it was trained on, and the area of one bacillus.
 
 Bacilli in a cluster: touching rods form one candidate; it holds ``max(1, round(area / single_bacillus_area_px))``

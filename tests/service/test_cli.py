@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,48 @@ def test_batch_with_the_object_filter_grades_a_slide(
     assert named.returncode == 0 and "skipped" in (out / "summary.csv").read_text()
     again = json.loads((out / "slide.json").read_text())
     assert again["slide_id"] == "S-2026-17" and [f["afb"] for f in again["fields"]] == afb
+
+
+def test_batch_and_models_commands_pick_a_model_by_id(
+    tmp_path: Path, random_dense_onnx: Path, other_dense_onnx: Callable[[float], Path]
+) -> None:
+    from service.engine.model import OnnxModel
+
+    models = install_model(tmp_path / "models", random_dense_onnx, name="first")
+    install_model(models, other_dense_onnx(2.0), name="second")
+    first, second = (
+        OnnxModel(p, providers=("CPUExecutionProvider",)).meta.model_id
+        for p in (random_dense_onnx, other_dense_onnx(2.0))
+    )
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    Image.fromarray(synthetic_field(70, height=80, width=100).image).save(fields / "f.png")
+    env = {"models_dir": str(models), "default_model": first}
+    picked = _run([str(fields), "-o", str(tmp_path / "out"), "--model", second], random_dense_onnx, **env)
+    assert picked.returncode == 0, picked.stderr
+    assert json.loads((tmp_path / "out" / "f_objects.json").read_text())["model_id"] == second
+    unknown = _run([str(fields), "-o", str(tmp_path / "o2"), "--model", "nope"], random_dense_onnx, **env)
+    assert unknown.returncode == 2 and "--model nope: no such model" in unknown.stderr and first in unknown.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "service", "models"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TBSEG_MODELS_DIR": str(models)},
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    assert listed.returncode == 2 and "name the default in TBSEG_DEFAULT_MODEL" in listed.stderr
+    (models / "DEFAULT_MODEL").write_text(second)
+    listed = subprocess.run(
+        [sys.executable, "-m", "service", "models"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TBSEG_MODELS_DIR": str(models)},
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 0 and len(lines) == 2
+    assert any(line.startswith(f"* {second}") for line in lines) and any(first in line for line in lines)
