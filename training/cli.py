@@ -244,19 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--held-out", type=Path, help="held-out fields of the lab (default: a share of --data's)")
     tune.add_argument("--held-out-share", type=float, default=0.3, help="share of --data held out (default 0.3)")
     tune.add_argument("--test", type=Path, help="more fields of the lab to compare base and fine-tuned on")
-    tune.add_argument("--epochs", type=int, default=6)
+    tune.add_argument("--epochs", type=int, default=10)
     tune.add_argument("--learning-rate", type=float, default=0.003)
     tune.add_argument("--replay-share", type=float, default=1.0, help="replay patches per lab patch (default 1)")
     tune.add_argument("--replay-filter-fields", type=int, default=2, help="base fields in the filter (default 2)")
     tune.add_argument("--replay-data", type=Path, default=ZNSM_MS2, help="the base model's training data")
     tune.add_argument("--replay-split", type=Path, default=ZNSM_MS2_SPLIT, help="its split (train fields replayed)")
-    tune.add_argument("--no-calibrate", action="store_true", help="keep the fine-tuned output uncalibrated")
     tune.add_argument(
-        "--calibration-prior",
-        choices=["lab", "balanced"],
-        default="lab",
-        help="lab: the held-out fields' bacillus share (the base lab's for point-centred patches); balanced: equal "
-        "class weights (default: lab)",
+        "--pixel-calibration",
+        choices=["none", "lab", "balanced"],
+        default="none",
+        help="Platt calibration of P(bacillus) on the held-out pixels: lab = to their bacillus share (the base lab's "
+        "for point-centred patches), balanced = equal class weights (default: none; the object threshold is "
+        "recalibrated on the held-out fields in any case)",
+    )
+    tune.add_argument(
+        "--negative-budget", type=float, default=0.05, help="false bacilli per held-out negative field (0.05)"
     )
     tune.add_argument("--no-znsm-test", action="store_true", help="skip the comparison on the ZNSM test split")
     tune.add_argument("--seed", type=int, default=0)
@@ -451,8 +454,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         replay_share=args.replay_share,
         replay_filter_fields=args.replay_filter_fields,
         held_out_share=args.held_out_share,
-        calibrate=not args.no_calibrate,
-        calibration_prior=args.calibration_prior,
+        pixel_calibration=args.pixel_calibration,
+        negative_budget=args.negative_budget,
         seed=args.seed,
     )
     finetune(

@@ -68,7 +68,7 @@ def test_finetune_on_points_changes_the_weights_and_writes_a_servable_folder(
     fields.append(synthetic_field(40, height=96, width=128, background="blue", rods=0, clusters=0, field_id="neg"))
     lab = write_dataset(tmp_path / "lab", fields, AnnotationKind.POINTS_CSV)
     out = tmp_path / "lab-model"
-    assert _finetune(base_folder, lab, out, replay) == 0
+    assert _finetune(base_folder, lab, out, replay, "--pixel-calibration", "lab") == 0
 
     before = keras.models.load_model(base_folder / PATCH_KERAS).get_weights()
     after = keras.models.load_model(out / PATCH_KERAS).get_weights()
@@ -102,10 +102,12 @@ def test_finetune_reads_a_ufam_style_lab_with_its_own_held_out_folder(
     lab = write_synthetic_ufam(tmp_path / "lab", slides=3)
     held = write_synthetic_ufam(tmp_path / "held", slides=2, seed=7)
     out = tmp_path / "ufam-model"
-    assert _finetune(base_folder, lab, out, replay, "--held-out", str(held), "--no-znsm-test", "--no-calibrate") == 0
+    assert _finetune(base_folder, lab, out, replay, "--held-out", str(held), "--no-znsm-test") == 0
     record = json.loads((out / "finetune.json").read_text())
     assert record["lab"]["kind"].startswith("negative fields + point-centred patches")
     assert record["lab"]["held_out_how"] == f"held-out fields from {held}" and record["calibration"] is None
+    if record["filter"] is not None:  # the random model's candidates may hold one class only: then no filter
+        assert "on the lab's 2 held-out negative fields" in record["filter"]["threshold_rule"]
     assert set(record["comparison"]) == {"lab held-out"}
     assert record["comparison"]["lab held-out"][0]["negative_fields"] == 2
     assert open_folder(out).model_id == record["model_id"]
@@ -132,3 +134,27 @@ def test_split_by_field_is_seeded_and_keeps_both_sides(tmp_path: Path) -> None:
     assert split_by_field(("a", "b"), 0.9, seed=0)[0]  # never everything held out
     lab = read_lab(write_synthetic_ufam(tmp_path / "u", slides=2))
     assert lab.part(lab.field_ids[:1]).field_ids == lab.field_ids[:1]
+
+
+def test_the_held_out_threshold_keeps_the_negative_budget() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from training.fit.finetune import held_out_threshold
+    from training.objects.classifier import FilterFit
+    from training.objects.samples import ObjectSamples
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 3)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(np.int8)
+    classifier = RandomForestClassifier(n_estimators=20, random_state=0).fit(features, labels)
+    fit = FilterFit(classifier, 0.1, {"threshold_rule": "out of fold"}, 100.0)
+    negative = np.where(labels == 0, np.asarray([f"n{i % 4}" for i in range(200)]), "")
+    samples = ObjectSamples(features, labels, np.full(200, "f"), np.zeros(200, bool))
+    tuned = held_out_threshold(fit, samples, negative.astype(str), budget=0.5)
+    scores = classifier.predict_proba(features)[:, 1]
+    kept = ((negative != "") & (scores >= tuned.threshold)).sum() / 4
+    assert kept <= 0.5 and tuned.threshold > fit.threshold
+    assert tuned.cross_validation["out_of_fold_threshold"] == 0.1
+    lower = tuned.threshold - 0.01
+    assert ((negative != "") & (scores >= lower)).sum() / 4 > 0.5  # the lowest such threshold
+    assert held_out_threshold(fit, samples, np.full(200, ""), budget=0.5) is fit  # no negative field: unchanged

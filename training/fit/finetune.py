@@ -11,12 +11,15 @@ default one. The steps, each timed:
    held-out fields' patches choose the epoch (lowest loss).
 3. **Train** from the base folder's ``patch_cnn.keras`` weights, with its field normalisation, a lower learning
    rate and a few epochs (:func:`training.fit.train.fit_patches`: same augmentation and optimiser as training).
-4. **Recalibrate** on the held-out fields' pixels (Platt, folded into the last layer, as ``calibrate``). Fields
-   with boxes or points give the real bacillus share; a lab of point-centred patches does not, so its classes are
-   weighted to the base lab's share (the replay fields').
-5. **Object filter** refitted on the candidates of the lab's fine-tune fields plus a few replay fields, its threshold
-   chosen out of fold (grouped by field; :func:`training.objects.classifier.fit_filter`). The held-out fields are
-   kept out of it, so the card's held-out figures are not in-sample (only the two calibration numbers saw them).
+4. Optionally **recalibrate the pixels** on the held-out fields (``--pixel-calibration``: Platt, folded into the
+   last layer, as ``calibrate``). Off by default: measured on UFAM (``docs/results.md`` section 9), calibrating a
+   pale lab to a realistic bacillus share pushes its faint rods under the pixel cut (recall at the experts' points
+   79% → 11%); the object threshold below does the lab's calibration instead.
+5. **Object filter** refitted on the candidates of the lab's fine-tune fields plus a few replay fields
+   (:func:`training.objects.classifier.fit_filter`), then **its threshold recalibrated on the held-out fields**: the
+   lowest that keeps at most ``negative_budget`` false bacilli per held-out negative field (a negative slide must
+   grade negative), or the out-of-fold one when the held-out fields have no negative field. The held-out figures
+   of the card are therefore in-sample for that one number; ``--test`` fields are not.
 6. **Export** the folder: ``bacilli_dense.onnx``, ``object_filter.onnx``, ``patch_cnn.keras``, ``MODEL_CARD.md``,
    ``finetune.json`` and ``curves.png``: servable as it is (copy it into ``TBSEG_MODELS_DIR``).
 7. **Compare** base and fine-tuned, each with its filter, on the held-out fields, on ``--test`` fields when given,
@@ -38,6 +41,7 @@ from typing import Any, TypeVar
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 from scipy.special import expit
 
@@ -52,7 +56,14 @@ from training.fit.recipes import get_recipe
 from training.fit.train import fit_patches, plot_curves
 from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv
 from training.model.export import export_onnx
-from training.objects.classifier import TARGET_RECALL, export_filter, fit_filter
+from training.objects.classifier import (
+    NEGATIVE_BUDGET,
+    TARGET_RECALL,
+    FilterFit,
+    export_filter,
+    fit_filter,
+    negative_rate,
+)
 from training.objects.samples import ObjectSamples
 from training.paths import DEFAULT_CACHE, ZNSM_MS2, ZNSM_MS2_SPLIT
 
@@ -71,21 +82,22 @@ class FinetuneSettings:
         replay_share: replay patches from the base's training fields, as a share of the lab's patches.
         replay_filter_fields: base training fields whose candidates join the lab's for the object filter.
         held_out_share: share of the lab's fields held out when no held-out folder is given.
-        calibrate: recalibrate on the held-out fields (step 4).
-        calibration_prior: ``lab``: the held-out fields' own bacillus share (for point-centred patches, the base
-            lab's); ``balanced``: both classes weigh the same (a temperature and offset fitted without a prior).
+        pixel_calibration: Platt calibration of P(bacillus) on the held-out pixels (step 4): ``none`` (default),
+            ``lab`` (to the held-out fields' own bacillus share; for point-centred patches, the base lab's) or
+            ``balanced`` (both classes weigh the same).
+        negative_budget: false bacilli per negative field the object threshold may keep on the held-out fields.
         background_share: share of background pixels drawn for calibration.
         seed: seeds the split, the sampling and the training.
     """
 
-    epochs: int = 6
+    epochs: int = 10
     learning_rate: float = 0.003
     counts: PatchCounts = field(default_factory=PatchCounts)
     replay_share: float = 1.0
     replay_filter_fields: int = 2
     held_out_share: float = 0.3
-    calibrate: bool = True
-    calibration_prior: str = "lab"
+    pixel_calibration: str = "none"
+    negative_budget: float = NEGATIVE_BUDGET
     background_share: float = 0.05
     seed: int = 0
 
@@ -123,6 +135,32 @@ def bacillus_share(lab: FieldLab, model: OnnxModel, settings: FinetuneSettings, 
     _, y, w = lab.pixels(model, settings.background_share, settings.seed, cache)
     weights = np.ones(y.shape) if w is None else w
     return float(weights[y].sum() / weights.sum())
+
+
+def held_out_threshold(
+    fit: FilterFit, samples: ObjectSamples, negative_field: npt.NDArray[np.str_], budget: float
+) -> FilterFit:
+    """``fit`` with its threshold recalibrated on held-out candidates: the lowest (on a 0.01 grid) keeping at most
+    ``budget`` false bacilli per held-out negative field; unchanged without held-out negative fields."""
+    negative_fields = len(set(negative_field.tolist()) - {""})
+    if negative_fields == 0 or not len(samples):
+        return fit
+    classes = list(fit.classifier.classes_)
+    scores = fit.classifier.predict_proba(samples.features)[:, classes.index(1)]
+    grid = [float(t) for t in np.round(np.arange(0.0, 1.01, 0.01), 2)]
+    threshold = next((t for t in grid if negative_rate(scores, negative_field, negative_fields, t) <= budget), 1.0)
+    positives = scores[samples.labels == 1]
+    figures = {
+        **fit.cross_validation,
+        "out_of_fold_threshold": fit.threshold,
+        "threshold_rule": f"lowest keeping at most {budget} false bacilli per negative field on the lab's "
+        f"{negative_fields} held-out negative fields",
+        "held_out_candidate_recall": round(float((positives >= threshold).mean()), 4) if positives.size else "n/a",
+        "held_out_false_bacilli_per_negative_field": round(
+            negative_rate(scores, negative_field, negative_fields, threshold), 4
+        ),
+    }
+    return replace(fit, threshold=threshold, cross_validation=figures)
 
 
 def table(rows: list[LabScores]) -> list[str]:
@@ -179,7 +217,8 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
         ),
         (
             f"Object filter `{record['filter']['filter_id']}`: threshold {record['filter']['threshold']} "
-            f"(chosen out of fold, grouped by field; {record['filter']['candidates']} candidates)."
+            f"({record['filter']['threshold_rule']}; out of fold, grouped by field, it would have been "
+            f"{record['filter']['out_of_fold_threshold']}; {record['filter']['candidates']} candidates)."
             if record["filter"]
             else "No object filter: its candidates gave nothing to learn from (every candidate is kept)."
         ),
@@ -274,7 +313,7 @@ def finetune(
         "best_epoch": best + 1,
     }
     calibration: dict[str, Any] | None = None
-    if settings.calibrate:
+    if settings.pixel_calibration != "none":
 
         def calibrate() -> dict[str, Any]:
             nonlocal model
@@ -282,7 +321,7 @@ def finetune(
             export_onnx(model, uncalibrated, recipe="finetuned", training_data=training_data, validation_metrics={})
             tuned = OnnxModel(uncalibrated, providers=("CPUExecutionProvider",))
             z, y, w = held_part.pixels(tuned, settings.background_share, settings.seed, cache)
-            if settings.calibration_prior == "balanced":
+            if settings.pixel_calibration == "balanced":
                 w = np.where(y, 0.5 / max(int(y.sum()), 1), 0.5 / max(int((~y).sum()), 1))
                 weights = "both classes weighted equally"
             elif w is None:  # point-centred patches: weight the classes to the base lab's bacillus share
@@ -334,6 +373,7 @@ def finetune(
         except ValueError as exc:  # e.g. no debris candidate at all: nothing to learn a filter from
             log.warning("no object filter: %s; the folder keeps every candidate", exc)
             return None
+        fit = held_out_threshold(fit, *held_part.candidates(tuned, cache), settings.negative_budget)
         written = export_filter(
             fit,
             out / OBJECT_FILTER_ONNX,
@@ -345,6 +385,8 @@ def finetune(
         return {
             "filter_id": written["filter_id"],
             "threshold": written["threshold"],
+            "threshold_rule": fit.cross_validation["threshold_rule"],
+            "out_of_fold_threshold": fit.cross_validation.get("out_of_fold_threshold", fit.threshold),
             "candidates": len(samples),
             "replay_fields": [str(i) for i in chosen],
         }

@@ -44,6 +44,7 @@ class LabScores(TypedDict):
     found: int
     recall: float
     precision: float | None
+    network_at_points: float | None  # share of point-centred patches where P(bacillus) > 0.5 at the point
     negative_fields: int
     false_bacilli_per_negative_field: float
     negative_slide_grade: str
@@ -172,6 +173,7 @@ class FieldLab:
             "found": int(b["found"]),
             "recall": float(b["recall"]),
             "precision": float(b["precision"]),
+            "network_at_points": None,
             "negative_fields": len(negatives),
             "false_bacilli_per_negative_field": per_field,
             "negative_slide_grade": negative_slide(per_field)["grade_expected"] if negatives else "n/a",
@@ -236,6 +238,7 @@ class PatchLab:
             "found": report["found_at_centre"],
             "recall": report["recall_at_centre"],
             "precision": None,
+            "network_at_points": report["centre_p_above_0_5"],
             "negative_fields": report["negative_fields"],
             "false_bacilli_per_negative_field": per_field,
             "negative_slide_grade": report["negative_slide"]["grade_expected"],
