@@ -1,5 +1,6 @@
 """Base vs fine-tuned, from ``finetune.json`` records: recall at the experts' points and false bacilli per negative
-field, on each comparison (held-out, test, ZNSM test), one row of panels per record.
+field, on each comparison (held-out, test, ZNSM test; false bacilli only where there are negative fields), one row
+of panels per record.
 
     .venv/bin/python bench/plot_finetune.py runs/ufam-ft-few/finetune.json runs/ufam-ft-all/finetune.json \
         --names "12 fields" "4 slides" -o docs/figures/finetune_ufam.png
@@ -35,16 +36,17 @@ def main() -> None:
             )
         ):
             ax = axes[row][col]
+            shown = parts if col == 0 else [p for p in parts if record["comparison"][p][0]["negative_fields"]]
             for offset, (who, colour) in enumerate((("base", "#8c8c8c"), ("fine-tuned", "#c0392b"))):
                 values = []
-                for part in parts:
+                for part in shown:
                     scores = next(s for s in record["comparison"][part] if s["name"] == who)
                     value = scores[key]
                     values.append(0.0 if value is None or value != value else float(value))
-                xs = [i + (offset - 0.5) * 0.38 for i in range(len(parts))]
+                xs = [i + (offset - 0.5) * 0.38 for i in range(len(shown))]
                 bars = ax.bar(xs, values, width=0.36, color=colour, label=who)
                 ax.bar_label(bars, fmt="%.2f", fontsize=8)
-            ax.set_xticks(range(len(parts)), parts)
+            ax.set_xticks(range(len(shown)), shown)
             ax.set_title(f"{name}: {label}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
             if col == 0:

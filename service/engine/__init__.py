@@ -8,5 +8,6 @@ The runtime that serving and training share, so nothing is computed two ways (no
 * ``candidates`` cuts the heatmap into objects and measures them; ``object_filter`` scores them;
   ``postprocess`` turns them into bacilli with outlines; ``geojson`` writes them for QuPath;
 * ``segmenter`` is the one entry point (a field in, its heatmap, masks and bacilli out, with where they came
-  from); ``loading`` loads and checks a model with its object filter.
+  from); ``loading`` loads and checks a model with its object filter; ``model_folder`` reads model folders
+  (layout, ids, the default model).
 """

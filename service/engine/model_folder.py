@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.engine.errors import ModelContractError
-from service.engine.model import OnnxModel
-from service.engine.object_filter import ObjectFilter
+
+if TYPE_CHECKING:  # loaded where a folder is opened: the layout's names cost no ONNX Runtime import
+    from service.engine.model import OnnxModel
+    from service.engine.object_filter import ObjectFilter
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,9 @@ def open_folder(path: Path, require_filter: bool = False) -> ModelFolder:
         ModelContractError: no dense network, a file that does not load, a filter of another model, or (with
             ``require_filter``) no filter; the message names the file.
     """
+    from service.engine.model import OnnxModel
+    from service.engine.object_filter import ObjectFilter
+
     path = Path(path)
     if not (path / DENSE_ONNX).is_file():
         raise ModelContractError(f"{path}: not a model folder (no {DENSE_ONNX})")

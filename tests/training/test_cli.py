@@ -85,6 +85,7 @@ def test_help_loads_neither_tensorflow_nor_onnx_runtime() -> None:
         "objects",
         "labs",
         "ship",
+        "finetune",
     ]
     code = (
         "import sys\n"
