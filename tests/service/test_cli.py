@@ -134,6 +134,18 @@ def test_batch_with_the_object_filter_grades_a_slide(
     assert again["slide_id"] == "S-2026-17" and [f["afb"] for f in again["fields"]] == afb
 
 
+def _list_models(models: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "models"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TBSEG_MODELS_DIR": str(models)},
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+
+
 def test_batch_and_models_commands_pick_a_model_by_id(
     tmp_path: Path, random_dense_onnx: Path, other_dense_onnx: Callable[[float], Path]
 ) -> None:
@@ -154,26 +166,10 @@ def test_batch_and_models_commands_pick_a_model_by_id(
     assert json.loads((tmp_path / "out" / "f_objects.json").read_text())["model_id"] == second
     unknown = _run([str(fields), "-o", str(tmp_path / "o2"), "--model", "nope"], random_dense_onnx, **env)
     assert unknown.returncode == 2 and "--model nope: no such model" in unknown.stderr and first in unknown.stderr
-    listed = subprocess.run(
-        [sys.executable, "-m", "service", "models"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TBSEG_MODELS_DIR": str(models)},
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
+    listed = _list_models(models)
     assert listed.returncode == 2 and "name the default in TBSEG_DEFAULT_MODEL" in listed.stderr
     (models / "DEFAULT_MODEL").write_text(second)
-    listed = subprocess.run(
-        [sys.executable, "-m", "service", "models"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TBSEG_MODELS_DIR": str(models)},
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
+    listed = _list_models(models)
     lines = listed.stdout.splitlines()
     assert listed.returncode == 0 and len(lines) == 2
     assert any(line.startswith(f"* {second}") for line in lines) and any(first in line for line in lines)

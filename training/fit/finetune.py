@@ -46,7 +46,8 @@ import tensorflow as tf
 from scipy.special import expit
 
 from service.engine.model import OnnxModel
-from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, ModelFolder, open_folder
+from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, open_folder
+from service.engine.normalisation import InputNormalisation
 from training.data.dataset import discover_fields
 from training.data.sampling import PATCH_SIZE, PatchSet
 from training.data.split import DatasetSplit
@@ -117,7 +118,7 @@ class Stopwatch:
 
 
 def replay_patches(
-    base: ModelFolder, data: Path, split: Path, lab_patches: int, settings: FinetuneSettings
+    normalisation: InputNormalisation | None, data: Path, split: Path, lab_patches: int, settings: FinetuneSettings
 ) -> PatchSet:
     """About ``replay_share × lab_patches`` patches from the base lab's training fields, half bacillus."""
     fields = {f.field_id: f for f in discover_fields(data)}
@@ -125,9 +126,7 @@ def replay_patches(
     wanted = max(2, round(settings.replay_share * lab_patches))
     per_field = max(1, math.ceil(wanted / (2 * len(ids))))
     counts = PatchCounts(positives_per_field=per_field, negatives_per_field=per_field)
-    replay = FieldLab(data, tuple(fields[i] for i in ids))
-    normalisation = OnnxModel(base.dense, providers=("CPUExecutionProvider",)).meta.normalisation
-    return replay.patches(normalisation, counts, settings.seed)
+    return FieldLab(data, tuple(fields[i] for i in ids)).patches(normalisation, counts, settings.seed)
 
 
 def bacillus_share(lab: FieldLab, model: OnnxModel, settings: FinetuneSettings, cache: Path) -> float:
@@ -283,7 +282,7 @@ def finetune(
 
     def sample() -> tuple[PatchSet, PatchSet, PatchSet]:
         lab_train = train_part.patches(normalisation, settings.counts, settings.seed)
-        replay = replay_patches(base, replay_data, replay_split, len(lab_train), settings)
+        replay = replay_patches(normalisation, replay_data, replay_split, len(lab_train), settings)
         return lab_train, replay, held_part.patches(normalisation, settings.counts, settings.seed)
 
     lab_train, replay, held_patches = clock.run("patches", sample)
