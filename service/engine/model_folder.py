@@ -169,13 +169,3 @@ def default_model_id(root: Path, folders: list[ModelFolder], configured: str = "
         raise ModelContractError(f"{source} names {chosen!r}, which is not in {root} (models: {', '.join(ids)})")
     return chosen
 
-
-def find_model(root: Path, model_id: str = "") -> ModelFolder:
-    """One model folder of ``root`` by id (the default one when ``model_id`` is empty).
-
-    Raises:
-        ModelContractError: as :func:`scan_models` and :func:`default_model_id`.
-    """
-    folders = scan_models(root)
-    wanted = default_model_id(root, folders, model_id)
-    return next(f for f in folders if f.model_id == wanted)

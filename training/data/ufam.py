@@ -53,6 +53,11 @@ class NegativeField:
     def field_id(self) -> str:
         return self.path.stem
 
+    @property
+    def field(self) -> str:
+        """The field it belongs to: itself (as :attr:`PositivePatch.field` names a patch's field)."""
+        return self.field_id
+
 
 @dataclass(frozen=True)
 class PositivePatch:
@@ -79,28 +84,27 @@ class UfamSet:
     def slides(self) -> tuple[str, ...]:
         return tuple(sorted({n.slide for n in self.negatives} | {p.slide for p in self.positives}))
 
-    def of_slides(self, slides: tuple[str, ...] | list[str]) -> UfamSet:
-        """The part of the set on ``slides``."""
-        wanted = set(slides)
+    def _part(self, key: str, wanted: tuple[str, ...] | list[str]) -> UfamSet:
+        """The part of the set whose negative fields and patches have their ``key`` (slide or field) in ``wanted``."""
+        keep = set(wanted)
         return UfamSet(
             self.root,
-            tuple(n for n in self.negatives if n.slide in wanted),
-            tuple(p for p in self.positives if p.slide in wanted),
+            tuple(n for n in self.negatives if getattr(n, key) in keep),
+            tuple(p for p in self.positives if getattr(p, key) in keep),
         )
+
+    def of_slides(self, slides: tuple[str, ...] | list[str]) -> UfamSet:
+        """The part of the set on ``slides``."""
+        return self._part("slide", slides)
 
     @property
     def field_ids(self) -> tuple[str, ...]:
         """Its fields: those its positive patches were cut from, and its negative fields."""
-        return tuple(sorted({n.field_id for n in self.negatives} | {p.field for p in self.positives}))
+        return tuple(sorted({n.field for n in self.negatives} | {p.field for p in self.positives}))
 
     def of_fields(self, fields: tuple[str, ...] | list[str]) -> UfamSet:
         """The part of the set on ``fields`` (ids of :attr:`field_ids`)."""
-        wanted = set(fields)
-        return UfamSet(
-            self.root,
-            tuple(n for n in self.negatives if n.field_id in wanted),
-            tuple(p for p in self.positives if p.field in wanted),
-        )
+        return self._part("field", fields)
 
     def positives_by_field(self) -> dict[str, list[PositivePatch]]:
         by_field: dict[str, list[PositivePatch]] = defaultdict(list)
