@@ -35,7 +35,7 @@ from service.engine.errors import EngineError
 from service.engine.image_io import ImageRejected, encode_png
 from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
-from service.engine.segmenter import Segmenter
+from service.engine.segmenter import Mode, Segmenter
 from service.field_result import AnalyzedField, segment_field
 from service.render import heatmap_png_array, mask_png_array, overlay
 from service.settings import Settings
@@ -55,6 +55,7 @@ SUMMARY_FIELDS = (
     "rejected",
     "bacillus_fraction",
     "inference_seconds",
+    "mode",
     "detail",
 )
 
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--slide-id", help="the slide's id in slide.json (implies --slide; default: OUTDIR's name)")
     batch.add_argument("--object-threshold", type=float, help="object filter score to keep a candidate")
     batch.add_argument("--model", default="", help="model_id of a folder in TBSEG_MODELS_DIR (default: the default)")
+    batch.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        help="exact, or fast (the model's fast networks) (default: TBSEG_MODE, exact where the model has no fast ones)",
+    )
     batch.add_argument("--force", action="store_true", help="redo fields whose outputs exist")
     commands.add_parser("models", help="list the model folders of TBSEG_MODELS_DIR (id, recipe, filter, default)")
     return parser
@@ -138,6 +144,7 @@ class BatchRow:
                 "rejected": len(r.rejected or ()),
                 "bacillus_fraction": r.bacillus_pixel_fraction,
                 "inference_seconds": round(r.timings.inference_ms / 1000, 3),
+                "mode": r.mode,
             }
         return row
 
@@ -150,10 +157,11 @@ def segment_one(
     heatmap: bool,
     overlay_too: bool,
     object_threshold: float | None = None,
+    mode: Mode = Mode.EXACT,
 ) -> BatchRow:
-    """Segment one file and write its outputs; returns its row."""
+    """Segment one file in ``mode`` and write its outputs; returns its row."""
     started = time.perf_counter()
-    result = segment_field(segmenter, image.read_bytes(), max_pixels, True, object_threshold)
+    result = segment_field(segmenter, image.read_bytes(), max_pixels, True, object_threshold, mode)
     seg, stem = result.segmentation, image.stem
     write_atomically(out / f"{stem}_mask.png", encode_png(mask_png_array(seg.mask)))
     write_atomically(out / f"{stem}_objects.png", encode_png(mask_png_array(seg.objects)))
@@ -167,12 +175,14 @@ def segment_one(
     return BatchRow(image, "done", analyzed, added_at=time.time())
 
 
-def _done_before(image: Path, objects_json: Path) -> BatchRow | None:
+def _done_before(image: Path, objects_json: Path, mode: Mode) -> BatchRow | None:
     """The row of a field whose outputs exist, from its ``_objects.json``; None when that file does not read as
-    this version's result (the field is then segmented again)."""
+    this version's result or was made in another mode (the field is then segmented again)."""
     try:
         analyzed = AnalyzedField.model_validate_json(objects_json.read_bytes())
     except (OSError, ValidationError):
+        return None
+    if analyzed.mode != mode.value:
         return None
     return BatchRow(image, "skipped (done before)", analyzed, added_at=objects_json.stat().st_mtime)
 
@@ -224,21 +234,33 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
         log.error("--model %s: no such model in %s (models: %s)", chosen, settings.models_dir, _ids(folders))
         return 2
     segmenter = load_segmenter(settings.segmenter_config(folder))
-    log.info("model %s (%s)", folder.model_id, folder.path)
+    if args.mode is not None and Mode(args.mode) not in segmenter.modes:
+        log.error("--mode %s: model %s has no fast networks (python -m training fast writes them)", args.mode, chosen)
+        return 2
+    mode = Mode(args.mode) if args.mode is not None else settings.mode
+    mode = mode if mode in segmenter.modes else Mode.EXACT
+    log.info("model %s (%s), %s mode", folder.model_id, folder.path, mode.value)
     rows: list[BatchRow] = []
     started_at, started = time.time(), time.perf_counter()
     for image in tqdm(images, desc="segment", unit="field", file=sys.stderr):
         wanted = _outputs(args.out, image.stem, args.heatmap, args.overlay)
         earlier = None
         if not args.force and all(p.is_file() for p in wanted):
-            earlier = _done_before(image, wanted[1])
+            earlier = _done_before(image, wanted[1], mode)
         if earlier is not None:
             rows.append(earlier)
             continue
         try:
             rows.append(
                 segment_one(
-                    segmenter, settings.max_pixels, image, args.out, args.heatmap, args.overlay, args.object_threshold
+                    segmenter,
+                    settings.max_pixels,
+                    image,
+                    args.out,
+                    args.heatmap,
+                    args.overlay,
+                    args.object_threshold,
+                    mode,
                 )
             )
         except (ImageRejected, EngineError, OSError) as exc:

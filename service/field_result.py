@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from service.engine.image_io import DecodedImage, decode_image
 from service.engine.postprocess import Bacillus
-from service.engine.segmenter import Segmentation, Segmenter
+from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
 class BoundingBox(BaseModel):
@@ -77,6 +77,7 @@ class ImageInfo(BaseModel):
 class Timings(BaseModel):
     decode_ms: float
     inference_ms: float
+    coarse_ms: float | None = Field(None, description="fast mode: the coarse pass's share of inference_ms")
     postprocess_ms: float
     total_ms: float
 
@@ -86,7 +87,18 @@ class FieldSummary(BaseModel):
 
     model_id: str
     filter_id: str | None = Field(description="the object filter in use; null when every candidate is kept")
-    mode: str = Field(description="exact: every pixel through the dense network (patch-by-patch equivalent)")
+    mode: str = Field(
+        description="exact: every pixel through the dense network (patch-by-patch equivalent); fast: a coarse pass, "
+        "then the dense network on the refined tiles only"
+    )
+    precision: str = Field(description="the networks' arithmetic: fp32, or int8 (fast mode's quantised networks)")
+    refined_tiles: int | None = Field(
+        None, description="fast mode: tiles that went through the dense network (of `tiles`); null in exact mode"
+    )
+    heatmap_exact: bool = Field(
+        description="false in fast mode: outside the refined tiles the heatmap is interpolated from the coarse pass "
+        "(and below the mask threshold there)"
+    )
     threshold: float = Field(description="P(bacillus) above which a pixel belongs to a candidate")
     min_object_px: int
     object_threshold: float | None = Field(description="filter score a candidate needed to be kept")
@@ -130,6 +142,9 @@ class FieldResult:
             model_id=origin.model_id,
             filter_id=origin.filter_id,
             mode=origin.mode.value,
+            precision=origin.precision,
+            refined_tiles=s.refined_tiles,
+            heatmap_exact=s.refined_tiles is None,
             threshold=origin.threshold,
             min_object_px=origin.min_object_px,
             object_threshold=origin.object_threshold,
@@ -155,6 +170,11 @@ class FieldResult:
             timings=Timings(
                 decode_ms=round(self.decode_seconds * 1000, 1),
                 inference_ms=round(self.segmentation.infer_seconds * 1000, 1),
+                coarse_ms=(
+                    round(self.segmentation.coarse_seconds * 1000, 1)
+                    if self.segmentation.coarse_seconds is not None
+                    else None
+                ),
                 postprocess_ms=round(self.segmentation.postprocess_seconds * 1000, 1),
                 total_ms=round(total_seconds * 1000, 1),
             ),
@@ -167,8 +187,9 @@ def segment_field(
     max_pixels: int,
     find_objects: bool = True,
     object_threshold: float | None = None,
+    mode: Mode = Mode.EXACT,
 ) -> FieldResult:
-    """Decode an image's bytes and segment it, on the calling thread.
+    """Decode an image's bytes and segment it in ``mode``, on the calling thread.
 
     Raises:
         ImageRejected: an image that cannot be read or is over ``max_pixels``.
@@ -177,5 +198,5 @@ def segment_field(
     started = time.perf_counter()
     decoded = decode_image(data, max_pixels)
     decoded_at = time.perf_counter()
-    result = segmenter.segment(decoded.rgb, find_objects=find_objects, object_threshold=object_threshold)
+    result = segmenter.segment(decoded.rgb, find_objects=find_objects, object_threshold=object_threshold, mode=mode)
     return FieldResult(decoded, result, decoded_at - started)

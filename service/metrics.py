@@ -55,7 +55,9 @@ class Metrics:
         self.queue_depth = Gauge("tbseg_queue_depth", "Requests admitted and waiting for a worker", registry=r)
         self.in_flight = Gauge("tbseg_inference_in_flight", "Fields being inferred now", registry=r)
         self.megapixels = Counter("tbseg_megapixels_processed_total", "Megapixels segmented", registry=r)
-        self.fields = Counter("tbseg_fields_processed_total", "Fields segmented, by model", ["model_id"], registry=r)
+        self.fields = Counter(
+            "tbseg_fields_processed_total", "Fields segmented, by model and mode", ["model_id", "mode"], registry=r
+        )
         self.model_memory = Gauge(
             "tbseg_model_memory_bytes",
             "Resident memory the service grew by while loading and warming each model",
@@ -72,7 +74,8 @@ class Metrics:
         self.inference.observe(result.segmentation.infer_seconds)
         self.postprocess.observe(result.segmentation.postprocess_seconds)
         self.megapixels.inc(result.image.width * result.image.height / 1e6)
-        self.fields.labels(result.segmentation.origin.model_id).inc()
+        origin = result.segmentation.origin
+        self.fields.labels(origin.model_id, origin.mode.value).inc()
 
     def record_models(self, models: Sequence[LoadedModel]) -> None:
         """The models served now, with their memory."""

@@ -12,8 +12,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.engine.fast import PRECISIONS, FastSettings
 from service.engine.loading import SegmenterConfig
 from service.engine.model_folder import ModelFolder
+from service.engine.segmenter import Mode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
@@ -57,6 +59,21 @@ class Settings(BaseSettings):
         "reduced, with a warning)",
     )
     batch_tiles: int = Field(1, ge=1, le=64, description="tiles per ONNX Runtime call")
+    mode: Mode = Field(
+        Mode.EXACT,
+        description="mode of a request that names none: exact (every pixel through the dense network) or fast (a "
+        "coarse pass, the dense network only around what it sees; for models whose folder has the fast networks, "
+        "others run exact)",
+    )
+    fast_precision: str = Field(
+        "int8",
+        description="fast mode's networks: int8 (the folder's quantised copies; fp32 when a folder has none) or fp32",
+    )
+    fast_screen_threshold: float = Field(
+        0.3, gt=0.0, lt=1.0, description="fast mode: a coarse P above which the tiles around it are refined"
+    )
+    fast_tile_px: int = Field(64, ge=8, le=1024, description="fast mode: side of a refinement tile")
+    fast_batch_tiles: int = Field(16, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call")
     inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
     queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")
@@ -96,6 +113,13 @@ class Settings(BaseSettings):
             raise ValueError(f"log_level must be debug, info, warning or error, got {value!r}")
         return value.lower()
 
+    @field_validator("fast_precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value.strip().lower() not in PRECISIONS:
+            raise ValueError(f"fast_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        return value.strip().lower()
+
     @field_validator("object_filter")
     @classmethod
     def _auto_or_none(cls, value: str) -> str:
@@ -117,8 +141,17 @@ class Settings(BaseSettings):
     def provider_list(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
+    def fast_files(self, folder: ModelFolder) -> tuple[tuple[Path, Path] | None, str]:
+        """Fast mode's (coarse, refinement) networks of a folder at :attr:`fast_precision`, falling back to fp32
+        when the folder has no int8 copies; ``(None, …)`` when it has no coarse network at all."""
+        paths = folder.fast_files(self.fast_precision)
+        if paths is None and self.fast_precision != "fp32":
+            return folder.fast_files("fp32"), "fp32"
+        return paths, self.fast_precision
+
     def segmenter_config(self, folder: ModelFolder) -> SegmenterConfig:
         """What the engine needs to load the segmenter of a model folder, as plain values."""
+        fast_paths, precision = self.fast_files(folder)
         return SegmenterConfig(
             model_path=folder.dense,
             providers=self.provider_list,
@@ -129,4 +162,11 @@ class Settings(BaseSettings):
             threshold=self.threshold,
             min_object_px=self.min_object_px,
             object_threshold=self.object_threshold,
+            fast_paths=fast_paths,
+            fast_precision=precision,
+            fast_settings=FastSettings(
+                screen_threshold=self.fast_screen_threshold,
+                tile_px=self.fast_tile_px,
+                batch_tiles=self.fast_batch_tiles,
+            ),
         )

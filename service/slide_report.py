@@ -21,6 +21,7 @@ class SlideFieldOut(BaseModel):
     height: int
     model_id: str
     filter_id: str | None
+    mode: str = Field(description="exact or fast: how the field was read")
     added_at: float = Field(description="Unix time")
 
 
@@ -28,6 +29,7 @@ class SlideReport(BaseModel):
     slide_id: str
     created_at: float = Field(description="Unix time")
     models: list[str] = Field(description="the models that read its fields (more than one needs review)")
+    modes: list[str] = Field(description="the modes its fields were read in (exact, fast)")
     fields: list[SlideFieldOut]
     fields_examined: int
     total_afb: int
@@ -54,6 +56,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             height=f.height,
             model_id=f.model_id,
             filter_id=f.filter_id,
+            mode=f.mode,
             added_at=f.added_at,
         )
         for i, f in enumerate(slide.fields)
@@ -63,6 +66,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             slide_id=slide.slide_id,
             created_at=slide.created_at,
             models=[],
+            modes=[],
             fields=[],
             fields_examined=0,
             total_afb=0,
@@ -86,6 +90,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
         slide_id=slide.slide_id,
         created_at=slide.created_at,
         models=models,
+        modes=list(dict.fromkeys(f.mode for f in slide.fields)),
         fields=fields,
         fields_examined=grade.fields_examined,
         total_afb=grade.total_afb,

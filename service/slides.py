@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS slide_fields (
     model_id TEXT NOT NULL,
     filter_id TEXT,
     added_at REAL NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'exact',
     PRIMARY KEY (slide_id, position)
 );
 """
@@ -52,6 +53,7 @@ class FieldCount:
     model_id: str
     filter_id: str | None
     added_at: float = 0.0
+    mode: str = "exact"
 
     @classmethod
     def of(cls, name: str, summary: FieldSummary, added_at: float = 0.0) -> FieldCount:
@@ -65,6 +67,7 @@ class FieldCount:
             model_id=summary.model_id,
             filter_id=summary.filter_id,
             added_at=added_at,
+            mode=summary.mode,
         )
 
     @property
@@ -100,6 +103,9 @@ class SlideStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(slide_fields)")}
+        if "mode" not in columns:  # a store from before modes: its fields were read in exact mode
+            self._db.execute("ALTER TABLE slide_fields ADD COLUMN mode TEXT NOT NULL DEFAULT 'exact'")
 
     def close(self) -> None:
         with self._lock:
@@ -134,7 +140,8 @@ class SlideStore:
                 ).fetchone()
                 for offset, f in enumerate(fields, start=1):
                     self._db.execute(
-                        "INSERT INTO slide_fields VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO slide_fields (slide_id, position, name, objects, estimated_bacilli, width, "
+                        "height, model_id, filter_id, added_at, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             slide_id,
                             last + offset,
@@ -146,6 +153,7 @@ class SlideStore:
                             f.model_id,
                             f.filter_id,
                             now,
+                            f.mode,
                         ),
                     )
                 self._db.execute("COMMIT")
@@ -159,7 +167,7 @@ class SlideStore:
             if row is None:
                 return None
             rows = self._db.execute(
-                "SELECT name, objects, estimated_bacilli, width, height, model_id, filter_id, added_at "
+                "SELECT name, objects, estimated_bacilli, width, height, model_id, filter_id, added_at, mode "
                 "FROM slide_fields WHERE slide_id = ? ORDER BY position",
                 (slide_id,),
             ).fetchall()

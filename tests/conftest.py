@@ -141,3 +141,62 @@ def install_model(
     if card is not None:
         (folder / CARD_MD).write_text(card)
     return models
+
+
+def redness_patch_cnn(dimmer: float = 0.0):
+    """The paper's patch CNN with hand-set weights that see red: P(bacillus) rises with the red-minus-green of
+    about the 20 px around a pixel (conv3 reads only its 2×2 central taps), above 0.5 where that mean exceeds 0.15
+    (plus ``dimmer``). A red rod on a pale field becomes one compact object, as a trained model's bacillus does."""
+
+    from training.model.patch_cnn import build_patch_cnn
+
+    model = build_patch_cnn(l2=0.0)
+    for layer in ("conv1", "conv2", "conv3", "conv4"):
+        kernel, bias = model.get_layer(layer).get_weights()
+        kernel[:], bias[:] = 0.0, 0.0
+        if layer == "conv1":
+            kernel[:, :, 0, 0], kernel[:, :, 1, 0], bias[0] = 1 / 16, -1 / 16, -0.1
+        elif layer == "conv2":
+            kernel[:, :, 0, 0] = 1 / 16
+        elif layer == "conv3":
+            kernel[2:4, 2:4, 0, 0] = 1 / 4
+        else:
+            kernel[0, 0, 0, 1], bias[1] = 30.0, -30.0 * (0.15 + dimmer)
+        model.get_layer(layer).set_weights([kernel, bias])
+    return model
+
+
+def fast_model_folder(folder: Path, patch_model, fields: list) -> Path:
+    """A servable model folder made by the training code from ``patch_model``: the dense ONNX, the patch CNN and
+    the fast-mode networks (coarse pass and int8 copies, calibrated on ``fields``)."""
+    from service.engine.model_folder import DENSE_ONNX, PATCH_KERAS
+    from training.model.export import export_onnx
+    from training.model.fast_variants import write_fast_variants
+
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(patch_model, folder / DENSE_ONNX, recipe="redness", training_data="none", validation_metrics={})
+    patch_model.save(folder / PATCH_KERAS)
+    write_fast_variants(
+        folder, fields, fields, calibration_source="test fields", check_source="the same", windows_per_field=4
+    )
+    return folder
+
+
+def red_rod_field(start: tuple[int, int], length: int, size: tuple[int, int] = (256, 256)):
+    """A pale field with one red rod, 4 px thick, running diagonally from ``start`` (y, x) for ``length`` px."""
+    import numpy as np
+
+    field = np.empty((*size, 3), dtype=np.uint8)
+    field[:] = (232, 226, 230)
+    y, x = np.mgrid[0 : size[0], 0 : size[1]]
+    along = ((y - start[0]) + (x - start[1])) / 2
+    across = np.abs((y - start[0]) - (x - start[1])) / np.sqrt(2)
+    field[(along >= 0) & (along <= length / np.sqrt(2)) & (across <= 2)] = (200, 40, 80)
+    return field
+
+
+@pytest.fixture(scope="session")
+def red_fast_folder(tmp_path_factory) -> Path:
+    """A model folder of the red-seeing network with its fast-mode networks."""
+    fields = [red_rod_field((40 + 30 * k, 60 + 20 * k), 30) for k in range(3)]
+    return fast_model_folder(tmp_path_factory.mktemp("red-model") / "red", redness_patch_cnn(), fields)

@@ -16,6 +16,7 @@ Commands:
     objects  train the object filter (scikit-learn, exported as ONNX) on a model's candidates
     ship     copy the run with the best test bacillus F1 into models/<model_id>/ and write its model card
     finetune adapt a model folder to a lab's own annotated fields, into a new servable model folder
+    fast     write a model folder's fast-mode networks: the coarse pass and int8 copies (mode=fast)
 """
 
 from __future__ import annotations
@@ -266,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
     tune.add_argument("-o", "--out", type=Path, required=True, help="the new model folder")
 
+    fast = commands.add_parser("fast", help="write a model folder's fast-mode networks (coarse pass, int8 copies)")
+    fast.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    _add_data_arguments(fast)
+    fast.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
+    fast.add_argument(
+        "--calibration-fields", type=int, default=12, help="train-split fields calibrating int8 (default: 12)"
+    )
+    fast.add_argument("--windows", type=int, default=8, help="windows per field and network (default: 8)")
+    fast.add_argument("--seed", type=int, default=0)
+
     ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
     ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
     ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
@@ -474,6 +485,30 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_fast(args: argparse.Namespace) -> int:
+    from training.data.dataset import discover_fields, read_rgb
+    from training.data.split import DatasetSplit
+    from training.model.fast_variants import write_fast_variants
+
+    split = DatasetSplit.load(args.split)
+    fields = {f.field_id: f for f in discover_fields(args.data)}
+    missing = [fid for fid in (*split.train, *split.validation) if fid not in fields]
+    if missing:
+        raise ValueError(f"{args.split}: fields {', '.join(missing[:5])} are not in {args.data}")
+    calibration_ids = split.train[: args.calibration_fields]
+    write_fast_variants(
+        args.model,
+        [read_rgb(fields[fid].image) for fid in calibration_ids],
+        [read_rgb(fields[fid].image) for fid in split.validation],
+        calibration_source=f"{len(calibration_ids)} train fields of {args.data.name}",
+        check_source=f"the {len(split.validation)} validation fields of {args.data.name}",
+        windows_per_field=args.windows,
+        seed=args.seed,
+    )
+    sys.stdout.write(f"wrote the fast-mode networks into {args.model}\n")
+    return 0
+
+
 def run_ship(args: argparse.Namespace) -> int:
     from training.fit.shipping import ship
 
@@ -494,6 +529,7 @@ COMMANDS = {
     "ship": run_ship,
     "labs": run_labs,
     "finetune": run_finetune,
+    "fast": run_fast,
 }
 
 

@@ -1,4 +1,5 @@
-"""Which model a request uses: the ``model`` query parameter, and the rule that a slide is read by one model."""
+"""Which model and mode a request uses: the ``model`` and ``mode`` query parameters, and the rule that a slide is
+read by one model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import Query
 
 from service.api.problems import Conflict
+from service.engine.segmenter import Mode, Segmenter
 from service.slides import Slide
 
 ModelParam = Annotated[
@@ -14,6 +16,13 @@ ModelParam = Annotated[
     Query(
         max_length=200,
         description="model_id of a served model (GET /v1/models); default: the service's default model",
+    ),
+]
+ModeParam = Annotated[
+    Mode | None,
+    Query(
+        description="exact: every pixel through the dense network; fast: a coarse pass, then the dense network only "
+        "on the tiles around what it sees (the heatmap elsewhere is interpolated); default: TBSEG_MODE"
     ),
 ]
 MixedModels = Annotated[
@@ -36,3 +45,17 @@ def check_one_model(slide: Slide | None, model_id: str, mixed_models: bool) -> N
             "send model=<that id>, or mixed_models=true to grade them together anyway",
             slug="mixed-models",
         )
+
+
+def choose_mode(segmenter: Segmenter, asked: Mode | None, default: Mode) -> Mode:
+    """The mode a request runs in: the one asked for (409 when this model cannot run it), else the service's
+    default when this model can run it, else exact."""
+    if asked is None:
+        return default if default in segmenter.modes else Mode.EXACT
+    if asked not in segmenter.modes:
+        raise Conflict(
+            f"model {segmenter.model.meta.model_id} cannot run mode={asked.value}: its folder has no fast-mode "
+            "networks (python -m training fast writes them); send mode=exact",
+            slug="mode-unavailable",
+        )
+    return asked

@@ -9,6 +9,16 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class FastVariant(BaseModel):
+    precision: str = Field(description="fp32, or int8 (the folder's quantised networks)")
+    coarse: str = Field(description="the coarse network's file")
+    refine: str = Field(description="the dense network refining the tiles it flags")
+    stride_px: int = Field(description="the coarse grid's spacing: its values equal the dense heatmap there")
+    phase_px: list[int] = Field(description="field pixel (y, x) of grid point (0, 0)")
+    screen_threshold: float = Field(description="a coarse P above which the tiles around it are refined")
+    tile_px: int = Field(description="side of a refinement tile")
+
+
 class ModelSummary(BaseModel):
     model_id: str
     default: bool = Field(description="used when a request names no model")
@@ -18,6 +28,8 @@ class ModelSummary(BaseModel):
     card_summary: str = Field(description="the first paragraph of its model card")
     folder: str
     memory_bytes: int = Field(description="resident memory the service grew by while loading and warming it")
+    modes: list[str] = Field(description="the modes it runs: exact, and fast when its folder has the fast networks")
+    fast: FastVariant | None = Field(description="the fast variant in use; null when it runs exact mode only")
     url: str
 
 
@@ -72,6 +84,7 @@ class JobAccepted(BaseModel):
     state: str = Field(description="queued, running, done or failed")
     created: bool = Field(description="false when an Idempotency-Key returned an earlier job")
     model_id: str | None = Field(description="the model that reads its fields")
+    mode: str = Field(description="exact or fast: how its fields are read")
     status_url: str
     fields_total: int
     fields_done: int
@@ -90,6 +103,7 @@ class JobStatus(BaseModel):
     state: str = Field(description="queued, running, done or failed")
     slide_id: str | None
     model_id: str | None = Field(description="the model reading its fields (null for jobs from before models had ids)")
+    mode: str = Field(description="exact or fast: how its fields are read (exact for jobs from before modes)")
     created_at: float = Field(description="Unix time")
     started_at: float | None
     finished_at: float | None

@@ -17,3 +17,7 @@ class InferenceFailed(EngineError):
 
 class InvalidImage(EngineError):
     """An image array the engine cannot work on (wrong dtype, rank or channel count)."""
+
+
+class ModeUnavailable(EngineError):
+    """A mode was asked for that this model cannot run (fast mode without the folder's fast networks)."""

@@ -7,9 +7,10 @@ The service's start-up, its reload and the batch command all load through here, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
 from service.engine.model_folder import check_pair
 from service.engine.object_filter import ObjectFilter
@@ -32,6 +33,10 @@ class SegmenterConfig:
         threshold: P(bacillus) above which a pixel is bacillus.
         min_object_px: smallest candidate.
         object_threshold: filter score a candidate needs (None: the filter's own).
+        fast_paths: fast mode's (coarse, refinement) networks, or None for exact mode only
+            (:meth:`ModelFolder.fast_files <service.engine.model_folder.ModelFolder.fast_files>`).
+        fast_precision: their precision, ``fp32`` or ``int8``.
+        fast_settings: how fast mode screens and refines.
     """
 
     model_path: Path
@@ -43,6 +48,9 @@ class SegmenterConfig:
     threshold: float = 0.5
     min_object_px: int = 20
     object_threshold: float | None = None
+    fast_paths: tuple[Path, Path] | None = None
+    fast_precision: str = "fp32"
+    fast_settings: FastSettings = field(default_factory=FastSettings)
 
 
 def load_segmenter(config: SegmenterConfig) -> Segmenter:
@@ -60,6 +68,19 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         log.info("object filter %s loaded, threshold %s", object_filter.meta.filter_id, object_filter.meta.threshold)
     else:
         log.info("no object filter: every candidate is reported")
+    fast = None
+    if config.fast_paths is not None:
+        coarse_path, refine_path = config.fast_paths
+        providers, threads = config.providers, config.intra_op_threads
+        coarse = OnnxModel(coarse_path, providers=providers, intra_op_threads=threads)
+        refine = (
+            model
+            if refine_path == config.model_path
+            else OnnxModel(refine_path, providers=providers, intra_op_threads=threads)
+        )
+        fast = FastNetworks.pair(model, coarse, refine, config.fast_precision)
+        stride, name = fast.geometry.stride, refine_path.name
+        log.info("fast mode: %s, coarse pass every %d px, refinement by %s", fast.precision, stride, name)
     return Segmenter(
         model,
         tile_px=config.tile_px,
@@ -68,4 +89,6 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         min_object_px=config.min_object_px,
         object_filter=object_filter,
         object_threshold=config.object_threshold,
+        fast=fast,
+        fast_settings=config.fast_settings,
     )

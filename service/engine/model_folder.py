@@ -5,7 +5,9 @@ A model folder (``models/<model_id>/``, written by ``python -m training ship`` o
 * ``bacilli_dense.onnx``: the dense network; its ONNX metadata carries the ``model_id`` (:mod:`service.engine.model`);
 * ``object_filter.onnx``: its object filter (optional: without it every candidate is kept);
 * ``MODEL_CARD.md``: its card (optional);
-* ``patch_cnn.keras``: the patch CNN it was made from (training only: fine-tuning starts from it).
+* ``patch_cnn.keras``: the patch CNN it was made from (training only: fine-tuning starts from it);
+* ``bacilli_coarse.onnx``, ``bacilli_dense.int8.onnx``, ``bacilli_coarse.int8.onnx``: fast mode's networks
+  (optional, written by ``python -m training fast``; :mod:`service.engine.fast`).
 
 The id of a model is its ``model_id`` metadata, not the folder's name. A models directory is scanned one level
 deep: every sub-folder holding ``bacilli_dense.onnx`` is a model; others (e.g. training runs) are skipped. The
@@ -33,6 +35,9 @@ OBJECT_FILTER_ONNX = "object_filter.onnx"
 CARD_MD = "MODEL_CARD.md"
 PATCH_KERAS = "patch_cnn.keras"
 DEFAULT_MARKER = "DEFAULT_MODEL"
+COARSE_ONNX = "bacilli_coarse.onnx"
+DENSE_INT8_ONNX = "bacilli_dense.int8.onnx"
+COARSE_INT8_ONNX = "bacilli_coarse.int8.onnx"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,15 @@ class ModelFolder:
     @property
     def patch_model(self) -> Path:
         return self.path / PATCH_KERAS
+
+    def fast_files(self, precision: str) -> tuple[Path, Path] | None:
+        """Fast mode's (coarse, refinement) networks of ``precision`` (``fp32`` or ``int8``), or None when the
+        folder lacks one of them."""
+        if precision == "int8":
+            coarse, dense = self.path / COARSE_INT8_ONNX, self.path / DENSE_INT8_ONNX
+        else:
+            coarse, dense = self.path / COARSE_ONNX, self.dense
+        return (coarse, dense) if coarse.is_file() and dense.is_file() else None
 
     def card(self) -> str:
         """The model card's Markdown, or an empty string without one."""
@@ -168,4 +182,3 @@ def default_model_id(root: Path, folders: list[ModelFolder], configured: str = "
     if chosen not in ids:
         raise ModelContractError(f"{source} names {chosen!r}, which is not in {root} (models: {', '.join(ids)})")
     return chosen
-

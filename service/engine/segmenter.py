@@ -14,6 +14,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from service.engine.errors import ModeUnavailable
+from service.engine.fast import FastHeatmap, FastNetworks, FastSettings, fast_heatmap
 from service.engine.model import OnnxModel
 from service.engine.mosaic import predict_tiled
 from service.engine.object_filter import ObjectFilter
@@ -25,9 +27,11 @@ log = logging.getLogger(__name__)
 
 class Mode(StrEnum):
     """How a field was inferred. ``exact``: every pixel through the dense network, equal to patch-by-patch
-    scanning."""
+    scanning. ``fast``: a coarse pass, then the dense network only on the tiles around what it saw
+    (:mod:`service.engine.fast`); the heatmap elsewhere is approximate."""
 
     EXACT = "exact"
+    FAST = "fast"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Origin:
         object_threshold: the filter score a candidate needed to be kept; None without a filter.
         min_object_px: the smallest candidate.
         mode: how the heatmap was inferred.
+        precision: the networks' arithmetic: ``fp32``, or ``int8`` for fast mode's quantised networks.
     """
 
     model_id: str
@@ -49,6 +54,7 @@ class Origin:
     object_threshold: float | None
     min_object_px: int
     mode: Mode = Mode.EXACT
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,9 @@ class Segmentation:
         rejected: candidates the object filter rejected (empty without a filter or unless asked for).
         infer_seconds: time spent in the network (tiling included).
         postprocess_seconds: time spent finding and measuring objects.
-        tiles: number of tiles run.
+        tiles: tiles the field was cut into (fast mode: refinement tiles).
+        refined_tiles: fast mode: the tiles that went through the dense network (None in exact mode).
+        coarse_seconds: fast mode: the coarse pass's share of ``infer_seconds`` (None in exact mode).
     """
 
     origin: Origin
@@ -77,6 +85,8 @@ class Segmentation:
     infer_seconds: float
     postprocess_seconds: float
     tiles: int
+    refined_tiles: int | None = None
+    coarse_seconds: float | None = None
 
     @property
     def bacillus_fraction(self) -> float:
@@ -102,6 +112,8 @@ class Segmenter:
         object_filter: the object classifier deciding which candidates are bacilli; None keeps them all.
         object_threshold: its default score threshold (None: the filter's own, see
             :meth:`ObjectFilter.cut <service.engine.object_filter.ObjectFilter.cut>`).
+        fast: fast mode's networks (None: this segmenter runs exact mode only).
+        fast_settings: how fast mode screens and refines.
     """
 
     def __init__(
@@ -113,6 +125,8 @@ class Segmenter:
         min_object_px: int = 20,
         object_filter: ObjectFilter | None = None,
         object_threshold: float | None = None,
+        fast: FastNetworks | None = None,
+        fast_settings: FastSettings | None = None,
     ) -> None:
         largest = model.largest_tile_px(batch_tiles)
         if largest is not None and tile_px > largest:
@@ -129,15 +143,32 @@ class Segmenter:
         self.threshold, self.min_object_px = threshold, min_object_px
         self.object_filter = object_filter
         self.object_threshold = object_filter.cut(object_threshold) if object_filter is not None else None
-        self.mode = Mode.EXACT
+        self.fast = fast
+        self.fast_settings = fast_settings or FastSettings()
 
-    def origin(self, object_threshold: float | None = None) -> Origin:
-        """The origin of a field segmented now, with ``object_threshold`` overriding the segmenter's own."""
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        """The modes this segmenter can run."""
+        return (Mode.EXACT, Mode.FAST) if self.fast is not None else (Mode.EXACT,)
+
+    def check_mode(self, mode: Mode) -> None:
+        """Raises :class:`ModeUnavailable` unless this segmenter can run ``mode``."""
+        if mode not in self.modes:
+            raise ModeUnavailable(
+                f"model {self.model.meta.model_id} has no fast-mode networks (python -m training fast writes them)"
+            )
+
+    def origin(self, object_threshold: float | None = None, mode: Mode = Mode.EXACT) -> Origin:
+        """The origin of a field segmented now in ``mode``, with ``object_threshold`` overriding the segmenter's
+        own."""
         filter_id, cut = None, None
         if self.object_filter is not None:
             filter_id = self.object_filter.meta.filter_id
             cut = float(object_threshold) if object_threshold is not None else self.object_threshold
-        return Origin(self.model.meta.model_id, filter_id, self.threshold, cut, self.min_object_px, self.mode)
+        precision = self.fast.precision if mode is Mode.FAST and self.fast is not None else "fp32"
+        return Origin(
+            self.model.meta.model_id, filter_id, self.threshold, cut, self.min_object_px, Mode(mode), precision
+        )
 
     def prepare(
         self, rgb: npt.NDArray[np.uint8], background: npt.NDArray[np.float32] | None = None
@@ -151,10 +182,21 @@ class Segmenter:
         return rgb if normalisation is None else normalisation.apply(rgb, background)
 
     def heatmap(
-        self, rgb: npt.NDArray[np.uint8], background: npt.NDArray[np.float32] | None = None
+        self,
+        rgb: npt.NDArray[np.uint8],
+        background: npt.NDArray[np.float32] | None = None,
+        mode: Mode = Mode.EXACT,
     ) -> npt.NDArray[np.float32]:
-        """P(bacillus) of every pixel of the field ``rgb`` (normalised first, see :meth:`prepare`)."""
-        return self._predict(self.prepare(rgb, background))
+        """P(bacillus) of every pixel of the field ``rgb`` (normalised first, see :meth:`prepare`) in ``mode``."""
+        field = self.prepare(rgb, background)
+        if Mode(mode) is Mode.FAST:
+            return self._fast(field).heatmap
+        return self._predict(field)
+
+    def _fast(self, field: npt.NDArray[np.uint8]) -> FastHeatmap:
+        self.check_mode(Mode.FAST)
+        assert self.fast is not None  # check_mode refused otherwise
+        return fast_heatmap(field, self.fast, self.fast_settings, self.threshold)
 
     def _predict(self, field: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         meta = self.model.meta
@@ -175,17 +217,24 @@ class Segmenter:
         find_objects: bool = True,
         object_threshold: float | None = None,
         background: npt.NDArray[np.float32] | None = None,
+        mode: Mode = Mode.EXACT,
     ) -> Segmentation:
-        """Heatmap, mask and (when ``find_objects``) bacilli of one ``[y, x, 3]`` uint8 field.
+        """Heatmap, mask and (when ``find_objects``) bacilli of one ``[y, x, 3]`` uint8 field, in ``mode``.
 
         ``object_threshold`` overrides the segmenter's filter threshold for this field; ``background`` the
         normalisation's estimate (for a crop of a larger field, see :meth:`prepare`). The object filter measures
         candidates on the normalised field, as it was trained.
+
+        Raises:
+            ModeUnavailable: ``mode`` is fast and this segmenter has no fast networks.
         """
+        mode = Mode(mode)
+        self.check_mode(mode)
         started = time.perf_counter()
-        origin = self.origin(object_threshold)
+        origin = self.origin(object_threshold, mode)
         field = self.prepare(rgb, background)
-        heatmap = self._predict(field)
+        fast = self._fast(field) if mode is Mode.FAST else None
+        heatmap = fast.heatmap if fast is not None else self._predict(field)
         inferred = time.perf_counter()
         mask = heatmap > self.threshold
         if find_objects:
@@ -205,7 +254,9 @@ class Segmenter:
             rejected=rejected,
             infer_seconds=inferred - started,
             postprocess_seconds=done - inferred,
-            tiles=len(tile_grid(rgb.shape[:2], self.tile_px)),
+            tiles=fast.tiles if fast is not None else len(tile_grid(rgb.shape[:2], self.tile_px)),
+            refined_tiles=fast.refined_tiles if fast is not None else None,
+            coarse_seconds=fast.coarse_seconds if fast is not None else None,
         )
 
     def warm_up(self) -> float:
@@ -217,6 +268,12 @@ class Segmenter:
         side = self.tile_px
         started = time.perf_counter()
         self.heatmap(np.full((side, side, 3), 200, dtype=np.uint8))
+        if self.fast is not None:  # a block of the coarse pass and a batch of refinement tiles, full size
+            settings, halo = self.fast_settings, self.model.meta.halo_px
+            block = self.fast.geometry.stride * (settings.block_points - 1) + 2 * halo + 1
+            self.fast.coarse.run(np.zeros((1, block, block, 3), np.float32))
+            read = settings.tile_px + 2 * halo
+            self.fast.refine.run(np.zeros((settings.batch_tiles, read, read, 3), np.float32))
         seconds = time.perf_counter() - started
         log.info("warm-up: one %d px tile in %.2f s on %s", side, seconds, ", ".join(self.model.providers))
         return seconds

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from service.engine.image_io import encode_png
+from service.engine.segmenter import Mode
 from service.field_result import FieldResult, FieldSummary, segment_field
 from service.jobs.store import FieldState, Job, JobStore, JsonObject
 from service.model_registry import ModelRegistry
@@ -141,7 +142,8 @@ class JobFieldWork:
     def __call__(self, job: Job, position: int, data: bytes) -> JsonObject:
         started = time.perf_counter()
         segmenter = self.models.get(job.params.model_id).segmenter  # UnknownModel: the job fails, saying which
-        work = partial(segment_field, segmenter, data, self.max_pixels, True, job.params.object_threshold)
+        mode = Mode(job.params.mode)
+        work = partial(segment_field, segmenter, data, self.max_pixels, True, job.params.object_threshold, mode)
         result = self.run_on_worker(work)
         self.on_field(result)
         for kind, mask in (("mask", result.segmentation.mask), ("objects", result.segmentation.objects)):

@@ -74,11 +74,12 @@ JsonObject = dict[str, Any]
 class JobParams:
     """How a job's fields are segmented (stored with the job as JSON): the object threshold, the model (its id
     resolved at submission, so a later change of the default does not change the job) and whether its slide may
-    hold fields of another model."""
+    hold fields of another model; the mode (resolved at submission too)."""
 
     object_threshold: float | None = None
     model_id: str | None = None
     mixed_models: bool = False
+    mode: str = "exact"
 
     @classmethod
     def from_json(cls, stored: JsonObject) -> JobParams:
@@ -88,6 +89,7 @@ class JobParams:
             object_threshold=None if threshold is None else float(threshold),
             model_id=stored.get("model_id"),
             mixed_models=bool(stored.get("mixed_models", False)),
+            mode=str(stored.get("mode", "exact")),
         )
 
 

@@ -14,7 +14,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.model_choice import MixedModels, ModelParam, check_one_model
+from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model, choose_mode
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
 from service.api.schemas import JobAccepted, JobFieldState, JobStatus
@@ -48,6 +48,7 @@ def status(job: Job, serving: Serving) -> JobStatus:
         state=job.state,
         slide_id=job.slide_id,
         model_id=job.params.model_id,
+        mode=job.params.mode,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -89,6 +90,7 @@ async def submit_job(
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="grade as this slide")] = None,
     object_threshold: Annotated[float | None, Query(ge=0, le=1, description="object filter score to keep")] = None,
     model: ModelParam = None,
+    mode: ModeParam = None,
     mixed_models: MixedModels = False,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=200, description="a retried submit with the same key is safe")
@@ -96,9 +98,11 @@ async def submit_job(
 ) -> JSONResponse:
     """Fields as multipart parts named ``files`` (or one as the raw body). With ``slide_id`` the fields are added
     to that slide when the job is done and the result carries its grade. The job is read by ``model`` (the default
-    model when absent, resolved now); a slide read by another model refuses it (409) unless ``mixed_models``."""
+    model when absent, resolved now) in ``mode`` (TBSEG_MODE when absent, resolved now); a slide read by another
+    model refuses it (409) unless ``mixed_models``."""
     store, settings = serving.jobs, serving.settings
-    model_id = serving.model(model).model_id
+    served = serving.model(model)
+    model_id, chosen = served.model_id, choose_mode(served.segmenter, mode, settings.mode)
     if slide_id is not None:
         check_one_model(serving.slides.get(slide_id), model_id, mixed_models)
     if store.queued_count() >= settings.max_queued_jobs:
@@ -110,7 +114,9 @@ async def submit_job(
         )
     files = [(u.filename or f"field-{i}", u.data) for i, u in enumerate(uploads)]
     await anyio.to_thread.run_sync(_check_images, files, settings.max_pixels)
-    params = JobParams(object_threshold=object_threshold, model_id=model_id, mixed_models=mixed_models)
+    params = JobParams(
+        object_threshold=object_threshold, model_id=model_id, mixed_models=mixed_models, mode=chosen.value
+    )
     try:
         job, new = await anyio.to_thread.run_sync(store.submit, files, params, slide_id, idempotency_key)
     except IdempotencyConflict as exc:
@@ -121,6 +127,7 @@ async def submit_job(
         job_id=job.job_id,
         state=job.state,
         model_id=job.params.model_id,
+        mode=job.params.mode,
         status_url=f"/v1/jobs/{job.job_id}",
         created=new,
         **job.progress,

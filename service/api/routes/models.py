@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Path, Query
 
 from service.api.problems import Conflict
-from service.api.schemas import ModelInfo, ModelList, ModelSummary, ReloadResult
+from service.api.schemas import FastVariant, ModelInfo, ModelList, ModelSummary, ReloadResult
 from service.api.state import ReadyDep, Serving
 from service.engine.errors import ModelContractError
 from service.model_registry import LoadedModel
@@ -33,6 +33,22 @@ def card_summary(card: str) -> str:
     return " ".join(paragraph)
 
 
+def fast_variant(loaded: LoadedModel) -> FastVariant | None:
+    segmenter = loaded.segmenter
+    fast = segmenter.fast
+    if fast is None:
+        return None
+    return FastVariant(
+        precision=fast.precision,
+        coarse=fast.coarse.path.name,
+        refine=fast.refine.path.name,
+        stride_px=fast.geometry.stride,
+        phase_px=list(fast.geometry.phase),
+        screen_threshold=segmenter.fast_settings.screen_threshold,
+        tile_px=segmenter.fast_settings.tile_px,
+    )
+
+
 def summary(loaded: LoadedModel, serving: Serving) -> ModelSummary:
     segmenter = loaded.segmenter
     raw = segmenter.model.meta.raw
@@ -45,6 +61,8 @@ def summary(loaded: LoadedModel, serving: Serving) -> ModelSummary:
         card_summary=card_summary(loaded.card),
         folder=str(loaded.folder.path),
         memory_bytes=loaded.memory_bytes,
+        modes=[m.value for m in segmenter.modes],
+        fast=fast_variant(loaded),
         url=f"/v1/models/{loaded.model_id}",
     )
 

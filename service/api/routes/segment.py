@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.inference import result_headers, segment_upload
-from service.api.model_choice import ModelParam
+from service.api.model_choice import ModelParam, ModeParam
 from service.api.openapi import IMAGE_ERRORS, image_body
 from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
@@ -67,12 +67,13 @@ async def segment(
     format: Annotated[HeatmapFormat, Query(description="heatmap as 8-bit PNG or float32 TIFF")] = HeatmapFormat.PNG,
     object_threshold: ObjectThreshold = None,
     model: ModelParam = None,
+    mode: ModeParam = None,
 ) -> Response:
     """The image goes in the multipart field ``file`` or as the raw body (``image/png``, ``image/jpeg``,
     ``image/tiff``). The response has the input's width and height; headers carry the model id, the inference
     milliseconds and the bacillus pixel fraction, and with objects the number of bacilli kept."""
     with_objects = output in (SegmentOutput.OVERLAY, SegmentOutput.OBJECTS)
-    done = await segment_upload(serving, request, with_objects, object_threshold, model)
+    done = await segment_upload(serving, request, with_objects, object_threshold, model, mode)
     result, headers = done.segmentation, result_headers(done)
     if with_objects:
         headers |= {"X-Bacilli-Count": str(len(result.bacilli)), "X-Estimated-Bacilli": str(result.estimated_bacilli)}
@@ -106,12 +107,13 @@ async def analyze(
     ] = False,
     object_threshold: ObjectThreshold = None,
     model: ModelParam = None,
+    mode: ModeParam = None,
 ) -> Response:
     """Candidates are connected components of P(bacillus) > threshold with at least ``min_object_px`` pixels;
     the object filter scores each and keeps those scoring at least the object threshold as bacilli. A kept
     object of touching rods counts as ``estimated_count`` bacilli, from its area."""
     started = time.perf_counter()
-    done = await segment_upload(serving, request, True, object_threshold, model)
+    done = await segment_upload(serving, request, True, object_threshold, model, mode)
     result = done.segmentation
     headers = result_headers(done) | {
         "X-Bacilli-Count": str(len(result.bacilli)),

@@ -13,11 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.model_choice import MixedModels, ModelParam, check_one_model
+from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model, choose_mode
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
+from service.engine.segmenter import Mode
 from service.field_result import segment_field
 from service.slide_report import SlideReport, slide_report
 from service.slides import SLIDE_ID_PATTERN, FieldCount, Slide
@@ -34,16 +35,21 @@ ERRORS: Responses = {
 SlideId = Annotated[str, Path(pattern=SLIDE_ID_PATTERN, description="1–64 letters, digits, ., _ or -")]
 
 
-async def _count_fields(serving: Serving, request: Request, first_index: int, model: str | None) -> list[FieldCount]:
+async def _count_fields(
+    serving: Serving, request: Request, first_index: int, model: str | None, mode: Mode | None
+) -> list[FieldCount]:
     """Read and segment every field of the request; any bad field fails the whole request before anything is
     stored."""
     settings = serving.settings
     segmenter = serving.model(model).segmenter
+    chosen = choose_mode(segmenter, mode, settings.mode)
     async with serving.gate.admit():
         uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)
         counts = []
         for i, upload in enumerate(uploads):
-            result = await serving.gate.run(segment_field, segmenter, upload.data, settings.max_pixels, True, None)
+            result = await serving.gate.run(
+                segment_field, segmenter, upload.data, settings.max_pixels, True, None, chosen
+            )
             serving.metrics.record_field(result)
             counts.append(FieldCount.of(upload.filename or f"field-{first_index + i}", result.summary()))
     return counts
@@ -69,13 +75,14 @@ async def create_slide(
     serving: ReadyDep,
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="default: a new id")] = None,
     model: ModelParam = None,
+    mode: ModeParam = None,
 ) -> JSONResponse:
     """Send the fields as multipart parts named ``files`` (or one image as the raw body). The response gives the
     per-field counts, the total, AFB per field and the WHO/IUATLD grade with ``needs_review``."""
     store = serving.slides
     if slide_id is not None and store.get(slide_id) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
-    counts = await _count_fields(serving, request, 0, model)
+    counts = await _count_fields(serving, request, 0, model, mode)
     new_id, created = store.ensure(slide_id)
     if not created:
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
@@ -97,6 +104,7 @@ async def add_fields(
     serving: ReadyDep,
     slide_id: SlideId,
     model: ModelParam = None,
+    mode: ModeParam = None,
     mixed_models: MixedModels = False,
 ) -> SlideReport:
     """One field as the raw body or the multipart part ``file``, or several as parts named ``files``. A slide is
@@ -104,7 +112,7 @@ async def add_fields(
     store = serving.slides
     existing = store.get(slide_id)
     check_one_model(existing, serving.model(model).model_id, mixed_models)
-    counts = await _count_fields(serving, request, len(existing.fields) if existing else 0, model)
+    counts = await _count_fields(serving, request, len(existing.fields) if existing else 0, model, mode)
     if not counts:
         raise InvalidRequest(
             "the request has no image: send it as the body or as multipart 'files'", slug="missing-image"

@@ -129,7 +129,7 @@ def test_metrics_report_each_model(two_models: tuple[LiveServer, Path, str, str]
     for model_id in (first, second):
         line = next(x for x in text.splitlines() if x.startswith(f'tbseg_model_memory_bytes{{model_id="{model_id}"}}'))
         assert float(line.split()[1]) >= 0
-    assert f'tbseg_fields_processed_total{{model_id="{first}"}}' in text
+    assert f'tbseg_fields_processed_total{{mode="exact",model_id="{first}"}}' in text
 
 
 def test_reload_adds_new_folders_without_dropping_requests(

@@ -1,0 +1,280 @@
+"""Fast mode: a coarse pass over the whole field, then the dense network only where the coarse pass sees anything.
+
+The coarse network is the patch CNN run at its own strides (exported by ``python -m training fast``): its output
+at grid point (i, j) is the dense network's P(bacillus) at field pixel ``(phase_y + stride·i, phase_x +
+stride·j)``, exactly, for about 1/28 of the work. Most of a field is empty, so:
+
+1. **Coarse pass** (:func:`predict_grid`): the grid over the whole field, in blocks of grid points (exact at any
+   block size, as tiles are for the dense network), one grid point past the field's last row and column.
+2. **Screening**: the field is cut into refinement tiles (:func:`service.engine.tiling.tile_grid`); a tile is
+   *refined* when a grid point within ``margin`` pixels of its output area has P above the screening threshold.
+3. **Refinement**: refined tiles go through the dense network exactly as in exact mode
+   (:class:`service.engine.mosaic.PaddedField`). A tile whose mask reaches an edge or corner pulls in the
+   neighbour beyond it, until no refined mask touches an unrefined tile: an object is never cut at the edge of
+   refinement (a bacillus lying across a tile corner is found whole).
+4. Elsewhere the heatmap is the grid interpolated bilinearly (:func:`upsample`): approximate, and never above the
+   screening threshold (every grid point an interpolated pixel uses lies within ``margin`` of its tile), so never
+   in the mask. Responses say so (``mode: fast``).
+
+With ``margin >= stride`` and a screening threshold below the mask threshold, the mask is exact mode's wherever
+refinement reached; what fast mode can miss is an object whose every nearby grid point stays under the screening
+threshold. How often that happens is measured (``bench/fast_mode.py``, ``docs/results.md`` section 10), not
+assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.engine.errors import ModelContractError
+from service.engine.model import OnnxModel
+from service.engine.mosaic import PaddedField
+from service.engine.tiling import Tile
+
+PRECISIONS = ("int8", "fp32")
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """Where the coarse network's outputs lie: grid point (i, j) is field pixel ``(phase_y + stride·i,
+    phase_x + stride·j)``."""
+
+    stride: int
+    phase: tuple[int, int]
+
+    def points(self, length: int, axis: int) -> int:
+        """Grid points along an axis of ``length`` pixels: every pixel has one at or after it (one past the end)."""
+        return (length - 1 - self.phase[axis]) // self.stride + 2
+
+    def index_range(self, start: int, stop: int, axis: int, points: int) -> tuple[int, int]:
+        """The grid indices ``[lo, hi)`` whose pixels lie in ``[start, stop)`` along ``axis``."""
+        lo = max(0, math.ceil((start - self.phase[axis]) / self.stride))
+        hi = min(points, (stop - 1 - self.phase[axis]) // self.stride + 1)
+        return lo, max(lo, hi)
+
+    @staticmethod
+    def of(model: OnnxModel) -> GridGeometry:
+        """The geometry a coarse model's metadata declares (``output_stride``, ``output_phase``).
+
+        Raises:
+            ModelContractError: missing or malformed, naming the model.
+        """
+        raw = model.meta.raw
+        try:
+            stride = int(raw["output_stride"])
+            phase_y, phase_x = (int(v) for v in raw["output_phase"].split(","))
+        except (KeyError, ValueError) as exc:
+            raise ModelContractError(
+                f"{model.path}: a coarse network must declare output_stride and output_phase 'y,x' ({exc})"
+            ) from exc
+        if stride < 1 or not (0 <= phase_y < stride and 0 <= phase_x < stride):
+            raise ModelContractError(f"{model.path}: output_stride {stride} and output_phase {raw['output_phase']}")
+        return GridGeometry(stride, (phase_y, phase_x))
+
+
+def predict_grid(
+    field: npt.NDArray[np.uint8], coarse: OnnxModel, geometry: GridGeometry, block_points: int = 64
+) -> npt.NDArray[np.float32]:
+    """P(bacillus) of the coarse network at every grid point of a (normalised) field, one point past its end.
+
+    Grid points inside the field equal the dense network's heatmap at their pixels; the extra row and column
+    (past the last pixel) read edge-padded context and serve interpolation only.
+    """
+    meta = coarse.meta
+    height, width = field.shape[:2]
+    stride, (phase_y, phase_x) = geometry.stride, geometry.phase
+    rows, cols = geometry.points(height, 0), geometry.points(width, 1)
+    rf = 2 * meta.halo_px + 1
+    halo = meta.halo_px
+    padded = np.pad(field, ((halo, halo), (halo, halo), (0, 0)), mode=meta.input_padding)
+    need_y, need_x = phase_y + stride * (rows - 1) + rf, phase_x + stride * (cols - 1) + rf
+    padded = np.pad(
+        padded, ((0, max(0, need_y - padded.shape[0])), (0, max(0, need_x - padded.shape[1])), (0, 0)), mode="edge"
+    )
+    scale, channel = np.float32(meta.input_scale), meta.positive_index
+    grid = np.empty((rows, cols), dtype=np.float32)
+    for i0 in range(0, rows, block_points):
+        n_i = min(block_points, rows - i0)
+        y0 = phase_y + stride * i0
+        for j0 in range(0, cols, block_points):
+            n_j = min(block_points, cols - j0)
+            x0 = phase_x + stride * j0
+            window = padded[y0 : y0 + stride * (n_i - 1) + rf, x0 : x0 + stride * (n_j - 1) + rf]
+            batch = window[None].astype(np.float32)
+            batch *= scale
+            grid[i0 : i0 + n_i, j0 : j0 + n_j] = coarse.run(batch)[0, :n_i, :n_j, channel]
+    return grid
+
+
+def _weights(length: int, phase: int, stride: int, points: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    position = (np.arange(length, dtype=np.float32) - phase) / stride
+    lower = np.clip(np.floor(position).astype(np.intp), 0, points - 2)
+    return lower, np.clip(position - lower, 0.0, 1.0).astype(np.float32)
+
+
+def upsample(grid: npt.NDArray[np.float32], geometry: GridGeometry, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """The grid interpolated bilinearly to every pixel of a field of ``shape`` (pixels before the first grid
+    point take its value)."""
+    if grid.shape[0] < 2 or grid.shape[1] < 2:
+        raise ValueError(f"a grid of {grid.shape} cannot be interpolated")
+    rows, t = _weights(shape[0], geometry.phase[0], geometry.stride, grid.shape[0])
+    by_row = grid[rows] * (1 - t)[:, None] + grid[rows + 1] * t[:, None]
+    cols, u = _weights(shape[1], geometry.phase[1], geometry.stride, grid.shape[1])
+    out = by_row[:, cols] * (1 - u)[None, :] + by_row[:, cols + 1] * u[None, :]
+    return np.asarray(out, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class FastNetworks:
+    """Fast mode's two networks, checked to belong to one dense model.
+
+    Attributes:
+        coarse: the coarse (strided) network.
+        refine: the dense network the refined tiles go through (the fp32 dense network, or its int8 copy).
+        precision: ``fp32`` or ``int8``.
+        geometry: the coarse grid's stride and phase.
+    """
+
+    coarse: OnnxModel
+    refine: OnnxModel
+    precision: str
+    geometry: GridGeometry
+
+    @staticmethod
+    def pair(dense: OnnxModel, coarse: OnnxModel, refine: OnnxModel, precision: str) -> FastNetworks:
+        """Check that ``coarse`` and ``refine`` were made from ``dense`` and read fields as it does.
+
+        Raises:
+            ModelContractError: another model's network, or another receptive field, scale, padding,
+                normalisation or class list; naming the file.
+        """
+        if precision not in PRECISIONS:
+            raise ModelContractError(f"fast precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        for network in (coarse, refine):
+            if network is dense:
+                continue
+            made_from = network.meta.raw.get("dense_model_id")
+            if made_from != dense.meta.model_id:
+                raise ModelContractError(
+                    f"{network.path}: made from {made_from}, not from {dense.meta.model_id}; "
+                    "rewrite the folder's fast variants (python -m training fast)"
+                )
+            same = ("receptive_field_px", "input_scale", "input_padding", "classes", "normalisation")
+            for key in same:
+                if getattr(network.meta, key) != getattr(dense.meta, key):
+                    raise ModelContractError(f"{network.path}: {key} differs from {dense.path}'s")
+        return FastNetworks(coarse, refine, precision, GridGeometry.of(coarse))
+
+
+@dataclass(frozen=True)
+class FastSettings:
+    """How fast mode screens and refines.
+
+    Attributes:
+        screen_threshold: a grid P above which the tiles around it are refined (kept at or below the mask
+            threshold by the segmenter).
+        tile_px: side of a refinement tile.
+        batch_tiles: refinement tiles per ONNX Runtime call.
+        block_points: grid points per side of a coarse block.
+    """
+
+    screen_threshold: float = 0.3
+    tile_px: int = 64
+    batch_tiles: int = 16
+    block_points: int = 64
+
+
+@dataclass(frozen=True)
+class FastHeatmap:
+    """A fast-mode heatmap and what it cost.
+
+    Attributes:
+        heatmap: ``[y, x]`` P(bacillus): exact (at the networks' precision) inside refined tiles, the grid
+            interpolated elsewhere.
+        refined: ``[rows, columns]`` bool, the refinement tiles that went through the dense network.
+        tile_px: side of a refinement tile.
+        coarse_seconds: the coarse pass.
+        refine_seconds: screening, refinement and interpolation.
+    """
+
+    heatmap: npt.NDArray[np.float32]
+    refined: npt.NDArray[np.bool_]
+    tile_px: int
+    coarse_seconds: float
+    refine_seconds: float
+
+    @property
+    def tiles(self) -> int:
+        return int(self.refined.size)
+
+    @property
+    def refined_tiles(self) -> int:
+        return int(self.refined.sum())
+
+
+def _screen(
+    grid: npt.NDArray[np.float32], geometry: GridGeometry, tiles: list[Tile], margin: int, cut: float
+) -> list[bool]:
+    hot = []
+    for t in tiles:
+        i0, i1 = geometry.index_range(t.y - margin, t.y + t.height + margin, 0, grid.shape[0])
+        j0, j1 = geometry.index_range(t.x - margin, t.x + t.width + margin, 1, grid.shape[1])
+        hot.append(bool(i1 > i0 and j1 > j0 and grid[i0:i1, j0:j1].max() > cut))
+    return hot
+
+
+def _spill(heatmap: npt.NDArray[np.float32], threshold: float, t: Tile) -> list[tuple[int, int]]:
+    """Neighbour offsets (row, column) whose tile the mask inside tile ``t`` touches at its edges or corners."""
+    inside = heatmap[t.y : t.y + t.height, t.x : t.x + t.width] > threshold
+    edges = ((inside[0], -1, 0), (inside[-1], 1, 0), (inside[:, 0], 0, -1), (inside[:, -1], 0, 1))
+    offsets = [(dy, dx) for edge, dy, dx in edges if edge.any()]
+    corners = ((0, 0, -1, -1), (0, -1, -1, 1), (-1, 0, 1, -1), (-1, -1, 1, 1))
+    offsets += [(dy, dx) for y, x, dy, dx in corners if inside[y, x]]
+    return offsets
+
+
+def fast_heatmap(
+    field: npt.NDArray[np.uint8], networks: FastNetworks, settings: FastSettings, threshold: float
+) -> FastHeatmap:
+    """Fast mode's heatmap of a (normalised) ``[y, x, 3]`` uint8 field; see the module's description.
+
+    ``threshold`` is the mask threshold: refinement grows across tile edges its mask reaches.
+    """
+    started = time.perf_counter()
+    geometry = networks.geometry
+    grid = predict_grid(field, networks.coarse, geometry, settings.block_points)
+    coarse_done = time.perf_counter()
+    meta = networks.refine.meta
+    padded = PaddedField(
+        field, halo_px=meta.halo_px, input_scale=meta.input_scale, padding=meta.input_padding, tile_px=settings.tile_px
+    )
+    heatmap = upsample(grid, geometry, padded.shape)
+    tiles, columns = padded.tiles, padded.columns
+    rows = len(tiles) // columns
+    refined = np.zeros((rows, columns), dtype=bool)
+    cut = min(settings.screen_threshold, threshold)
+    todo = [k for k, hot in enumerate(_screen(grid, geometry, tiles, geometry.stride, cut)) if hot]
+    while todo:
+        for k in todo:
+            refined[divmod(k, columns)] = True
+        padded.run(
+            [tiles[k] for k in todo],
+            networks.refine.run,
+            heatmap,
+            batch_tiles=settings.batch_tiles,
+            channel=meta.positive_index,
+        )
+        grown: set[int] = set()
+        for k in todo:
+            row, col = divmod(k, columns)
+            for dy, dx in _spill(heatmap, threshold, tiles[k]):
+                r, c = row + dy, col + dx
+                if 0 <= r < rows and 0 <= c < columns and not refined[r, c]:
+                    grown.add(r * columns + c)
+        todo = sorted(grown)
+    return FastHeatmap(heatmap, refined, settings.tile_px, coarse_done - started, time.perf_counter() - coarse_done)

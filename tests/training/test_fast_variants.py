@@ -1,0 +1,63 @@
+"""`python -m training fast`: the coarse network's metadata, the int8 copies, the agreement report and the card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from service.engine.model import OnnxModel
+from service.engine.model_folder import COARSE_INT8_ONNX, COARSE_ONNX, DENSE_INT8_ONNX, DENSE_ONNX, open_folder
+from training.model.coarse import output_stride, patch_cnn_to_strided
+from training.model.fast_variants import CARD_SECTION, FAST_JSON
+
+CPU = ("CPUExecutionProvider",)
+
+
+def test_the_strided_network_is_the_patch_cnn_on_every_sixth_patch(random_patch_cnn) -> None:
+    strided = patch_cnn_to_strided(random_patch_cnn)
+    assert output_stride(random_patch_cnn) == (6, 6)
+    image = np.random.default_rng(0).random((1, 45 + 6 * 3, 45 + 6 * 2, 3), dtype=np.float32)
+    out = np.asarray(strided(image, training=False))
+    assert out.shape == (1, 4, 3, 2)
+    patches = np.stack([image[0, 6 * i : 6 * i + 45, 6 * j : 6 * j + 45] for i in range(4) for j in range(3)])
+    expected = np.asarray(random_patch_cnn(patches, training=False)).reshape(4, 3, 2)
+    np.testing.assert_allclose(out[0], expected, atol=1e-5)
+
+
+def test_the_folder_gains_fast_networks_that_describe_themselves(red_fast_folder: Path) -> None:
+    dense = OnnxModel(red_fast_folder / DENSE_ONNX, providers=CPU)
+    for name, variant, precision in (
+        (COARSE_ONNX, "coarse", "fp32"),
+        (COARSE_INT8_ONNX, "coarse", "int8"),
+        (DENSE_INT8_ONNX, "dense", "int8"),
+    ):
+        meta = OnnxModel(red_fast_folder / name, providers=CPU).meta
+        assert meta.raw["dense_model_id"] == dense.meta.model_id and meta.raw["variant"] == variant
+        assert meta.raw["precision"] == precision and meta.halo_px == dense.meta.halo_px
+        if variant == "coarse":
+            assert (meta.raw["output_stride"], meta.raw["output_phase"]) == ("6", "0,0")
+    ops = {n.op_type for n in onnx.load(str(red_fast_folder / DENSE_INT8_ONNX)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
+    report = json.loads((red_fast_folder / FAST_JSON).read_text())
+    assert [a["network"] for a in report["agreement"]] == ["dense", "coarse"]
+    assert all(0.9 <= a["mask_agreement"] <= 1.0 and a["max_abs_diff"] < 0.5 for a in report["agreement"])
+    card = (red_fast_folder / "MODEL_CARD.md").read_text()
+    assert card.count(CARD_SECTION) == 1 and "| dense | 12 |" in card
+    folder = open_folder(red_fast_folder)
+    assert folder.fast_files("int8") == (red_fast_folder / COARSE_INT8_ONNX, red_fast_folder / DENSE_INT8_ONNX)
+    assert folder.fast_files("fp32") == (red_fast_folder / COARSE_ONNX, red_fast_folder / DENSE_ONNX)
+
+
+def test_a_folder_without_its_patch_cnn_is_refused(random_dense_onnx: Path, tmp_path: Path) -> None:
+    from training.cli import main
+
+    (tmp_path / DENSE_ONNX).symlink_to(random_dense_onnx)
+    with pytest.raises(FileNotFoundError, match=r"patch_cnn\.keras"):
+        from training.model.fast_variants import write_fast_variants
+
+        write_fast_variants(tmp_path, [], [], calibration_source="", check_source="")
+    assert main(["fast", "--model", str(tmp_path), "--data", str(tmp_path), "--split", str(tmp_path / "x.json")]) == 2

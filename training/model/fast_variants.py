@@ -1,0 +1,301 @@
+"""Fast mode's networks, written into a model folder beside its dense network.
+
+* ``bacilli_coarse.onnx``: the coarse (strided) pass of the same weights (:mod:`training.model.coarse`);
+* ``bacilli_dense.int8.onnx`` and ``bacilli_coarse.int8.onnx``: static int8 copies of both networks, QDQ format
+  (ONNX Runtime's quantiser), weights int8 per output channel, activations uint8 per tensor, ranges calibrated
+  (min-max) on windows of real training fields, half of them centred on what the network calls bacillus (random
+  windows alone leave the highest activations out of range: measured, P off by up to 0.68). The softmax stays in
+  float.
+
+How close int8 is to fp32 is measured on other fields' windows and written to ``fast_variants.json`` and the
+model card. The dense network itself is not touched: exact mode stays what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from tqdm import tqdm
+
+from service.engine.model import OnnxModel
+from service.engine.model_folder import (
+    CARD_MD,
+    COARSE_INT8_ONNX,
+    COARSE_ONNX,
+    DENSE_INT8_ONNX,
+    DENSE_ONNX,
+    PATCH_KERAS,
+)
+
+log = logging.getLogger(__name__)
+
+FAST_JSON = "fast_variants.json"
+CARD_SECTION = "## Fast mode"
+REFINE_TILE_PX = 64  # the dense windows calibrated: the service's default refinement tile
+COARSE_BLOCK_POINTS = 64  # the coarse windows calibrated: the service's block of grid points
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """int8 against fp32 on the same windows.
+
+    Attributes:
+        network: ``dense`` or ``coarse``.
+        windows: windows compared.
+        pixels: outputs compared.
+        max_abs_diff: largest |P(int8) − P(fp32)|.
+        mean_abs_diff: mean |P(int8) − P(fp32)|.
+        mask_agreement: share of outputs on the same side of 0.5.
+        mask_iou: intersection over union of the two masks ``P > 0.5``.
+    """
+
+    network: str
+    windows: int
+    pixels: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    mask_agreement: float
+    mask_iou: float
+
+
+class _Windows:
+    """An ONNX Runtime calibration data reader over a list of input windows."""
+
+    def __init__(self, windows: Sequence[npt.NDArray[np.float32]]) -> None:
+        self._iter: Iterator[npt.NDArray[np.float32]] = iter(windows)
+
+    def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+        window = next(self._iter, None)
+        return None if window is None else {"image": window[None]}
+
+
+def _prepared(dense: OnnxModel, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """The field as the networks read it: normalised, mirror-padded by the halo, scaled."""
+    meta = dense.meta
+    field = rgb if meta.normalisation is None else meta.normalisation.apply(rgb)
+    halo = meta.halo_px
+    padded = np.pad(field, ((halo, halo), (halo, halo), (0, 0)), mode=meta.input_padding).astype(np.float32)
+    return padded * np.float32(meta.input_scale)
+
+
+def sample_windows(
+    dense: OnnxModel,
+    coarse: OnnxModel,
+    fields: Sequence[npt.NDArray[np.uint8]],
+    per_field: int,
+    seed: int,
+) -> tuple[list[npt.NDArray[np.float32]], list[npt.NDArray[np.float32]]]:
+    """Windows of the prepared fields for each network: dense ones (a refinement tile and its halo) and coarse ones
+    (a block of grid points); half random, half centred on grid points the coarse network calls bacillus."""
+    rng = np.random.default_rng(seed)
+    halo, channel = dense.meta.halo_px, dense.meta.positive_index
+    stride = int(coarse.meta.raw["output_stride"])
+    sides = {"dense": REFINE_TILE_PX + 2 * halo, "coarse": stride * (COARSE_BLOCK_POINTS - 1) + 2 * halo + 1}
+    out: dict[str, list[npt.NDArray[np.float32]]] = {"dense": [], "coarse": []}
+    for rgb in tqdm(fields, desc="calibration windows", unit="field"):
+        padded = _prepared(dense, rgb)
+        grid = coarse.run(padded[None])[0, :, :, channel]
+        hot_y, hot_x = np.nonzero(grid > 0.5)
+        for name, side in sides.items():
+            side_y, side_x = min(side, padded.shape[0]), min(side, padded.shape[1])
+            for k in range(per_field):
+                if k % 2 and hot_y.size:  # centred on a grid point called bacillus (padded coordinates: + halo)
+                    pick = rng.integers(hot_y.size)
+                    cy, cx = stride * int(hot_y[pick]) + halo, stride * int(hot_x[pick]) + halo
+                else:
+                    cy, cx = int(rng.integers(padded.shape[0])), int(rng.integers(padded.shape[1]))
+                y = min(max(cy - side_y // 2, 0), padded.shape[0] - side_y)
+                x = min(max(cx - side_x // 2, 0), padded.shape[1] - side_x)
+                out[name].append(np.ascontiguousarray(padded[y : y + side_y, x : x + side_x]))
+    return out["dense"], out["coarse"]
+
+
+def quantise(source: Path, target: Path, windows: Sequence[npt.NDArray[np.float32]], metadata: dict[str, str]) -> None:
+    """Write the static int8 (QDQ) copy of ``source`` to ``target``, calibrated on ``windows``, with
+    ``metadata`` as its ONNX metadata."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = target.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        float_only = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Windows(windows),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=float_only,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    proto = onnx.load(str(target))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "tbseg.training"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(target))
+
+
+def agreement(network: str, fp32: OnnxModel, int8: OnnxModel, windows: Sequence[npt.NDArray[np.float32]]) -> Agreement:
+    """How close ``int8`` is to ``fp32`` on ``windows`` (P(bacillus) of every output)."""
+    channel = fp32.meta.positive_index
+    diffs, same, both, either, pixels = [], 0, 0, 0, 0
+    for window in windows:
+        a = fp32.run(window[None])[0, :, :, channel]
+        b = int8.run(window[None])[0, :, :, channel]
+        diffs.append(np.abs(a - b).ravel())
+        same += int(((a > 0.5) == (b > 0.5)).sum())
+        both += int(((a > 0.5) & (b > 0.5)).sum())
+        either += int(((a > 0.5) | (b > 0.5)).sum())
+        pixels += a.size
+    diff = np.concatenate(diffs)
+    return Agreement(
+        network=network,
+        windows=len(windows),
+        pixels=pixels,
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        mask_agreement=same / pixels,
+        mask_iou=both / either if either else 1.0,
+    )
+
+
+def _card_section(stride: int, report: dict[str, object], agreements: list[Agreement]) -> str:
+    lines = [
+        CARD_SECTION,
+        "",
+        f"Files for `mode=fast` (written by `python -m training fast`): `{COARSE_ONNX}` (the patch CNN at its own "
+        f"strides: P every {stride} px, equal to the dense network there), `{DENSE_INT8_ONNX}` and "
+        f"`{COARSE_INT8_ONNX}` (static int8, QDQ, per-channel weights, softmax in float, min-max ranges calibrated "
+        f"on {report['calibration']}).",
+        "",
+        f"int8 against fp32 on {report['check']}:",
+        "",
+        "| network | windows | outputs | max abs ΔP | mean abs ΔP | same side of 0.5 | mask IoU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for a in agreements:
+        lines.append(
+            f"| {a.network} | {a.windows} | {a.pixels:,} | {a.max_abs_diff:.4f} | {a.mean_abs_diff:.5f} | "
+            f"{100 * a.mask_agreement:.3f}% | {100 * a.mask_iou:.2f}% |"
+        )
+    lines += ["", "Detections and timings of fast against exact mode: `docs/results.md`, section 10.", ""]
+    return "\n".join(lines)
+
+
+def _write_card(folder: Path, section: str) -> None:
+    card = folder / CARD_MD
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    head, found, tail = text.partition(CARD_SECTION)
+    if found:  # replace the old section, up to the next one of its level
+        rest = tail.split("\n## ", 1)
+        tail = "\n## " + rest[1] if len(rest) == 2 else ""
+        text = head.rstrip() + "\n\n" + section + tail
+    else:
+        text = text.rstrip() + "\n\n" + section
+    card.write_text(text.lstrip(), encoding="utf-8")
+
+
+def write_fast_variants(
+    folder: Path,
+    calibration: Sequence[npt.NDArray[np.uint8]],
+    check: Sequence[npt.NDArray[np.uint8]],
+    *,
+    calibration_source: str,
+    check_source: str,
+    windows_per_field: int = 8,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Export the coarse network of ``folder``'s patch CNN and int8 copies of both networks into ``folder``.
+
+    Args:
+        folder: a model folder with ``patch_cnn.keras`` and ``bacilli_dense.onnx``.
+        calibration: fields (uint8 RGB, as read) whose windows calibrate the int8 ranges.
+        check: other fields on which int8 is compared with fp32.
+        calibration_source, check_source: what those fields are, in words, for the card.
+        windows_per_field: windows of each network per field.
+        seed: the windows' seed.
+
+    Returns:
+        what was written to ``fast_variants.json``.
+
+    Raises:
+        FileNotFoundError: the folder lacks its patch CNN or dense network.
+    """
+    import keras
+
+    from training.model.coarse import coarse_onnx
+    from training.model.export import read_metadata
+
+    for needed in (PATCH_KERAS, DENSE_ONNX):
+        if not (folder / needed).is_file():
+            raise FileNotFoundError(f"{folder / needed}: needed to write the fast variants")
+    dense_meta = read_metadata(folder / DENSE_ONNX)
+    proto = coarse_onnx(keras.models.load_model(folder / PATCH_KERAS), dense_meta)
+    onnx.save(proto, str(folder / COARSE_ONNX))
+    cpu = ("CPUExecutionProvider",)
+    dense, coarse = OnnxModel(folder / DENSE_ONNX, providers=cpu), OnnxModel(folder / COARSE_ONNX, providers=cpu)
+    stride = int(coarse.meta.raw["output_stride"])
+    dense_windows, coarse_windows = sample_windows(dense, coarse, calibration, windows_per_field, seed)
+    settings = {
+        "format": "QDQ",
+        "weights": "int8 per channel",
+        "activations": "uint8 per tensor",
+        "calibration": "min-max",
+        "float_nodes": "Softmax",
+    }
+    pairs = (
+        (DENSE_ONNX, DENSE_INT8_ONNX, dense_windows, dense),
+        (COARSE_ONNX, COARSE_INT8_ONNX, coarse_windows, coarse),
+    )
+    for source, target, windows, fp32 in pairs:
+        metadata = {
+            **fp32.meta.raw,
+            "model_id": f"{fp32.meta.model_id}-int8",
+            "dense_model_id": dense.meta.model_id,
+            "variant": "coarse" if source == COARSE_ONNX else "dense",
+            "precision": "int8",
+            "quantisation": json.dumps({**settings, "windows": len(windows)}, sort_keys=True),
+        }
+        log.info("quantising %s on %d windows", source, len(windows))
+        quantise(folder / source, folder / target, windows, metadata)
+    check_dense, check_coarse = sample_windows(dense, coarse, check, windows_per_field, seed + 1)
+    agreements = [
+        agreement("dense", dense, OnnxModel(folder / DENSE_INT8_ONNX, providers=cpu), check_dense),
+        agreement("coarse", coarse, OnnxModel(folder / COARSE_INT8_ONNX, providers=cpu), check_coarse),
+    ]
+    report: dict[str, object] = {
+        "dense_model_id": dense.meta.model_id,
+        "output_stride": stride,
+        "output_phase": coarse.meta.raw["output_phase"],
+        "files": [COARSE_ONNX, DENSE_INT8_ONNX, COARSE_INT8_ONNX],
+        "quantisation": settings,
+        "calibration": f"{len(dense_windows)} + {len(coarse_windows)} windows of {calibration_source}",
+        "check": f"{len(check_dense)} + {len(check_coarse)} windows of {check_source}",
+        "agreement": [asdict(a) for a in agreements],
+    }
+    (folder / FAST_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _write_card(folder, _card_section(stride, report, agreements))
+    for a in agreements:
+        log.info(
+            "int8 %s: max |ΔP| %.4f, same side of 0.5 %.3f%%, mask IoU %.2f%%",
+            a.network,
+            a.max_abs_diff,
+            100 * a.mask_agreement,
+            100 * a.mask_iou,
+        )
+    return report
