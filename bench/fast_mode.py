@@ -49,10 +49,14 @@ EIGHT = np.ones((3, 3), dtype=bool)
 VARIANTS = (("exact", Mode.EXACT, "fp32"), ("fast_fp32", Mode.FAST, "fp32"), ("fast_int8", Mode.FAST, "int8"))
 
 
-def segmenters(folder_path: Path) -> dict[str, Segmenter]:
+def segmenters(
+    folder_path: Path, precisions: tuple[str, ...] = ("fp32", "int8"), warm: Mode | None = None
+) -> dict[str, Segmenter]:
+    """The model's segmenter with its fast networks of each precision, loaded and warmed as the service does
+    (in ``warm`` mode; both modes when None)."""
     folder = open_folder(folder_path)
     made = {}
-    for precision in ("fp32", "int8"):
+    for precision in precisions:
         paths = folder.fast_files(precision)
         if paths is None:
             raise SystemExit(f"{folder_path} has no {precision} fast networks: run python -m training fast")
@@ -65,7 +69,8 @@ def segmenters(folder_path: Path) -> dict[str, Segmenter]:
             fast_precision=precision,
         )
         made[precision] = load_segmenter(config)
-        made[precision].warm_up()
+        for mode in (warm,) if warm is not None else tuple(Mode):
+            made[precision].warm_up(mode)
     return made
 
 
@@ -181,7 +186,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 def rss_probe(folder: Path, key: str, field: Path, fields: int) -> None:
     """In this fresh process: load the model as the service does, segment ``fields`` full fields, print peak RSS."""
     mode, precision = {k: (m, p) for k, m, p in VARIANTS}[key]
-    made = segmenters(folder)
+    made = segmenters(folder, (precision,), warm=mode)
     rgb = read_rgb(field)
     for _ in range(fields):
         made[precision].segment(rgb, mode=mode)

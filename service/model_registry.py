@@ -21,7 +21,7 @@ from pathlib import Path
 
 from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
-from service.engine.segmenter import Segmenter
+from service.engine.segmenter import Mode, Segmenter
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,15 @@ class LoadedModel:
 
 
 def load_model(folder: ModelFolder, settings: Settings) -> LoadedModel:
-    """Load and warm one model folder with the service's settings.
+    """Load one model folder with the service's settings and warm it in the mode its requests run by default
+    (TBSEG_MODE where the model can run it, else exact).
 
     Raises:
         ModelContractError: a file that does not load or does not fit the contract.
     """
     before = resident_bytes()
     segmenter = load_segmenter(settings.segmenter_config(folder))
-    warm_up = segmenter.warm_up()
+    warm_up = segmenter.warm_up(settings.mode if settings.mode in segmenter.modes else Mode.EXACT)
     grown = max(resident_bytes() - before, 0)
     log.info("model %s ready (%s): warm-up %.2f s, +%.0f MB", folder.model_id, folder.path, warm_up, grown / 2**20)
     return LoadedModel(folder, segmenter, folder.card(), warm_up, grown)

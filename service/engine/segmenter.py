@@ -259,21 +259,31 @@ class Segmenter:
             coarse_seconds=fast.coarse_seconds if fast is not None else None,
         )
 
-    def warm_up(self) -> float:
-        """Run one full-size tile so allocation and algorithm search happen before the first request.
+    def warm_up(self, mode: Mode = Mode.EXACT) -> float:
+        """Run ``mode``'s networks once at full size (exact: one tile; fast: a block of the coarse pass and a batch
+        of refinement tiles) so allocation and algorithm search happen before the first request.
+
+        Only that mode's memory is allocated: a service whose requests run fast mode never holds exact mode's
+        buffers (measured: ``bench/fast_mode.py --rss``). The other mode's first field pays its allocation.
 
         Returns:
             the seconds it took.
         """
-        side = self.tile_px
+        mode = Mode(mode)
+        self.check_mode(mode)
         started = time.perf_counter()
-        self.heatmap(np.full((side, side, 3), 200, dtype=np.uint8))
-        if self.fast is not None:  # a block of the coarse pass and a batch of refinement tiles, full size
+        if mode is Mode.FAST:
+            assert self.fast is not None  # check_mode refused otherwise
             settings, halo = self.fast_settings, self.model.meta.halo_px
             block = self.fast.geometry.stride * (settings.block_points - 1) + 2 * halo + 1
             self.fast.coarse.run(np.zeros((1, block, block, 3), np.float32))
             read = settings.tile_px + 2 * halo
             self.fast.refine.run(np.zeros((settings.batch_tiles, read, read, 3), np.float32))
+            what = f"a coarse block of {settings.block_points}² grid points and {settings.batch_tiles} tiles"
+        else:
+            side = self.tile_px
+            self.heatmap(np.full((side, side, 3), 200, dtype=np.uint8))
+            what = f"one {side} px tile"
         seconds = time.perf_counter() - started
-        log.info("warm-up: one %d px tile in %.2f s on %s", side, seconds, ", ".join(self.model.providers))
+        log.info("warm-up (%s mode): %s in %.2f s on %s", mode.value, what, seconds, ", ".join(self.model.providers))
         return seconds
