@@ -163,10 +163,17 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
     folder = models / default
     assert sorted(p.name for p in folder.iterdir()) == [
         "MODEL_CARD.md",
+        "bacilli_coarse.int8.onnx",
+        "bacilli_coarse.onnx",
+        "bacilli_dense.int8.onnx",
         "bacilli_dense.onnx",
+        "fast_variants.json",
         "object_filter.onnx",
         "patch_cnn.keras",
     ]
+    for fast in ("bacilli_coarse.onnx", "bacilli_coarse.int8.onnx", "bacilli_dense.int8.onnx"):
+        fast_meta = {p.key: p.value for p in onnx.load(str(folder / fast)).metadata_props}
+        assert fast_meta["dense_model_id"] == default, fast
     meta = {p.key: p.value for p in onnx.load(str(folder / "bacilli_dense.onnx")).metadata_props}
     filter_meta = {p.key: p.value for p in onnx.load(str(folder / "object_filter.onnx")).metadata_props}
     assert meta["model_id"] == default

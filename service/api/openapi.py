@@ -14,6 +14,7 @@ Responses = dict[int | str, dict[str, Any]]  # FastAPI's ``responses=`` argument
 
 IMAGE_ERRORS: Responses = {
     404: {"description": "no such model (the problem lists the models served)"},
+    409: {"description": "mode=fast asked of a model whose folder has no fast-mode networks"},
     413: {"description": "upload over the byte limit, or an image over the pixel limit"},
     415: {"description": "not an image type we read"},
     422: {"description": "truncated or undecodable image, missing image, or invalid parameters"},

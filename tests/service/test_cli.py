@@ -173,3 +173,31 @@ def test_batch_and_models_commands_pick_a_model_by_id(
     lines = listed.stdout.splitlines()
     assert listed.returncode == 0 and len(lines) == 2
     assert any(line.startswith(f"* {second}") for line in lines) and any(first in line for line in lines)
+
+
+def test_the_batch_command_takes_the_mode(tmp_path: Path, red_fast_folder: Path, random_dense_onnx: Path) -> None:
+    from tests.conftest import red_rod_field
+
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    Image.fromarray(red_rod_field((112, 112), 32)).save(fields / "rod.png")
+    models = tmp_path / "models-fast"
+    models.mkdir()
+    (models / "red").symlink_to(red_fast_folder, target_is_directory=True)
+    fast = _run([str(fields), "-o", str(tmp_path / "fast"), "--mode", "fast", "--slide"], random_dense_onnx)
+    assert fast.returncode == 0, fast.stderr
+    body = AnalyzedField.model_validate_json((tmp_path / "fast" / "rod_objects.json").read_text())
+    assert (body.mode, body.precision, body.count) == ("fast", "int8", 1) and body.refined_tiles
+    slide = SlideReport.model_validate_json((tmp_path / "fast" / "slide.json").read_text())
+    assert slide.modes == ["fast"]
+    with (tmp_path / "fast" / "summary.csv").open() as handle:
+        assert next(csv.DictReader(handle))["mode"] == "fast"
+    # the same outputs asked for in exact mode are made again, not skipped
+    exact = _run([str(fields), "-o", str(tmp_path / "fast"), "--mode", "exact"], random_dense_onnx)
+    assert exact.returncode == 0, exact.stderr
+    with (tmp_path / "fast" / "summary.csv").open() as handle:
+        assert [(r["status"], r["mode"]) for r in csv.DictReader(handle)] == [("done", "exact")]
+    assert AnalyzedField.model_validate_json((tmp_path / "fast" / "rod_objects.json").read_text()).mode == "exact"
+    # a model without fast networks: --mode fast is refused, naming the model
+    plain = _run([str(fields), "-o", str(tmp_path / "plain"), "--mode", "fast"], random_dense_onnx)
+    assert plain.returncode == 2 and "no fast networks" in plain.stderr

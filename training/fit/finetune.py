@@ -21,7 +21,8 @@ default one. The steps, each timed:
    grade negative), or the out-of-fold one when the held-out fields have no negative field. The held-out figures
    of the card are therefore in-sample for that one number; ``--test`` fields are not.
 6. **Export** the folder: ``bacilli_dense.onnx``, ``object_filter.onnx``, ``patch_cnn.keras``, ``MODEL_CARD.md``,
-   ``finetune.json`` and ``curves.png``: servable as it is (copy it into ``TBSEG_MODELS_DIR``).
+   ``finetune.json`` and ``curves.png``: servable as it is (copy it into ``TBSEG_MODELS_DIR``); last, fast mode's
+   networks (coarse pass and int8 copies, calibrated on a few replay fields; :mod:`training.model.fast_variants`).
 7. **Compare** base and fine-tuned, each with its filter, on the held-out fields, on ``--test`` fields when given,
    and (unless ``--no-znsm-test``) on the ZNSM-iDB test split, to show what was kept.
 """
@@ -48,7 +49,7 @@ from scipy.special import expit
 from service.engine.model import OnnxModel
 from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, open_folder
 from service.engine.normalisation import InputNormalisation
-from training.data.dataset import discover_fields
+from training.data.dataset import discover_fields, read_rgb
 from training.data.sampling import PATCH_SIZE, PatchSet
 from training.data.split import DatasetSplit
 from training.evaluation.labs import Pair
@@ -57,6 +58,7 @@ from training.fit.recipes import get_recipe
 from training.fit.train import fit_patches, plot_curves
 from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv
 from training.model.export import export_onnx
+from training.model.fast_variants import write_fast_variants
 from training.objects.classifier import (
     NEGATIVE_BUDGET,
     TARGET_RECALL,
@@ -70,6 +72,7 @@ from training.paths import DEFAULT_CACHE, ZNSM_MS2, ZNSM_MS2_SPLIT
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FAST_CALIBRATION_FIELDS = 6  # replay train fields calibrating the int8 copies
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,24 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
         lines += ["", "The ZNSM-iDB test split was not measured (`--no-znsm-test`)."]
     lines += ["", "## Reproduce", "", "```sh", record["command"], "```", ""]
     (out / CARD_MD).write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_fast_networks(
+    out: Path, replay_data: Path, replay_split: Path, fields: int = FAST_CALIBRATION_FIELDS
+) -> None:
+    """Give the new folder fast mode's networks (:mod:`training.model.fast_variants`), int8 calibrated on a few of
+    the replay data's train fields and compared on its validation fields."""
+    split = DatasetSplit.load(replay_split)
+    by_id = {f.field_id: f for f in discover_fields(replay_data)}
+    calibration = [read_rgb(by_id[i].image) for i in split.train[:fields]]
+    check = [read_rgb(by_id[i].image) for i in split.validation]
+    write_fast_variants(
+        out,
+        calibration,
+        check or calibration,
+        calibration_source=f"{len(calibration)} train fields of {replay_data.name}",
+        check_source=f"{len(check)} validation fields of {replay_data.name}" if check else "the same fields",
+    )
 
 
 def finetune(
@@ -445,6 +466,7 @@ def finetune(
     }
     (out / "finetune.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
     write_card(out, record)
+    clock.run("fast networks", lambda: write_fast_networks(out, replay_data, replay_split))
     log.info(
         "fine-tuned %s → %s in %.0f s (comparisons %.0f s more); folder %s",
         base.model_id,

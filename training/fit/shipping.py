@@ -14,6 +14,7 @@ from service.engine.model_folder import CARD_MD, DEFAULT_MARKER, DENSE_ONNX, OBJ
 from training.evaluation.report_schema import EvaluationReport
 from training.fit.train_log import read_log
 from training.model.export import read_metadata
+from training.model.fast_variants import restore_card_section
 
 log = logging.getLogger(__name__)
 
@@ -267,5 +268,7 @@ def ship(
     bench = json.loads(bench_json.read_text(encoding="utf-8")) if bench_json else None
     evaluation = json.loads(evaluation_json.read_text(encoding="utf-8")) if evaluation_json else None
     (folder / CARD).write_text(write_card(runs, best, folder, bench, evaluation), encoding="utf-8")
+    if not restore_card_section(folder):
+        log.info("%s has no fast-mode networks yet: python -m training fast --model %s", folder, folder)
     log.info("%s %s into %s", "card of" if card_only else "shipped", best, folder)
     return best

@@ -210,6 +210,18 @@ def _write_card(folder: Path, section: str) -> None:
     card.write_text(text.lstrip(), encoding="utf-8")
 
 
+def restore_card_section(folder: Path) -> bool:
+    """Write the card's fast-mode section again from ``fast_variants.json`` (after the card was rewritten, e.g. by
+    ``ship --card-only``); False when the folder has no fast networks."""
+    path = folder / FAST_JSON
+    if not path.is_file():
+        return False
+    report = json.loads(path.read_text(encoding="utf-8"))
+    agreements = [Agreement(**a) for a in report["agreement"]]
+    _write_card(folder, _card_section(int(report["output_stride"]), report, agreements))
+    return True
+
+
 def write_fast_variants(
     folder: Path,
     calibration: Sequence[npt.NDArray[np.uint8]],

@@ -33,7 +33,7 @@ ERRORS: Responses = {
     404: {"description": "no such job (or it expired), no such field, or no such model"},
     409: {
         "description": "the Idempotency-Key was used for a different request, the result is not ready, or the "
-        "slide was read by another model"
+        "slide was read by another model, or mode=fast asked of a model without fast-mode networks"
     },
     422: {"description": "an undecodable image, no image, too many files, or invalid parameters"},
     503: {"description": "not ready, or too many jobs waiting; see Retry-After"},

@@ -29,7 +29,10 @@ FIELDS_BODY = image_body("files", many=True, required=False)
 ERRORS: Responses = {
     **IMAGE_ERRORS,
     404: {"description": "no such slide, or no such model"},
-    409: {"description": "a slide with this id exists already, or the slide was read by another model"},
+    409: {
+        "description": "a slide with this id exists already, the slide was read by another model, or mode=fast "
+        "asked of a model without fast-mode networks"
+    },
     422: {"description": "an undecodable image, too many files, or invalid parameters; nothing is stored"},
 }
 SlideId = Annotated[str, Path(pattern=SLIDE_ID_PATTERN, description="1–64 letters, digits, ., _ or -")]

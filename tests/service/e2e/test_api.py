@@ -105,7 +105,8 @@ def test_analyze_json_and_geojson(random_server: LiveServer) -> None:
     assert first["area_px"] >= body["min_object_px"]
     assert first["length_um"] == pytest.approx(first["length_px"] * 0.1, abs=1e-3)
     assert first["area_um2"] == pytest.approx(first["area_px"] * 0.01, abs=1e-3)
-    assert set(body["timings"]) == {"decode_ms", "inference_ms", "postprocess_ms", "total_ms"}
+    assert set(body["timings"]) == {"decode_ms", "inference_ms", "coarse_ms", "postprocess_ms", "total_ms"}
+    assert body["timings"]["coarse_ms"] is None and body["mode"] == "exact" and body["heatmap_exact"]
     geo = httpx.post(f"{url}&format=geojson", content=jpeg.getvalue(), headers={"content-type": "image/jpeg"})
     assert geo.headers["content-type"] == "application/geo+json"
     collection = geo.json()
