@@ -7,10 +7,12 @@ refinement tiles run through the dense network, and what fast mode keeps against
 Fields: the ZNSM test split (2592×1944), the first ``--paper-fields`` of them resized to the paper's 2816×2112,
 and UFAM's test slides (their negative fields, whose false bacilli are counted, and their positive centre patches,
 whose recall at the centre is compared). ``--rss`` also measures each mode's peak RSS in a fresh process
-serving ``--rss-fields`` full fields.
+serving ``--rss-fields`` full fields (its VmHWM), each process loaded and warmed for its mode as the service is;
+``--rss-only`` measures that alone, and also a real HTTP server per mode.
 
     .venv/bin/python bench/fast_mode.py [--model models/<id>] [--repeats 3] [--exact-repeats 1] \
         [--rss] > bench/results/fast_mode_cpu_2cores.json
+    .venv/bin/python bench/fast_mode.py --rss-only --rss-fields 2 > bench/results/fast_mode_rss_cpu_2cores.json
     .venv/bin/python bench/fast_mode.py --plot bench/results/fast_mode_cpu_2cores.json -o docs/figures/fast_mode.png
 """
 
@@ -20,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -190,7 +191,48 @@ def rss_probe(folder: Path, key: str, field: Path, fields: int) -> None:
     rgb = read_rgb(field)
     for _ in range(fields):
         made[precision].segment(rgb, mode=mode)
-    print(json.dumps({"mode": key, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM, not getrusage's ru_maxrss: Linux carries a parent's high-water mark into a forked child's ru_maxrss
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(json.dumps({"mode": key, "peak_rss_mb": round(peak_kb / 1024, 1), "fields": fields}))
+
+
+def measure_rss_http(folder: Path, field: Path, fields: int) -> dict[str, float]:
+    """Each mode's peak RSS (VmHWM) of a real ``python -m service serve`` answering ``POST /v1/analyze`` with the
+    field ``fields`` times, one server per mode (TBSEG_MODE, TBSEG_FAST_PRECISION), on the models directory above
+    ``folder``."""
+    import tempfile
+
+    import httpx
+
+    from tests.service.e2e.conftest import start_server, stop_server
+
+    memory = {}
+    data = field.read_bytes()
+    for key, mode, precision in VARIANTS:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_server(folder.parent, Path(tmp) / "server.log", mode=mode.value, fast_precision=precision)
+            try:
+                for _ in range(fields):
+                    answer = httpx.post(f"{server.url}/v1/analyze", files={"file": (field.name, data)}, timeout=900)
+                    answer.raise_for_status()
+                    assert answer.json()["mode"] == mode.value
+                status = Path(f"/proc/{server.process.pid}/status").read_text().splitlines()
+                memory[key] = round(next(int(x.split()[1]) for x in status if x.startswith("VmHWM:")) / 1024, 1)
+            finally:
+                stop_server(server)
+    return memory
+
+
+def measure_rss(folder: Path, field: Path, fields: int) -> dict[str, float]:
+    """Each mode's peak RSS in a fresh process of its own (:func:`rss_probe`)."""
+    memory = {}
+    for key, _, _ in VARIANTS:
+        command = [sys.executable, __file__, "--model", str(folder), "--rss-probe", key, str(field)]
+        command += ["--rss-fields", str(fields)]
+        line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        memory[key] = json.loads(line)["peak_rss_mb"]
+    return memory
 
 
 def plot(results: Path, out: Path) -> None:
@@ -214,9 +256,13 @@ def plot(results: Path, out: Path) -> None:
     left.axhline(5, color="#d9822b", linestyle=":", linewidth=1)
     left.legend(fontsize=8)
     left.set_title(f"Whole fields, {data['machine']['cpus']} CPU cores")
-    share = [100 * r["fast_int8"]["refined_share"] for r in rows]
-    right.scatter(share, [r["fast_int8"]["seconds"] for r in rows], label="fast int8", color="#d9822b")
-    right.scatter(share, [r["fast_fp32"]["seconds"] for r in rows], label="fast fp32", color="#3b75af")
+    for lab, marker in (("ZNSM", "o"), ("UFAM negative", "s")):
+        some = [r for r in rows if r["lab"] == lab]
+        share = [100 * r["fast_int8"]["refined_share"] for r in some]
+        for key, colour in (("fast_int8", "#d9822b"), ("fast_fp32", "#3b75af")):
+            size = "5–6 MP" if lab == "ZNSM" else "1 MP"
+            label = f"{key.replace('_', ' ')}, {lab} ({size})"
+            right.scatter(share, [r[key]["seconds"] for r in some], label=label, color=colour, marker=marker)
     right.set_xlabel("refinement tiles run through the dense network (%)")
     right.set_ylabel("seconds per field")
     right.set_title("Fast mode's cost follows what the coarse pass sees")
@@ -241,6 +287,7 @@ def main() -> None:
     parser.add_argument("--no-ufam", action="store_true")
     parser.add_argument("--rss", action="store_true", help="peak RSS of each mode in a fresh process")
     parser.add_argument("--rss-fields", type=int, default=3)
+    parser.add_argument("--rss-only", action="store_true", help="measure the peak RSS of each mode only")
     parser.add_argument("--rss-probe", nargs=2, metavar=("MODE", "FIELD"), help=argparse.SUPPRESS)
     parser.add_argument("--plot", type=Path, help="draw the figure of a results JSON instead of measuring")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs/figures/fast_mode.png")
@@ -251,10 +298,22 @@ def main() -> None:
     if args.rss_probe:
         rss_probe(args.model, args.rss_probe[0], Path(args.rss_probe[1]), args.rss_fields)
         return
-    made = segmenters(args.model)
     split = DatasetSplit.load(args.split)
     files = {f.field_id: f for f in discover_fields(args.znsm)}
     ids = list(split.subset(args.subset))[: args.limit or None]
+    if args.rss_only:
+        field = files[ids[0]].image
+        report = {
+            "field": field.name,
+            "fields_per_process": args.rss_fields,
+            "peak_rss_mb": {
+                "engine": measure_rss(args.model, field, args.rss_fields),
+                "http_server": measure_rss_http(args.model, field, args.rss_fields),
+            },
+        }
+        print(json.dumps(report, indent=1))
+        return
+    made = segmenters(args.model)
     records = []
     for fid in tqdm(ids, desc="ZNSM fields", unit="field", file=sys.stderr):
         rgb = read_rgb(files[fid].image)

@@ -60,20 +60,22 @@ class Settings(BaseSettings):
     )
     batch_tiles: int = Field(1, ge=1, le=64, description="tiles per ONNX Runtime call")
     mode: Mode = Field(
-        Mode.EXACT,
+        Mode.FAST,
         description="mode of a request that names none: exact (every pixel through the dense network) or fast (a "
         "coarse pass, the dense network only around what it sees; for models whose folder has the fast networks, "
-        "others run exact)",
+        "others run exact); fast by default since it kept every bacillus exact mode kept, and added none, on both "
+        "labs' test fields (docs/results.md section 10)",
     )
     fast_precision: str = Field(
-        "int8",
-        description="fast mode's networks: int8 (the folder's quantised copies; fp32 when a folder has none) or fp32",
+        "fp32",
+        description="fast mode's networks: fp32 (exact mode's mask wherever refined) or int8 (the folder's quantised "
+        "copies, about 3 times faster; fp32 when a folder has none)",
     )
     fast_screen_threshold: float = Field(
         0.3, gt=0.0, lt=1.0, description="fast mode: a coarse P above which the tiles around it are refined"
     )
     fast_tile_px: int = Field(64, ge=8, le=1024, description="fast mode: side of a refinement tile")
-    fast_batch_tiles: int = Field(16, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call")
+    fast_batch_tiles: int = Field(4, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call")
     inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
     queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")

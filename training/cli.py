@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fast.add_argument("--windows", type=int, default=8, help="windows per field and network (default: 8)")
     fast.add_argument("--seed", type=int, default=0)
+    fast.add_argument(
+        "--detections", type=Path, help="JSON of bench/fast_mode.py: record its fast-vs-exact figures in the card"
+    )
+    fast.add_argument("--card-only", action="store_true", help="keep the networks; update the card and JSON only")
 
     ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
     ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
@@ -488,8 +492,14 @@ def run_finetune(args: argparse.Namespace) -> int:
 def run_fast(args: argparse.Namespace) -> int:
     from training.data.dataset import discover_fields, read_rgb
     from training.data.split import DatasetSplit
-    from training.model.fast_variants import write_fast_variants
+    from training.model.fast_variants import add_detections, write_fast_variants
 
+    if args.card_only:
+        if args.detections is None:
+            raise ValueError("--card-only needs --detections JSON")
+        add_detections(args.model, args.detections)
+        sys.stdout.write(f"recorded {args.detections} in {args.model}\n")
+        return 0
     split = DatasetSplit.load(args.split)
     fields = {f.field_id: f for f in discover_fields(args.data)}
     missing = [fid for fid in (*split.train, *split.validation) if fid not in fields]
@@ -505,6 +515,8 @@ def run_fast(args: argparse.Namespace) -> int:
         windows_per_field=args.windows,
         seed=args.seed,
     )
+    if args.detections is not None:
+        add_detections(args.model, args.detections)
     sys.stdout.write(f"wrote the fast-mode networks into {args.model}\n")
     return 0
 

@@ -181,12 +181,16 @@ class FastSettings:
         tile_px: side of a refinement tile.
         batch_tiles: refinement tiles per ONNX Runtime call.
         block_points: grid points per side of a coarse block.
+
+    The defaults were measured on 2 CPU cores (a 2592×1944 field): 4 tiles per call and blocks of 32² grid points
+    were as fast as 16 and 64² (about 5 s fp32, 1.6 s int8) at half the peak memory (430 MB against 865 MB fp32),
+    below exact mode's 660 MB.
     """
 
     screen_threshold: float = 0.3
     tile_px: int = 64
-    batch_tiles: int = 16
-    block_points: int = 64
+    batch_tiles: int = 4
+    block_points: int = 32
 
 
 @dataclass(frozen=True)

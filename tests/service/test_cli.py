@@ -184,7 +184,8 @@ def test_the_batch_command_takes_the_mode(tmp_path: Path, red_fast_folder: Path,
     models = tmp_path / "models-fast"
     models.mkdir()
     (models / "red").symlink_to(red_fast_folder, target_is_directory=True)
-    fast = _run([str(fields), "-o", str(tmp_path / "fast"), "--mode", "fast", "--slide"], random_dense_onnx)
+    args = [str(fields), "-o", str(tmp_path / "fast"), "--mode", "fast", "--slide"]
+    fast = _run(args, random_dense_onnx, fast_precision="int8")
     assert fast.returncode == 0, fast.stderr
     body = AnalyzedField.model_validate_json((tmp_path / "fast" / "rod_objects.json").read_text())
     assert (body.mode, body.precision, body.count) == ("fast", "int8", 1) and body.refined_tiles

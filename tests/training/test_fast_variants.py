@@ -61,3 +61,22 @@ def test_a_folder_without_its_patch_cnn_is_refused(random_dense_onnx: Path, tmp_
 
         write_fast_variants(tmp_path, [], [], calibration_source="", check_source="")
     assert main(["fast", "--model", str(tmp_path), "--data", str(tmp_path), "--split", str(tmp_path / "x.json")]) == 2
+
+
+def test_the_benchmark_figures_go_into_the_card(red_fast_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.cli import main
+
+    folder = shutil.copytree(red_fast_folder, tmp_path / "red")
+    model_id = OnnxModel(folder / DENSE_ONNX, providers=CPU).meta.model_id
+    mode = {"exact_kept": 3, "found": 3, "missed": 0, "added": 1, "mask_pixels_differing": 7, "seconds_median": 0.5}
+    summary = {"ZNSM 256x256": {"fields": 2, "exact_seconds_median": 4.0, "fast_fp32": mode, "fast_int8": mode}}
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"model_id": model_id, "machine": {"cpus": 2}, "summary": summary}))
+    assert main(["fast", "--model", str(folder), "--card-only", "--detections", str(bench)]) == 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert card.count(CARD_SECTION) == 1 and "| ZNSM 256x256 (2) | 3 | 3 / 0 / 1 | 7 |" in card
+    assert json.loads((folder / FAST_JSON).read_text())["detections"]["summary"] == summary
+    bench.write_text(json.dumps({"model_id": "another", "summary": summary}))
+    assert main(["fast", "--model", str(folder), "--card-only", "--detections", str(bench)]) == 2

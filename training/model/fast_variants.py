@@ -193,6 +193,30 @@ def _card_section(stride: int, report: dict[str, object], agreements: list[Agree
             f"| {a.network} | {a.windows} | {a.pixels:,} | {a.max_abs_diff:.4f} | {a.mean_abs_diff:.5f} | "
             f"{100 * a.mask_agreement:.3f}% | {100 * a.mask_iou:.2f}% |"
         )
+    detections = report.get("detections")
+    if isinstance(detections, dict):
+        lines += [
+            "",
+            f"Fast against exact mode, whole fields ({detections['source']}): kept bacilli of exact mode found / "
+            "missed / added by fast mode, and mask pixels that differ.",
+            "",
+            "| fields | exact kept | fast fp32 | differing px | fast int8 | differing px | s exact / fp32 / int8 |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, row in detections["summary"].items():
+            f, i = row["fast_fp32"], row["fast_int8"]
+            lines.append(
+                f"| {name} ({row['fields']}) | {f['exact_kept']} | {f['found']} / {f['missed']} / {f['added']} | "
+                f"{f['mask_pixels_differing']:,} | {i['found']} / {i['missed']} / {i['added']} | "
+                f"{i['mask_pixels_differing']:,} | {row['exact_seconds_median']:.1f} / {f['seconds_median']:.2f} / "
+                f"{i['seconds_median']:.2f} |"
+            )
+        patches = detections.get("ufam_patches")
+        if isinstance(patches, dict):
+            found = ", ".join(
+                f"{k.replace('_', ' ')} {patches[k]['found_at_centre']}" for k in ("exact", "fast_fp32", "fast_int8")
+            )
+            lines += ["", f"UFAM positive centre patches ({patches['positives']}), centres found: {found}."]
     lines += ["", "Detections and timings of fast against exact mode: `docs/results.md`, section 10.", ""]
     return "\n".join(lines)
 
@@ -208,6 +232,31 @@ def _write_card(folder: Path, section: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     card.write_text(text.lstrip(), encoding="utf-8")
+
+
+def add_detections(folder: Path, bench_json: Path) -> None:
+    """Record the whole-field comparison of ``bench/fast_mode.py`` (its JSON) in ``fast_variants.json`` and the
+    card.
+
+    Raises:
+        FileNotFoundError: the folder has no fast networks yet.
+        ValueError: the benchmark measured another model.
+    """
+    path = folder / FAST_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: write the fast networks first (python -m training fast)")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    bench = json.loads(bench_json.read_text(encoding="utf-8"))
+    if bench.get("model_id") != report["dense_model_id"]:
+        raise ValueError(f"{bench_json} measured {bench.get('model_id')}, not {report['dense_model_id']}")
+    machine = bench.get("machine", {})
+    report["detections"] = {
+        "source": f"{bench_json.name}, {machine.get('cpus', '?')} CPU cores",
+        "summary": bench["summary"],
+        "ufam_patches": bench.get("ufam_patches"),
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    restore_card_section(folder)
 
 
 def restore_card_section(folder: Path) -> bool:

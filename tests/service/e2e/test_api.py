@@ -205,6 +205,15 @@ def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["image"]["width"] == 2592 and body["image"]["height"] == 1944
+    # the default is fast mode with fp32 networks (docs/results.md section 10); exact mode keeps the same bacilli
+    assert (body["mode"], body["precision"], body["heatmap_exact"]) == ("fast", "fp32", False)
+    exact = httpx.post(
+        f"{shipped_server.url}/v1/analyze?mode=exact",
+        files={"file": ("19.jpg", files.image.read_bytes(), "image/jpeg")},
+        timeout=600,
+    ).json()
+    assert exact["mode"] == "exact" and exact["count"] == body["count"] > 0
+    assert [b["bbox"] for b in exact["bacilli"]] == [b["bbox"] for b in body["bacilli"]]
     boxes = read_annotation(files).boxes_with(BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER)
 
     def hit(box) -> bool:  # type: ignore[no-untyped-def]

@@ -36,7 +36,8 @@ def _model_id(dense: Path) -> str:
 def fast_server(
     red_fast_folder: Path, random_dense_onnx: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, str, str]]:
-    """The red-seeing model with its fast networks (the default) and a model without them; TBSEG_MODE=fast."""
+    """The red-seeing model with its fast networks (the default) and a model without them; TBSEG_MODE=fast with the
+    int8 networks."""
     root = tmp_path_factory.mktemp("modes")
     models = root / "models"
     models.mkdir()
@@ -44,7 +45,7 @@ def fast_server(
     install_model(models, random_dense_onnx, name="plain")
     red, plain = _model_id(red_fast_folder / "bacilli_dense.onnx"), _model_id(random_dense_onnx)
     (models / "DEFAULT_MODEL").write_text(red + "\n")
-    server = start_server(models, root / "server.log", tile_px="128", mode="fast")
+    server = start_server(models, root / "server.log", tile_px="128", mode="fast", fast_precision="int8")
     yield server, red, plain
     stop_server(server)
 
