@@ -17,14 +17,10 @@ from collections.abc import Mapping
 
 import keras
 import onnx
-import tensorflow as tf
-import tf2onnx
 
+from training.model.export import fully_convolutional_onnx, set_metadata
 from training.model.to_fcn import ConversionError, _pair, dense_plan
 
-OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 # Metadata the coarse file copies from the dense one: how the field is prepared is the same.
 SHARED_KEYS = (
     "receptive_field",
@@ -88,14 +84,7 @@ def coarse_onnx(patch_model: keras.Model, dense_metadata: Mapping[str, str]) -> 
     stride_y, stride_x = output_stride(patch_model)
     if stride_y != stride_x:
         raise ConversionError(f"strides {stride_y}×{stride_x}: the service expects one stride for both axes")
-    strided = patch_cnn_to_strided(patch_model)
-    spec = (tf.TensorSpec((None, None, None, patch_model.input_shape[-1]), tf.float32, name=INPUT_NAME),)
-
-    @tf.function(input_signature=spec)
-    def forward(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: strided(image, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
+    proto = fully_convolutional_onnx(patch_cnn_to_strided(patch_model))
     dense_id = dense_metadata["model_id"]
     metadata = {k: dense_metadata[k] for k in SHARED_KEYS if k in dense_metadata}
     metadata.update(
@@ -108,11 +97,7 @@ def coarse_onnx(patch_model: keras.Model, dense_metadata: Mapping[str, str]) -> 
             "output_phase": "0,0",
         }
     )
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "tbseg.training"
+    set_metadata(proto, metadata)
     proto.doc_string = (
         f"Coarse (strided) network of the patch CNN: P(background), P(bacillus) every {stride_y} px. Input: RGB × "
         "input_scale, NHWC, mirror-padded by halo px; output (i, j) is field pixel (stride·i, stride·j)."

@@ -51,17 +51,30 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def dense_onnx(patch_model: keras.Model) -> onnx.ModelProto:
-    """Convert the patch model to its dense network and that to ONNX (no metadata yet)."""
-    fcn = patch_cnn_to_fcn(patch_model)
-    spec = (tf.TensorSpec((None, None, None, patch_model.input_shape[-1]), tf.float32, name=INPUT_NAME),)
+def fully_convolutional_onnx(network: keras.Model) -> onnx.ModelProto:
+    """A network of any input height and width as ONNX: ``image`` NHWC in, ``probabilities`` out (no metadata)."""
+    spec = (tf.TensorSpec((None, None, None, network.input_shape[-1]), tf.float32, name=INPUT_NAME),)
 
     @tf.function(input_signature=spec)
     def forward(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: fcn(image, training=False)}
+        return {OUTPUT_NAME: network(image, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
     return proto
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
+    """Replace the ONNX metadata properties of ``proto`` by ``metadata``."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "tbseg.training"
+
+
+def dense_onnx(patch_model: keras.Model) -> onnx.ModelProto:
+    """Convert the patch model to its dense network and that to ONNX (no metadata yet)."""
+    return fully_convolutional_onnx(patch_cnn_to_fcn(patch_model))
 
 
 def export_onnx(
@@ -101,11 +114,7 @@ def export_onnx(
         "created_from": git_commit(),
         **dict(extra or {}),
     }
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "tbseg.training"
+    set_metadata(proto, metadata)
     proto.doc_string = (
         "Dense (strided-kernel) network of the paper's patch CNN: P(background), P(bacillus) per pixel. "
         "Input: RGB × input_scale, NHWC, mirror-padded by halo px; output: (H−2·halo)×(W−2·halo)×2."

@@ -33,6 +33,7 @@ from service.engine.model_folder import (
     DENSE_ONNX,
     PATCH_KERAS,
 )
+from training.model.export import set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,7 @@ def quantise(source: Path, target: Path, windows: Sequence[npt.NDArray[np.float3
     finally:
         prepared.unlink(missing_ok=True)
     proto = onnx.load(str(target))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "tbseg.training"
+    set_metadata(proto, metadata)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(target))
 

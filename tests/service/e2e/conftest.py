@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -12,11 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import install_model
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """An image array encoded as PNG, as a client sends it."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def model_id_of(dense: Path) -> str:
+    """The ``model_id`` a dense ONNX file declares."""
+    from service.engine.model import OnnxModel
+
+    return OnnxModel(dense, providers=("CPUExecutionProvider",)).meta.model_id
 
 
 @dataclass

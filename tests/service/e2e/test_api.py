@@ -13,16 +13,10 @@ import pytest
 from PIL import Image
 
 from service.engine.model import OnnxModel
-from tests.service.e2e.conftest import LiveServer
+from tests.service.e2e.conftest import LiveServer, png_bytes
 from training.data.synthetic import synthetic_field
 
 FIELD = synthetic_field(21, height=130, width=170, background="pink").image
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _whole_pass(model_path: Path, image: np.ndarray) -> np.ndarray:
@@ -57,7 +51,7 @@ def test_health_readiness_model_docs(random_server: LiveServer) -> None:
 def test_segment_mask_equals_whole_image_inference(
     random_server: LiveServer, random_dense_onnx: Path, as_multipart: bool
 ) -> None:
-    png = _png(FIELD)
+    png = png_bytes(FIELD)
     if as_multipart:
         response = httpx.post(f"{random_server.url}/v1/segment", files={"file": ("f.png", png, "image/png")})
     else:
@@ -74,7 +68,7 @@ def test_segment_mask_equals_whole_image_inference(
 
 
 def test_heatmap_outputs(random_server: LiveServer, random_dense_onnx: Path) -> None:
-    png, expected = _png(FIELD), _whole_pass(random_dense_onnx, FIELD)
+    png, expected = png_bytes(FIELD), _whole_pass(random_dense_onnx, FIELD)
     tiff = httpx.post(
         f"{random_server.url}/v1/segment?output=heatmap&format=tiff", content=png, headers={"content-type": "image/png"}
     )
@@ -127,11 +121,11 @@ def _tiff16(array: np.ndarray) -> bytes:
 @pytest.mark.parametrize(
     ("image", "size"),
     [
-        (_png(FIELD[..., 0]), (170, 130)),  # grey
-        (_png(np.dstack([FIELD, np.full(FIELD.shape[:2], 255, np.uint8)])), (170, 130)),  # RGBA
+        (png_bytes(FIELD[..., 0]), (170, 130)),  # grey
+        (png_bytes(np.dstack([FIELD, np.full(FIELD.shape[:2], 255, np.uint8)])), (170, 130)),  # RGBA
         (_tiff16(FIELD[..., 1]), (170, 130)),  # 16-bit TIFF
-        (_png(FIELD[:10, :7]), (7, 10)),  # smaller than the receptive field
-        (_png(FIELD[:1, :1]), (1, 1)),  # one pixel
+        (png_bytes(FIELD[:10, :7]), (7, 10)),  # smaller than the receptive field
+        (png_bytes(FIELD[:1, :1]), (1, 1)),  # one pixel
     ],
 )
 def test_any_mode_and_size_is_segmented(random_server: LiveServer, image: bytes, size: tuple[int, int]) -> None:
@@ -141,7 +135,7 @@ def test_any_mode_and_size_is_segmented(random_server: LiveServer, image: bytes,
 
 
 def test_bad_input_gets_a_clear_4xx_and_the_service_stays_ready(random_server: LiveServer) -> None:
-    url, png = random_server.url, _png(FIELD)
+    url, png = random_server.url, png_bytes(FIELD)
     gif = io.BytesIO()
     Image.fromarray(FIELD).save(gif, format="GIF")
     bomb = io.BytesIO()
@@ -170,7 +164,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_stays_ready(random_server: L
 
 def test_full_queue_answers_503_with_retry_after_at_once(random_server: LiveServer) -> None:
     """One worker and a queue of one: of four simultaneous slow requests, two are refused without waiting."""
-    big = _png(synthetic_field(3, height=420, width=420).image)
+    big = png_bytes(synthetic_field(3, height=420, width=420).image)
 
     def post(_: int) -> tuple[int, str | None, float]:
         with httpx.Client(timeout=120) as client:

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.conftest import install_model
-from tests.service.e2e.conftest import LiveServer, start_server, stop_server
+from tests.service.e2e.conftest import LiveServer, model_id_of, png_bytes, start_server, stop_server
 from training.data.synthetic import synthetic_field
 
 FIELD = synthetic_field(41, height=120, width=150, background="pink").image
 PNG = {"content-type": "image/png"}
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _model_id(dense: Path) -> str:
-    from service.engine.model import OnnxModel
-
-    return OnnxModel(dense, providers=("CPUExecutionProvider",)).meta.model_id
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +29,7 @@ def two_models(
     root = tmp_path_factory.mktemp("two-models")
     models = install_model(root / "models", random_dense_onnx, random_object_filter, card="# A\n\nThe first model.\n")
     install_model(models, other_dense_onnx(2.0), name="other")
-    first, second = _model_id(random_dense_onnx), _model_id(other_dense_onnx(2.0))
+    first, second = model_id_of(random_dense_onnx), model_id_of(other_dense_onnx(2.0))
     (models / "DEFAULT_MODEL").write_text(first + "\n")
     server = start_server(models, root / "server.log", tile_px="96")
     yield server, models, first, second
@@ -71,20 +56,20 @@ def test_models_are_listed_and_described(two_models: tuple[LiveServer, Path, str
 
 def test_model_picks_the_model_on_every_inference_route(two_models: tuple[LiveServer, Path, str, str]) -> None:
     server, _, first, second = two_models
-    default = httpx.post(f"{server.url}/v1/analyze", content=_png(FIELD), headers=PNG)
-    chosen = httpx.post(f"{server.url}/v1/analyze?model={second}", content=_png(FIELD), headers=PNG)
+    default = httpx.post(f"{server.url}/v1/analyze", content=png_bytes(FIELD), headers=PNG)
+    chosen = httpx.post(f"{server.url}/v1/analyze?model={second}", content=png_bytes(FIELD), headers=PNG)
     assert default.status_code == chosen.status_code == 200
     assert default.json()["model_id"] == default.headers["x-model-id"] == first
     assert chosen.json()["model_id"] == chosen.headers["x-model-id"] == second
     assert default.json()["filter_id"] is not None and chosen.json()["filter_id"] is None
     heatmaps = [
-        httpx.post(f"{server.url}/v1/segment?output=heatmap{query}", content=_png(FIELD), headers=PNG)
+        httpx.post(f"{server.url}/v1/segment?output=heatmap{query}", content=png_bytes(FIELD), headers=PNG)
         for query in ("", f"&model={second}")
     ]
     assert [h.headers["x-model-id"] for h in heatmaps] == [first, second]
     assert heatmaps[0].content != heatmaps[1].content  # other weights, other probabilities
 
-    unknown = httpx.post(f"{server.url}/v1/analyze?model=nope", content=_png(FIELD), headers=PNG)
+    unknown = httpx.post(f"{server.url}/v1/analyze?model=nope", content=png_bytes(FIELD), headers=PNG)
     assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
     assert "'nope'" in unknown.json()["detail"] and first in unknown.json()["detail"]
     assert second in unknown.json()["detail"]
@@ -94,13 +79,13 @@ def test_model_picks_the_model_on_every_inference_route(two_models: tuple[LiveSe
 def test_a_slide_keeps_one_model_unless_asked(two_models: tuple[LiveServer, Path, str, str]) -> None:
     server, _, first, second = two_models
     url = f"{server.url}/v1/slides/one-model/fields"
-    assert httpx.post(url, content=_png(FIELD), headers=PNG).status_code == 200
-    refused = httpx.post(f"{url}?model={second}", content=_png(FIELD), headers=PNG)
+    assert httpx.post(url, content=png_bytes(FIELD), headers=PNG).status_code == 200
+    refused = httpx.post(f"{url}?model={second}", content=png_bytes(FIELD), headers=PNG)
     assert refused.status_code == 409 and first in refused.json()["detail"]
     assert len(httpx.get(f"{server.url}/v1/slides/one-model").json()["fields"]) == 1  # nothing stored
-    job = httpx.post(f"{server.url}/v1/jobs?slide_id=one-model&model={second}", content=_png(FIELD), headers=PNG)
+    job = httpx.post(f"{server.url}/v1/jobs?slide_id=one-model&model={second}", content=png_bytes(FIELD), headers=PNG)
     assert job.status_code == 409
-    mixed = httpx.post(f"{url}?model={second}&mixed_models=true", content=_png(FIELD), headers=PNG)
+    mixed = httpx.post(f"{url}?model={second}&mixed_models=true", content=png_bytes(FIELD), headers=PNG)
     assert mixed.status_code == 200
     report = mixed.json()
     assert report["models"] == [first, second] and report["needs_review"]
@@ -109,7 +94,9 @@ def test_a_slide_keeps_one_model_unless_asked(two_models: tuple[LiveServer, Path
 
 def test_jobs_name_their_model(two_models: tuple[LiveServer, Path, str, str]) -> None:
     server, _, _, second = two_models
-    accepted = httpx.post(f"{server.url}/v1/jobs?model={second}&slide_id=by-other", content=_png(FIELD), headers=PNG)
+    accepted = httpx.post(
+        f"{server.url}/v1/jobs?model={second}&slide_id=by-other", content=png_bytes(FIELD), headers=PNG
+    )
     assert accepted.status_code == 202 and accepted.json()["model_id"] == second
     status_url = f"{server.url}{accepted.json()['status_url']}"
     for _ in range(300):
@@ -136,13 +123,13 @@ def test_reload_adds_new_folders_without_dropping_requests(
     two_models: tuple[LiveServer, Path, str, str], other_dense_onnx: Callable[[float], Path]
 ) -> None:
     server, models, first, second = two_models
-    third = _model_id(other_dense_onnx(-2.0))
+    third = model_id_of(other_dense_onnx(-2.0))
     install_model(models, other_dense_onnx(-2.0), name="third")
     big = synthetic_field(42, height=600, width=700, background="blue").image
     answers: list[httpx.Response] = []
     in_flight = threading.Thread(
         target=lambda: answers.append(
-            httpx.post(f"{server.url}/v1/analyze", content=_png(big), headers=PNG, timeout=120)
+            httpx.post(f"{server.url}/v1/analyze", content=png_bytes(big), headers=PNG, timeout=120)
         )
     )
     in_flight.start()
@@ -151,7 +138,7 @@ def test_reload_adds_new_folders_without_dropping_requests(
     assert reloaded.status_code == 200 and reloaded.json()["added"] == [third]
     assert answers[0].status_code == 200 and answers[0].json()["model_id"] == first
     assert sorted(reloaded.json()["models"]) == sorted([first, second, third])
-    served = httpx.post(f"{server.url}/v1/analyze?model={third}", content=_png(FIELD), headers=PNG)
+    served = httpx.post(f"{server.url}/v1/analyze?model={third}", content=png_bytes(FIELD), headers=PNG)
     assert served.status_code == 200 and served.json()["model_id"] == third
     assert httpx.post(f"{server.url}/v1/models/reload").json()["added"] == []
 

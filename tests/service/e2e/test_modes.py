@@ -3,33 +3,18 @@ models without fast networks, /v1/models and metrics."""
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.conftest import install_model, red_rod_field
-from tests.service.e2e.conftest import LiveServer, start_server, stop_server
+from tests.service.e2e.conftest import LiveServer, model_id_of, png_bytes, start_server, stop_server
 
 PNG = {"content-type": "image/png"}
 FIELD = red_rod_field((112, 112), 32)  # one rod across the corner of four 64 px refinement tiles
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _model_id(dense: Path) -> str:
-    from service.engine.model import OnnxModel
-
-    return OnnxModel(dense, providers=("CPUExecutionProvider",)).meta.model_id
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +28,7 @@ def fast_server(
     models.mkdir()
     (models / "red").symlink_to(red_fast_folder, target_is_directory=True)
     install_model(models, random_dense_onnx, name="plain")
-    red, plain = _model_id(red_fast_folder / "bacilli_dense.onnx"), _model_id(random_dense_onnx)
+    red, plain = model_id_of(red_fast_folder / "bacilli_dense.onnx"), model_id_of(random_dense_onnx)
     (models / "DEFAULT_MODEL").write_text(red + "\n")
     server = start_server(models, root / "server.log", tile_px="128", mode="fast", fast_precision="int8")
     yield server, red, plain
@@ -52,8 +37,8 @@ def fast_server(
 
 def test_the_default_mode_and_mode_exact_on_analyze(fast_server: tuple[LiveServer, str, str]) -> None:
     server, red, _ = fast_server
-    fast = httpx.post(f"{server.url}/v1/analyze", content=_png(FIELD), headers=PNG)
-    exact = httpx.post(f"{server.url}/v1/analyze?mode=exact", content=_png(FIELD), headers=PNG)
+    fast = httpx.post(f"{server.url}/v1/analyze", content=png_bytes(FIELD), headers=PNG)
+    exact = httpx.post(f"{server.url}/v1/analyze?mode=exact", content=png_bytes(FIELD), headers=PNG)
     assert fast.status_code == exact.status_code == 200, (fast.text, exact.text)
     f, e = fast.json(), exact.json()
     assert f["model_id"] == e["model_id"] == red
@@ -71,22 +56,22 @@ def test_the_default_mode_and_mode_exact_on_analyze(fast_server: tuple[LiveServe
 
 def test_segment_takes_the_mode_and_bad_modes_are_refused(fast_server: tuple[LiveServer, str, str]) -> None:
     server, _, plain = fast_server
-    mask = httpx.post(f"{server.url}/v1/segment?mode=fast&output=heatmap", content=_png(FIELD), headers=PNG)
+    mask = httpx.post(f"{server.url}/v1/segment?mode=fast&output=heatmap", content=png_bytes(FIELD), headers=PNG)
     assert mask.status_code == 200 and mask.headers["x-mode"] == "fast" and mask.headers["x-precision"] == "int8"
     assert mask.headers["x-heatmap"] == "approximate outside refined tiles"
-    bad = httpx.post(f"{server.url}/v1/analyze?mode=slow", content=_png(FIELD), headers=PNG)
+    bad = httpx.post(f"{server.url}/v1/analyze?mode=slow", content=png_bytes(FIELD), headers=PNG)
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     # a model without fast networks: the default falls back to exact; asking for fast is a 409 problem
-    fallback = httpx.post(f"{server.url}/v1/analyze?model={plain}", content=_png(FIELD), headers=PNG)
+    fallback = httpx.post(f"{server.url}/v1/analyze?model={plain}", content=png_bytes(FIELD), headers=PNG)
     assert fallback.status_code == 200 and fallback.json()["mode"] == "exact"
-    refused = httpx.post(f"{server.url}/v1/analyze?model={plain}&mode=fast", content=_png(FIELD), headers=PNG)
+    refused = httpx.post(f"{server.url}/v1/analyze?model={plain}&mode=fast", content=png_bytes(FIELD), headers=PNG)
     assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["type"].endswith("/mode-unavailable") and "mode=exact" in refused.json()["detail"]
 
 
 def test_jobs_and_slides_keep_their_mode(fast_server: tuple[LiveServer, str, str]) -> None:
     server, _, _ = fast_server
-    accepted = httpx.post(f"{server.url}/v1/jobs?mode=exact&slide_id=job-exact", content=_png(FIELD), headers=PNG)
+    accepted = httpx.post(f"{server.url}/v1/jobs?mode=exact&slide_id=job-exact", content=png_bytes(FIELD), headers=PNG)
     assert accepted.status_code == 202 and accepted.json()["mode"] == "exact"
     status_url = f"{server.url}{accepted.json()['status_url']}"
     for _ in range(300):
@@ -97,21 +82,22 @@ def test_jobs_and_slides_keep_their_mode(fast_server: tuple[LiveServer, str, str
     assert status["state"] == "done" and status["mode"] == "exact"
     result = httpx.get(f"{status_url}/result").json()
     assert result["results"][0]["mode"] == "exact" and result["slide"]["modes"] == ["exact"]
-    default = httpx.post(f"{server.url}/v1/jobs", content=_png(FIELD), headers=PNG)
+    default = httpx.post(f"{server.url}/v1/jobs", content=png_bytes(FIELD), headers=PNG)
     assert default.status_code == 202 and default.json()["mode"] == "fast"
     slide = httpx.post(
-        f"{server.url}/v1/slides?slide_id=fast-slide&mode=fast", files=[("files", ("a.png", _png(FIELD), "image/png"))]
+        f"{server.url}/v1/slides?slide_id=fast-slide&mode=fast",
+        files=[("files", ("a.png", png_bytes(FIELD), "image/png"))],
     )
     assert slide.status_code == 201, slide.text
     assert slide.json()["modes"] == ["fast"] and slide.json()["fields"][0]["mode"] == "fast"
-    more = httpx.post(f"{server.url}/v1/slides/fast-slide/fields?mode=exact", content=_png(FIELD), headers=PNG)
+    more = httpx.post(f"{server.url}/v1/slides/fast-slide/fields?mode=exact", content=png_bytes(FIELD), headers=PNG)
     assert more.status_code == 200 and more.json()["modes"] == ["fast", "exact"]
     assert more.json()["total_afb"] == 2
 
 
 def test_models_list_their_modes_and_metrics_count_them(fast_server: tuple[LiveServer, str, str]) -> None:
     server, red, plain = fast_server
-    httpx.post(f"{server.url}/v1/analyze?mode=fast", content=_png(FIELD), headers=PNG)
+    httpx.post(f"{server.url}/v1/analyze?mode=fast", content=png_bytes(FIELD), headers=PNG)
     by_id = {m["model_id"]: m for m in httpx.get(f"{server.url}/v1/models").json()["models"]}
     assert by_id[red]["modes"] == ["exact", "fast"] and by_id[plain]["modes"] == ["exact"]
     fast = by_id[red]["fast"]

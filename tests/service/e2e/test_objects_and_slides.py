@@ -15,19 +15,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import install_model
-from tests.service.e2e.conftest import REPO_ROOT, LiveServer, start_server, stop_server
+from tests.service.e2e.conftest import REPO_ROOT, LiveServer, png_bytes, start_server, stop_server
 from training.data.synthetic import synthetic_field
 from training.paths import SHIPPED_MODEL
 
 FIELDS = [
     synthetic_field(40 + i, height=120, width=160, background=("pink", "blue", "green")[i % 3]).image for i in range(3)
 ]
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def filtered(
 
 
 def _analyze(url: str, image: np.ndarray, query: str = "") -> dict:
-    response = httpx.post(f"{url}/v1/analyze{query}", content=_png(image), headers={"content-type": "image/png"})
+    response = httpx.post(f"{url}/v1/analyze{query}", content=png_bytes(image), headers={"content-type": "image/png"})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -69,7 +63,7 @@ def test_analyze_keeps_and_rejects_by_score(filtered: tuple[LiveServer, Path]) -
 
     geo = httpx.post(
         f"{url}/v1/analyze?format=geojson&include_rejected=true",
-        content=_png(FIELDS[0]),
+        content=png_bytes(FIELDS[0]),
         headers={"content-type": "image/png"},
     ).json()
     classes = [f["properties"]["classification"]["name"] for f in geo["features"]]
@@ -80,8 +74,8 @@ def test_analyze_keeps_and_rejects_by_score(filtered: tuple[LiveServer, Path]) -
 def test_segment_objects_is_the_mask_of_kept_bacilli(filtered: tuple[LiveServer, Path]) -> None:
     url = filtered[0].url
     headers = {"content-type": "image/png"}
-    objects_png = httpx.post(f"{url}/v1/segment?output=objects", content=_png(FIELDS[1]), headers=headers)
-    mask_png = httpx.post(f"{url}/v1/segment?output=mask", content=_png(FIELDS[1]), headers=headers)
+    objects_png = httpx.post(f"{url}/v1/segment?output=objects", content=png_bytes(FIELDS[1]), headers=headers)
+    mask_png = httpx.post(f"{url}/v1/segment?output=mask", content=png_bytes(FIELDS[1]), headers=headers)
     objects = np.asarray(Image.open(io.BytesIO(objects_png.content)))
     mask = np.asarray(Image.open(io.BytesIO(mask_png.content)))
     assert objects.shape == mask.shape == FIELDS[1].shape[:2] and set(np.unique(objects)) <= {0, 255}
@@ -90,14 +84,14 @@ def test_segment_objects_is_the_mask_of_kept_bacilli(filtered: tuple[LiveServer,
     assert (objects == 255).sum() == sum(b["area_px"] for b in body["bacilli"])
     assert objects_png.headers["x-bacilli-count"] == str(body["count"])
     everything = httpx.post(
-        f"{url}/v1/segment?output=objects&object_threshold=0", content=_png(FIELDS[1]), headers=headers
+        f"{url}/v1/segment?output=objects&object_threshold=0", content=png_bytes(FIELDS[1]), headers=headers
     )
     assert (np.asarray(Image.open(io.BytesIO(everything.content))) == 255).sum() > (objects == 255).sum()
 
 
 def test_slides_in_one_request_then_field_by_field(filtered: tuple[LiveServer, Path]) -> None:
     url = filtered[0].url
-    files = [("files", (f"f{i}.png", _png(f), "image/png")) for i, f in enumerate(FIELDS)]
+    files = [("files", (f"f{i}.png", png_bytes(f), "image/png")) for i, f in enumerate(FIELDS)]
     created = httpx.post(f"{url}/v1/slides?slide_id=LIS-0001", files=files)
     assert created.status_code == 201, created.text
     slide = created.json()
@@ -113,7 +107,7 @@ def test_slides_in_one_request_then_field_by_field(filtered: tuple[LiveServer, P
     assert again.status_code == 409 and again.json()["status"] == 409
 
     added = httpx.post(
-        f"{url}/v1/slides/LIS-0001/fields", content=_png(FIELDS[0]), headers={"content-type": "image/png"}
+        f"{url}/v1/slides/LIS-0001/fields", content=png_bytes(FIELDS[0]), headers={"content-type": "image/png"}
     )
     assert added.status_code == 200, added.text
     assert added.json()["fields_examined"] == 4 and added.json()["fields"][3]["name"] == "field-3"
@@ -122,7 +116,7 @@ def test_slides_in_one_request_then_field_by_field(filtered: tuple[LiveServer, P
     bad = httpx.post(
         f"{url}/v1/slides/LIS-0001/fields",
         files=[
-            ("files", ("ok.png", _png(FIELDS[1]), "image/png")),
+            ("files", ("ok.png", png_bytes(FIELDS[1]), "image/png")),
             ("files", ("bad.png", b"\x89PNG\r\n\x1a\nbad", "image/png")),
         ],
     )
@@ -130,7 +124,7 @@ def test_slides_in_one_request_then_field_by_field(filtered: tuple[LiveServer, P
     assert httpx.get(f"{url}/v1/slides/LIS-0001").json()["fields_examined"] == 4
 
     # a new id given field by field is created on its first field
-    first = httpx.post(f"{url}/v1/slides/walk-in/fields", files={"file": ("a.png", _png(FIELDS[2]), "image/png")})
+    first = httpx.post(f"{url}/v1/slides/walk-in/fields", files={"file": ("a.png", png_bytes(FIELDS[2]), "image/png")})
     assert first.status_code == 200 and first.json()["fields_examined"] == 1
 
     empty = httpx.post(f"{url}/v1/slides")
@@ -148,7 +142,7 @@ def test_slides_survive_a_restart(random_dense_onnx: Path, random_object_filter:
     server = start_server(random_dense_onnx, tmp_path / "a.log", object_filter=random_object_filter, **settings)
     try:
         made = httpx.post(
-            f"{server.url}/v1/slides?slide_id=kept", files=[("files", ("f.png", _png(FIELDS[0]), "image/png"))]
+            f"{server.url}/v1/slides?slide_id=kept", files=[("files", ("f.png", png_bytes(FIELDS[0]), "image/png"))]
         )
         assert made.status_code == 201
     finally:

@@ -7,27 +7,18 @@ second job; every 404 is titled "Not Found" and every 409 "Conflict".
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.service.e2e.conftest import LiveServer, start_server, stop_server
+from tests.service.e2e.conftest import LiveServer, png_bytes, start_server, stop_server
 from training.data.synthetic import synthetic_field
 
 SMALL = synthetic_field(81, height=90, width=110).image
 SLOW = [synthetic_field(82 + i, height=500, width=640).image for i in range(3)]
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _problem(response: httpx.Response, status: int, title: str) -> dict[str, object]:
@@ -78,7 +69,7 @@ def test_every_404_is_titled_not_found(one_worker: LiveServer) -> None:
 
 def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker: LiveServer) -> None:
     url = one_worker.url
-    files = [("files", (f"slow{i}.png", _png(image), "image/png")) for i, image in enumerate(SLOW)]
+    files = [("files", (f"slow{i}.png", png_bytes(image), "image/png")) for i, image in enumerate(SLOW)]
     job = httpx.post(f"{url}/v1/jobs?slide_id=gate-slide", files=files, timeout=60).json()
     refused: httpx.Response | None = None
     deadline = time.monotonic() + 120
@@ -87,7 +78,7 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
             time.sleep(0.05)
             continue
         answer = httpx.post(
-            f"{url}/v1/analyze", content=_png(SMALL), headers={"content-type": "image/png"}, timeout=300
+            f"{url}/v1/analyze", content=png_bytes(SMALL), headers={"content-type": "image/png"}, timeout=300
         )
         if answer.status_code == 503:
             refused = answer
@@ -95,7 +86,7 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
     body = _problem(refused, 503, "Service Busy")
     assert body["type"] == "/problems/busy" and refused.headers["retry-after"] == "3"
 
-    second = httpx.post(f"{url}/v1/jobs", content=_png(SMALL), headers={"content-type": "image/png"})
+    second = httpx.post(f"{url}/v1/jobs", content=png_bytes(SMALL), headers={"content-type": "image/png"})
     _problem(second, 503, "Service Busy")  # one job at a time here
     not_done = httpx.get(f"{url}/v1/jobs/{job['job_id']}/result")
     assert _problem(not_done, 409, "Conflict")["type"] == "/problems/not-done"
@@ -109,7 +100,7 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
     assert result["slide"]["fields_examined"] == 3
     # the job's fields carry the same per-field summary as /v1/analyze
     single = httpx.post(
-        f"{url}/v1/analyze", content=_png(SLOW[0]), headers={"content-type": "image/png"}, timeout=300
+        f"{url}/v1/analyze", content=png_bytes(SLOW[0]), headers={"content-type": "image/png"}, timeout=300
     ).json()
     first = result["results"][0]
     for key in ("model_id", "filter_id", "mode", "threshold", "min_object_px", "object_threshold", "image", "count"):
@@ -120,17 +111,19 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
 def test_conflicts_are_titled_conflict(one_worker: LiveServer) -> None:
     url = one_worker.url
     made = httpx.post(
-        f"{url}/v1/slides?slide_id=taken", content=_png(SMALL), headers={"content-type": "image/png"}, timeout=300
+        f"{url}/v1/slides?slide_id=taken", content=png_bytes(SMALL), headers={"content-type": "image/png"}, timeout=300
     )
     assert made.status_code == 201, made.text
-    again = httpx.post(f"{url}/v1/slides?slide_id=taken", content=_png(SMALL), headers={"content-type": "image/png"})
+    again = httpx.post(
+        f"{url}/v1/slides?slide_id=taken", content=png_bytes(SMALL), headers={"content-type": "image/png"}
+    )
     assert _problem(again, 409, "Conflict")["type"] == "/problems/conflict"
     key = {"Idempotency-Key": "problems-0001"}
-    first = httpx.post(f"{url}/v1/jobs", content=_png(SMALL), headers={"content-type": "image/png", **key})
+    first = httpx.post(f"{url}/v1/jobs", content=png_bytes(SMALL), headers={"content-type": "image/png", **key})
     assert first.status_code == 202, first.text
     deadline = time.monotonic() + 60
     while httpx.get(f"{url}/v1/jobs/{first.json()['job_id']}").json()["state"] != "done":  # one job at a time
         assert time.monotonic() < deadline, "the job did not finish"
         time.sleep(0.1)
-    other = httpx.post(f"{url}/v1/jobs", content=_png(SMALL[:50]), headers={"content-type": "image/png", **key})
+    other = httpx.post(f"{url}/v1/jobs", content=png_bytes(SMALL[:50]), headers={"content-type": "image/png", **key})
     assert _problem(other, 409, "Conflict")["type"] == "/problems/idempotency-conflict"
