@@ -29,6 +29,16 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def finished_job(status_url: str, timeout_s: float = 30.0) -> dict[str, object]:
+    """Poll a job's status until it is done or failed (or ``timeout_s`` passes); returns the last status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status: dict[str, object] = httpx.get(status_url).json()
+        if status["state"] in ("done", "failed") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
 def model_id_of(dense: Path) -> str:
     """The ``model_id`` a dense ONNX file declares."""
     from service.engine.model import OnnxModel

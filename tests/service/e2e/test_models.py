@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import install_model
-from tests.service.e2e.conftest import LiveServer, model_id_of, png_bytes, start_server, stop_server
+from tests.service.e2e.conftest import LiveServer, finished_job, model_id_of, png_bytes, start_server, stop_server
 from training.data.synthetic import synthetic_field
 
 FIELD = synthetic_field(41, height=120, width=150, background="pink").image
@@ -99,11 +99,7 @@ def test_jobs_name_their_model(two_models: tuple[LiveServer, Path, str, str]) ->
     )
     assert accepted.status_code == 202 and accepted.json()["model_id"] == second
     status_url = f"{server.url}{accepted.json()['status_url']}"
-    for _ in range(300):
-        status = httpx.get(status_url).json()
-        if status["state"] in ("done", "failed"):
-            break
-        threading.Event().wait(0.1)
+    status = finished_job(status_url)
     assert status["state"] == "done" and status["model_id"] == second
     result = httpx.get(f"{status_url}/result").json()
     assert result["results"][0]["model_id"] == second and result["slide"]["models"] == [second]

@@ -3,7 +3,6 @@ models without fast networks, /v1/models and metrics."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import install_model, red_rod_field
-from tests.service.e2e.conftest import LiveServer, model_id_of, png_bytes, start_server, stop_server
+from tests.service.e2e.conftest import LiveServer, finished_job, model_id_of, png_bytes, start_server, stop_server
 
 PNG = {"content-type": "image/png"}
 FIELD = red_rod_field((112, 112), 32)  # one rod across the corner of four 64 px refinement tiles
@@ -74,11 +73,7 @@ def test_jobs_and_slides_keep_their_mode(fast_server: tuple[LiveServer, str, str
     accepted = httpx.post(f"{server.url}/v1/jobs?mode=exact&slide_id=job-exact", content=png_bytes(FIELD), headers=PNG)
     assert accepted.status_code == 202 and accepted.json()["mode"] == "exact"
     status_url = f"{server.url}{accepted.json()['status_url']}"
-    for _ in range(300):
-        status = httpx.get(status_url).json()
-        if status["state"] in ("done", "failed"):
-            break
-        threading.Event().wait(0.1)
+    status = finished_job(status_url)
     assert status["state"] == "done" and status["mode"] == "exact"
     result = httpx.get(f"{status_url}/result").json()
     assert result["results"][0]["mode"] == "exact" and result["slide"]["modes"] == ["exact"]
