@@ -45,9 +45,14 @@ class BacillusOut(BaseModel):
     area_um2: float | None = Field(None, description="with microns_per_pixel")
     length_um: float | None = Field(None, description="with microns_per_pixel")
     width_um: float | None = Field(None, description="with microns_per_pixel")
+    outline: list[tuple[int, int]] | None = Field(
+        None,
+        description="closed polygon [x, y] along the pixel edges (first point repeated last); in job results, "
+        "where the web page draws it",
+    )
 
     @classmethod
-    def of(cls, b: Bacillus, microns_per_pixel: float | None = None) -> BacillusOut:
+    def of(cls, b: Bacillus, microns_per_pixel: float | None = None, outline: bool = False) -> BacillusOut:
         x, y, width, height = b.bbox
         microns = b.in_microns(microns_per_pixel) if microns_per_pixel else None
         return cls(
@@ -64,6 +69,7 @@ class BacillusOut(BaseModel):
             area_um2=microns.area_um2 if microns else None,
             length_um=microns.length_um if microns else None,
             width_um=microns.width_um if microns else None,
+            outline=[(int(x), int(y)) for x, y in b.outline] if outline else None,
         )
 
 
@@ -135,8 +141,11 @@ class FieldResult:
     segmentation: Segmentation
     decode_seconds: float
 
-    def summary(self, microns_per_pixel: float | None = None, include_rejected: bool = False) -> FieldSummary:
-        """The per-field summary; ``rejected`` is listed only with ``include_rejected``."""
+    def summary(
+        self, microns_per_pixel: float | None = None, include_rejected: bool = False, outlines: bool = False
+    ) -> FieldSummary:
+        """The per-field summary; ``rejected`` is listed only with ``include_rejected``, each object's outline
+        only with ``outlines``."""
         s, origin = self.segmentation, self.segmentation.origin
         return FieldSummary(
             model_id=origin.model_id,
@@ -157,16 +166,20 @@ class FieldResult:
             candidates=len(s.bacilli) + len(s.rejected),
             count=len(s.bacilli),
             estimated_bacilli=s.estimated_bacilli,
-            bacilli=[BacillusOut.of(b, microns_per_pixel) for b in s.bacilli],
-            rejected=[BacillusOut.of(b, microns_per_pixel) for b in s.rejected] if include_rejected else None,
+            bacilli=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.bacilli],
+            rejected=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.rejected] if include_rejected else None,
         )
 
     def analyzed(
-        self, total_seconds: float, microns_per_pixel: float | None = None, include_rejected: bool = False
+        self,
+        total_seconds: float,
+        microns_per_pixel: float | None = None,
+        include_rejected: bool = False,
+        outlines: bool = False,
     ) -> AnalyzedField:
         """The summary with its timings; ``total_seconds`` is the caller's whole time for the field."""
         return AnalyzedField(
-            **dict(self.summary(microns_per_pixel, include_rejected)),
+            **dict(self.summary(microns_per_pixel, include_rejected, outlines)),
             timings=Timings(
                 decode_ms=round(self.decode_seconds * 1000, 1),
                 inference_ms=round(self.segmentation.infer_seconds * 1000, 1),

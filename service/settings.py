@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="when set, every route but /healthz and /readyz needs 'Authorization: Bearer <key>'"
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="keys that name their users, 'name=key,name=key' (with or instead of api_key): a review made "
+        "with such a key records who made it",
+    )
     cors_origins: str = Field(
         "", description="comma-separated origins allowed to call from a browser; empty = CORS off (no headers)"
     )
@@ -137,7 +142,24 @@ class Settings(BaseSettings):
         for name, instead in REMOVED.items():
             if name in os.environ:
                 raise ValueError(f"{name} is no longer read: {instead}")
+        self.key_users  # noqa: B018  (a malformed api_keys fails at start, not at the first request)
         return self
+
+    @property
+    def key_users(self) -> dict[str, str | None]:
+        """Every accepted API key and the user it names (None for :attr:`api_key`); empty = the service is open."""
+        keys: dict[str, str | None] = {}
+        if self.api_key is not None and self.api_key.get_secret_value():
+            keys[self.api_key.get_secret_value()] = None
+        if self.api_keys is not None:
+            for entry in self.api_keys.get_secret_value().split(","):
+                if not entry.strip():
+                    continue
+                user, sep, key = entry.strip().partition("=")
+                if not sep or not user.strip() or not key.strip():
+                    raise ValueError("api_keys must be 'name=key' pairs separated by commas (an entry lacks one)")
+                keys[key.strip()] = user.strip()
+        return keys
 
     @property
     def provider_list(self) -> tuple[str, ...]:

@@ -1,14 +1,16 @@
 """A slide's report: its fields' counts and its WHO/IUATLD grade (:mod:`service.grading`), as clients read it.
 
-One schema for ``GET /v1/slides/{id}``, a finished job's ``slide`` and the batch command's ``slide.json``.
+One schema for ``GET /v1/slides/{id}``, a finished job's ``slide`` and the batch command's ``slide.json``. Both
+figures are kept: the automatic ones (what the model counted) at the top level, and under ``review`` the ones
+after a technician accepted, rejected or added objects (equal to the automatic ones until somebody reviews).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.engine.grading import grade_slide
-from service.slides import Slide
+from service.engine.grading import SlideGrade, grade_slide
+from service.slides import Decision, Origin, Slide
 
 
 class SlideFieldOut(BaseModel):
@@ -23,6 +25,43 @@ class SlideFieldOut(BaseModel):
     filter_id: str | None
     mode: str = Field(description="exact or fast: how the field was read")
     added_at: float = Field(description="Unix time")
+    reviewable: bool = Field(
+        description="its objects are kept, so they can be reviewed (fields read by a job or by POST /v1/slides)"
+    )
+    reviewed_afb: int = Field(description="bacilli counted after review (equal to afb before any decision)")
+    objects_reviewed: int = Field(description="objects accepted, rejected or added by a reviewer")
+    image_url: str | None = Field(description="the field's image, while the job that read it is kept")
+    job_id: str | None = Field(description="the job that read it (null: sent to /v1/slides directly)")
+
+
+class SignatureOut(BaseModel):
+    signed_by: str
+    signed_at: float = Field(description="Unix time")
+    grade: str | None = Field(description="the reviewed grade when it was signed")
+    report: str | None
+    total_afb: int
+    fields_examined: int
+    current: bool = Field(description="false when the reviewed figures changed after the signature")
+
+
+class SlideReviewOut(BaseModel):
+    """The slide's figures after review; until a decision is made they equal the automatic ones."""
+
+    objects_reviewed: int
+    objects_accepted: int = Field(description="rejected candidates (or kept objects) a reviewer accepted")
+    objects_rejected: int = Field(description="kept objects (or candidates) a reviewer rejected")
+    objects_added: int = Field(description="bacilli a reviewer marked where the model found none")
+    fields_reviewed: int = Field(description="fields with at least one decision")
+    total_afb: int
+    afb_per_field: float | None
+    afb_per_100_fields: float | None
+    grade: str | None
+    report: str | None
+    needs_review: bool
+    reasons: list[str]
+    reviewed_by: list[str] = Field(description="users who made decisions (named by their API key or by the client)")
+    last_reviewed_at: float | None
+    signature: SignatureOut | None = Field(description="the latest signature, if any")
 
 
 class SlideReport(BaseModel):
@@ -40,6 +79,55 @@ class SlideReport(BaseModel):
     fields_needed: int | None = Field(description="fields the grade's definition asks for")
     needs_review: bool
     reasons: list[str]
+    review: SlideReviewOut
+
+
+def _review(slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...]) -> SlideReviewOut:
+    decisions = [o for f in slide.fields for o in f.decisions]
+    unreviewable = sum(not f.objects_kept for f in slide.fields)
+    reasons = [
+        *(grade.reasons if grade else ["no field examined yet"]),
+        *(
+            (
+                f"{unreviewable} field(s) have no kept objects to review (read before review existed, or by the batch "
+                "command)",
+            )
+            if unreviewable
+            else ()
+        ),
+        *more_reasons,
+    ]
+    signature = slide.signature
+    return SlideReviewOut(
+        objects_reviewed=len(decisions),
+        objects_accepted=sum(o.decision is Decision.ACCEPT and o.origin is not Origin.ADDED for o in decisions),
+        objects_rejected=sum(o.decision is Decision.REJECT for o in decisions),
+        objects_added=sum(o.origin is Origin.ADDED for o in decisions),
+        fields_reviewed=sum(bool(f.decisions) for f in slide.fields),
+        total_afb=grade.total_afb if grade else 0,
+        afb_per_field=grade.afb_per_field if grade else None,
+        afb_per_100_fields=grade.afb_per_100_fields if grade else None,
+        grade=grade.grade.value if grade else None,
+        report=grade.report if grade else None,
+        needs_review=bool(reasons),
+        reasons=reasons,
+        reviewed_by=sorted({o.reviewer for o in decisions if o.reviewer}),
+        last_reviewed_at=max((o.reviewed_at for o in decisions if o.reviewed_at), default=None),
+        signature=(
+            SignatureOut(
+                signed_by=signature.signed_by,
+                signed_at=signature.signed_at,
+                grade=signature.grade,
+                report=signature.report,
+                total_afb=signature.total_afb,
+                fields_examined=signature.fields_examined,
+                current=(signature.grade, signature.total_afb, signature.fields_examined)
+                == (grade.grade.value if grade else None, grade.total_afb if grade else 0, len(slide.fields)),
+            )
+            if signature
+            else None
+        ),
+    )
 
 
 def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideReport:
@@ -58,6 +146,11 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             filter_id=f.filter_id,
             mode=f.mode,
             added_at=f.added_at,
+            reviewable=f.objects_kept,
+            reviewed_afb=f.reviewed_afb,
+            objects_reviewed=len(f.decisions),
+            image_url=f"/v1/slides/{slide.slide_id}/fields/{i}/image" if f.job_id else None,
+            job_id=f.job_id,
         )
         for i, f in enumerate(slide.fields)
     ]
@@ -77,6 +170,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             fields_needed=None,
             needs_review=True,
             reasons=["no field examined yet", *more_reasons],
+            review=_review(slide, None, more_reasons),
         )
     grade = grade_slide([f.afb for f in fields])
     models = slide.model_ids
@@ -101,4 +195,5 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
         fields_needed=grade.fields_needed,
         needs_review=bool(reasons),
         reasons=reasons,
+        review=_review(slide, grade_slide([f.reviewed_afb for f in slide.fields]), (*mixed, *more_reasons)),
     )

@@ -1,31 +1,63 @@
-"""Optional API-key authentication: with ``TBSEG_API_KEY`` set, every route but the probes needs
-``Authorization: Bearer <key>``; without it the service is open (for a trusted network or a proxy in front)."""
+"""Optional API-key authentication: with ``TBSEG_API_KEY`` or ``TBSEG_API_KEYS`` set, every route but the probes
+and the web page's static files needs ``Authorization: Bearer <key>``; without either the service is open (for a
+trusted network or a proxy in front).
+
+A key from ``TBSEG_API_KEYS`` (``name=key,…``) names its user: the request's ``state.user`` holds that name, and a
+review made with it records who made it (:mod:`service.api.routes.review`).
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
+OPEN_PREFIXES = ("/ui/",)
+
+
+def is_open(path: str) -> bool:
+    """Paths served without a key: the probes and the page's static files (they hold no data)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def request_user(request: Request) -> str | None:
+    """The user the request's API key names, or None (an open service, or a key that names nobody)."""
+    user = getattr(request.state, "user", None)
+    return user if isinstance(user, str) else None
 
 
 class ApiKeyMiddleware:
-    """Refuses requests without the right bearer token with a 401 problem (constant-time comparison)."""
+    """Refuses requests without an accepted bearer token with a 401 problem (constant-time comparisons).
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    Args:
+        app: the application.
+        key_users: each accepted key and the user it names (None: a key that names nobody).
+    """
+
+    def __init__(self, app: ASGIApp, key_users: dict[str, str | None]) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.accepted = [(f"Bearer {key}".encode(), user) for key, user in key_users.items()]
+
+    def _user_of(self, given: bytes) -> tuple[bool, str | None]:
+        found, user = False, None
+        for expected, named in self.accepted:  # every key is compared, so timing says nothing of which matched
+            if hmac.compare_digest(given, expected):
+                found, user = True, named
+        return found, user
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        found, user = self._user_of(given)
+        if found:
+            scope.setdefault("state", {})["user"] = user
             await self.app(scope, receive, send)
             return
         detail = (

@@ -70,6 +70,14 @@ class NotFound(Problem):
     title = "Not Found"
 
 
+class Gone(Problem):
+    """What was asked for existed but is no longer kept, e.g. a field's image after its job's retention (410)."""
+
+    status = 410
+    slug = "gone"
+    title = "Gone"
+
+
 class Conflict(Problem):
     """The request contradicts what exists: a slide id taken, a reused Idempotency-Key, a result not ready (409)."""
 

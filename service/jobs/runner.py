@@ -151,7 +151,9 @@ class JobFieldWork:
             temporary = path.with_name(f".{path.name}.partial")
             temporary.write_bytes(encode_png(mask_png_array(mask)))
             temporary.replace(path)
-        return result.analyzed(time.perf_counter() - started).model_dump(mode="json")
+        # rejected candidates and outlines too: the slide keeps them for review (the web page draws them)
+        analyzed = result.analyzed(time.perf_counter() - started, include_rejected=True, outlines=True)
+        return analyzed.model_dump(mode="json")
 
 
 def file_into_slide(slides: SlideStore, job: Job) -> None:
@@ -159,7 +161,7 @@ def file_into_slide(slides: SlideStore, job: Job) -> None:
     if not job.slide_id:
         return
     counts = [
-        FieldCount.of(f.name, FieldSummary.model_validate(f.result))
+        FieldCount.of(f.name, FieldSummary.model_validate(f.result), job=(job.job_id, f.position))
         for f in job.fields
         if f.state is FieldState.DONE and f.result is not None
     ]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model, choose_mode
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
+from service.api.params import SlideId
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
@@ -35,7 +36,6 @@ ERRORS: Responses = {
     },
     422: {"description": "an undecodable image, too many files, or invalid parameters; nothing is stored"},
 }
-SlideId = Annotated[str, Path(pattern=SLIDE_ID_PATTERN, description="1–64 letters, digits, ., _ or -")]
 
 
 async def _count_fields(
@@ -54,7 +54,8 @@ async def _count_fields(
                 segment_field, segmenter, upload.data, settings.max_pixels, True, None, chosen
             )
             serving.metrics.record_field(result)
-            counts.append(FieldCount.of(upload.filename or f"field-{first_index + i}", result.summary()))
+            summary = result.summary(include_rejected=True, outlines=True)  # objects kept for review
+            counts.append(FieldCount.of(upload.filename or f"field-{first_index + i}", summary))
     return counts
 
 

@@ -105,7 +105,9 @@ def test_a_running_job_holds_the_worker_so_requests_and_jobs_get_busy(one_worker
     first = result["results"][0]
     for key in ("model_id", "filter_id", "mode", "threshold", "min_object_px", "object_threshold", "image", "count"):
         assert first[key] == single[key], key
-    assert first["bacilli"] == single["bacilli"]
+    # ...plus each object's outline and the rejected candidates, which the slide keeps for review
+    assert [{**b, "outline": None} for b in first["bacilli"]] == single["bacilli"]
+    assert all(b["outline"][0] == b["outline"][-1] for b in first["bacilli"]) and first["rejected"] is not None
 
 
 def test_conflicts_are_titled_conflict(one_worker: LiveServer) -> None:
