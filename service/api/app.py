@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import problems
 from service.api.auth import ApiKeyMiddleware
 from service.api.gate import InferenceGate
-from service.api.routes import health, jobs, models, segment, slides
+from service.api.routes import health, jobs, models, page, review, segment, slides
 from service.api.state import ServiceState, Serving
 from service.api.uploads import BodyLimitMiddleware
 from service.engine.image_io import ImageRejected
@@ -116,18 +116,21 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    if settings.api_key is not None and settings.api_key.get_secret_value():
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    if settings.key_users:
+        app.add_middleware(ApiKeyMiddleware, key_users=settings.key_users)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
             expose_headers=["X-Model-Id", "X-Inference-Ms", "X-Bacillus-Fraction", "X-Request-Id", "Location"],
         )
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, models.router, segment.router, slides.router, jobs.router):
+    routers = (health.router, models.router, segment.router, slides.router, review.router, review.identity, jobs.router)
+    for router in routers:
         app.include_router(router)
+    app.include_router(page.router)
+    app.mount("/ui", page.static_files(), name="ui")
     return app

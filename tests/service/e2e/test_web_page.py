@@ -1,0 +1,274 @@
+"""The lab's web page at ``/`` in a real headless browser (Playwright driving Debian's Chromium) against the real
+service (uvicorn on 127.0.0.1, ONNX Runtime, a real object filter), through every step a technician takes:
+
+key → slide id → two fields dropped → overlays and counts (equal to ``/v1/analyze``'s) → reject an object with the
+keyboard → grade and export change → reload: the review is kept → add a missed bacillus with a click → a corrupt
+field fails on its own → report, sign → 1366×768 and tablet layouts. Any console error the test did not provoke
+fails it. Screenshots of each step go to ``test-artifacts/web-page/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service.e2e.conftest import REPO_ROOT, LiveServer, png_bytes, start_server, stop_server
+
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
+)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no system Chromium: install Debian's package (apt-get install chromium); .ci/run does so in CI",
+)
+ARTIFACTS = Path(os.environ.get("TBSEG_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts")) / "web-page"
+KEY, USER = "alice-key-7f3", "alice"
+SLIDE = "T-2026-0001"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def page_server(random_dense_onnx: Path, random_object_filter: Path, tmp_path_factory) -> Iterator[LiveServer]:
+    """The service with a real object filter (kept and rejected objects), a key that names its user, and an upload
+    limit of 1.5 MB (so a large field is refused with 413)."""
+    server = start_server(
+        random_dense_onnx,
+        tmp_path_factory.mktemp("web") / "server.log",
+        object_filter=random_object_filter,
+        tile_px="96",
+        api_keys=f"{USER}={KEY}",
+        max_upload_bytes="1500000",
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def field_files(tmp_path_factory) -> list[Path]:
+    from training.data.synthetic import synthetic_field
+
+    folder = tmp_path_factory.mktemp("fields")
+    paths = []
+    for i, seed in enumerate((301, 302)):
+        path = folder / f"field-{i + 1}.png"
+        path.write_bytes(png_bytes(synthetic_field(seed, height=300, width=400, rods=8, debris=8).image))
+        paths.append(path)
+    return paths
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def _analyze(server: LiveServer, path: Path) -> dict:
+    response = httpx.post(
+        f"{server.url}/v1/analyze",
+        params={"include_rejected": "true"},
+        files={"file": (path.name, path.read_bytes(), "image/png")},
+        headers=_auth(),
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def _slide(server: LiveServer) -> dict:
+    return httpx.get(f"{server.url}/v1/slides/{SLIDE}", headers=_auth()).json()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def _no_overflow(page) -> bool:
+    return bool(page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth + 1"))
+
+
+def test_a_technician_reads_reviews_signs_and_exports_a_slide(
+    page_server: LiveServer, field_files: list[Path], tmp_path: Path
+) -> None:
+    expected = {p.name: _analyze(page_server, p) for p in field_files}
+    assert any(e["count"] for e in expected.values()), "the test fields must give the model something to find"
+    assert any(e["rejected"] for e in expected.values()), "and the filter something to reject"
+    console: list[str] = []
+    provoked = ["status of 422", "status of 413"]  # the corrupt and the large field's refusals, which it logs
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+        page = context.new_page()
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+
+        # 1. the page asks for the key (it is never sent in a URL) and keeps it in session storage
+        page.goto(page_server.url + "/")
+        page.locator("#key-dialog").wait_for(state="visible")
+        _shot(page, "01-key")
+        page.fill("#key-input", KEY)
+        page.click("#key-submit")
+        page.wait_for_function("document.querySelector('#model').options.length > 0")
+        assert page.evaluate("sessionStorage.getItem('tbseg-api-key')") == KEY
+        assert page.inner_text("#who") == f"Signed in as {USER}"
+
+        # 2. slide id and two fields: jobs with progress, then the fields and their overlays
+        page.fill("#slide-id", SLIDE)
+        page.set_input_files("#files", [str(f) for f in field_files])
+        page.wait_for_function("document.querySelectorAll('#fields li[data-state=done]').length === 2", timeout=90_000)
+        assert "jobs=" in page.url and f"slide={SLIDE}" in page.url
+        page.wait_for_function("document.querySelector('#object-count').textContent !== '0'")
+        _shot(page, "02-fields-read")
+
+        # 3. the counts equal /v1/analyze's, field by field, and the grade is the slide's
+        slide = _slide(page_server)
+        rows = page.locator("#fields li[data-state=done]")
+        for i, field in enumerate(slide["fields"]):
+            e = expected[field["name"]]
+            assert field["afb"] == e["estimated_bacilli"] and field["objects"] == e["count"]
+            assert rows.nth(i).locator(".counts").inner_text() == f"{e['estimated_bacilli']} AFB"
+        assert page.inner_text("#afb-auto") == str(sum(e["estimated_bacilli"] for e in expected.values()))
+        assert page.inner_text("#grade-reviewed") == slide["review"]["report"]
+        first = expected[slide["fields"][0]["name"]]
+        assert page.inner_text("#object-count") == str(first["count"] + len(first["rejected"]))
+
+        # 3b. zoom and pan: keys, wheel and drag move the view; 1 shows the pixels 1:1; rejected candidates hide
+        viewer = page.locator("#viewer")
+        scale = lambda: float(viewer.get_attribute("data-scale") or 0)  # noqa: E731
+        fitted = scale()
+        page.focus("#viewer")
+        page.keyboard.press("+")
+        assert scale() > fitted
+        page.keyboard.press("1")
+        assert scale() == 1.0
+        ox = viewer.get_attribute("data-ox")
+        page.keyboard.press("ArrowLeft")
+        assert viewer.get_attribute("data-ox") != ox
+        box = viewer.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + 200, box["y"] + 200)
+        page.mouse.wheel(0, -300)
+        assert scale() > 1.0
+        ox = viewer.get_attribute("data-ox")
+        page.mouse.down()
+        page.mouse.move(box["x"] + 260, box["y"] + 230, steps=5)
+        page.mouse.up()
+        assert viewer.get_attribute("data-ox") != ox
+        page.uncheck("#show-rejected")
+        page.focus("#viewer")
+        for _ in range(first["count"] + 1):
+            page.keyboard.press("n")
+            assert " kept " in page.inner_text("#object-info") + " ", "a hidden rejected candidate was selected"
+        page.check("#show-rejected")
+        page.focus("#viewer")
+        page.keyboard.press("0")
+        assert scale() == fitted
+
+        # 4. review with the keyboard: select the first object, reject it
+        objects = httpx.get(f"{page_server.url}/v1/slides/{SLIDE}/fields/0/objects", headers=_auth()).json()
+        target = next(o for o in objects["objects"] if o["origin"] == "kept")
+        page.focus("#viewer")
+        while not page.inner_text("#object-info").startswith(f"#{target['number']} kept"):
+            page.keyboard.press("n")
+        page.keyboard.press("r")
+        total = slide["total_afb"]
+        page.wait_for_function(f"document.querySelector('#afb-reviewed').textContent === '{total - target['afb']}'")
+        reviewed = _slide(page_server)["review"]
+        assert (reviewed["objects_rejected"], reviewed["reviewed_by"]) == (1, [USER])
+        assert _slide(page_server)["total_afb"] == total, "the automatic figure is kept"
+        _shot(page, "03-object-rejected")
+
+        # 5. the export changes with it
+        with page.expect_download() as download:
+            page.click("#export-csv")
+        exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+        assert int(exported[0]["reviewed_afb"]) == int(exported[0]["afb"]) - target["afb"]
+
+        # 6. a reload keeps the review (and the job ids in the URL show the fields again)
+        page.reload()
+        page.wait_for_function("document.querySelectorAll('#fields li[data-state=done]').length === 2")
+        page.wait_for_function(f"document.querySelector('#afb-reviewed').textContent === '{total - target['afb']}'")
+        page.click("summary")
+        assert f"rejected by {USER}" in page.inner_text(f"#objects li[data-number='{target['number']}']")
+
+        # 7. a missed bacillus added with a click on the image
+        page.click("#add-mode")
+        box = page.locator("#viewer").bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function(f"document.querySelector('#afb-reviewed').textContent === '{total - target['afb'] + 1}'")
+        page.keyboard.press("Escape")
+        assert _slide(page_server)["review"]["objects_added"] == 1
+        _shot(page, "04-bacillus-added")
+
+        # 8. a corrupt field, dropped onto the page, and a field over the upload limit fail on their own, named;
+        # the slide carries on
+        drop = page.evaluate_handle(
+            """() => {
+                const data = new DataTransfer();
+                const bytes = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10, ...new TextEncoder().encode("no png")]);
+                data.items.add(new File([bytes], "broken.png", { type: "image/png" }));
+                return data;
+            }"""
+        )
+        page.dispatch_event("#drop", "drop", {"dataTransfer": drop})
+        failed = page.locator("#fields li[data-state=failed]")
+        failed.wait_for()
+        assert "broken.png" in failed.inner_text() and "corrupt" in failed.inner_text()
+        large = tmp_path / "large.png"
+        large.write_bytes(png_bytes(np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)))
+        page.set_input_files("#files", [str(large)])
+        page.wait_for_function("document.querySelectorAll('#fields li[data-state=failed]').length === 2")
+        assert "large.png" in failed.nth(1).inner_text() and "limit" in failed.nth(1).inner_text()
+        assert page.locator("#fields li[data-state=done]").count() == 2
+        _shot(page, "05-field-errors")
+
+        # 9. sign, and the printable report says who reviewed and signed, and the grade
+        page.click("#sign")
+        page.wait_for_function("document.querySelector('#signature').textContent.startsWith('Signed by alice')")
+        with page.expect_popup() as popup:
+            page.click("#export-report")
+        report = popup.value
+        report.wait_for_load_state()
+        text = report.inner_text("body")
+        assert SLIDE in text and f"Reviewed by: {USER}" in text and "Signed by alice" in text
+        report.close()
+
+        # 10. annotations that training reads: points CSV zip with the images
+        with page.expect_download() as download:
+            page.click("#export-points")
+        with zipfile.ZipFile(download.value.path()) as archive:
+            names = archive.namelist()
+        assert {"images/field-1.png", "annotations/field-1.csv", "annotations/field-2.csv"} <= set(names)
+
+        # 11. layouts: 1366×768 (the README's screenshot) and a tablet, neither scrolling sideways
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.click("#zoom-fit")
+        _shot(page, "06-main-1366x768")
+        assert _no_overflow(page)
+        page.set_viewport_size({"width": 768, "height": 1024})
+        page.wait_for_timeout(200)
+        _shot(page, "07-tablet-768x1024")
+        assert _no_overflow(page)
+        browser.close()
+
+    unexpected = [m for m in console if not any(p in m for p in provoked)]
+    assert not unexpected, f"console errors: {unexpected}"
