@@ -103,7 +103,9 @@ async function submitOne(item) {
   const params = new URLSearchParams({ slide_id: state.slideId });
   if ($("model").value) params.set("model", $("model").value);
   if ($("mode").value) params.set("mode", $("mode").value);
-  const key = `${state.slideId}:${item.file.size}:${item.file.lastModified}:${item.name}`.slice(0, 200);
+  // the same file dropped twice on a slide (same model and mode) is the same job: never counted twice
+  const key = [state.slideId, params.get("model"), params.get("mode"), item.file.size, item.file.lastModified, item.name]
+    .join(":").slice(0, 200);
   for (;;) {
     const body = new FormData();
     body.append("files", item.file, item.name);
@@ -266,6 +268,7 @@ function renderGrade() {
   const r = state.report;
   const review = r?.review;
   $("grade-reviewed").textContent = review?.report || "—";
+  $("grade-rate").textContent = review?.afb_per_field == null ? "" : `${review.afb_per_field.toFixed(2)} AFB per field`;
   $("grade-auto").textContent = r?.report || "—";
   $("afb-auto").textContent = r?.total_afb ?? 0;
   $("afb-reviewed").textContent = review?.total_afb ?? 0;
@@ -529,7 +532,16 @@ async function main() {
   wire();
   readUrl();
   try {
-    await loadModels();
+    for (;;) {
+      try {
+        await loadModels();
+        break;
+      } catch (error) {
+        if (error.status !== 503) throw error;
+        say(`${error.message}: trying again in ${error.retryAfter || 2} s`); // the service is starting
+        await sleep((error.retryAfter || 2) * 1000);
+      }
+    }
     if (state.slideId) {
       $("slide-id").value = state.slideId;
       await poll();

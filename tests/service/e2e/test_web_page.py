@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.service.e2e.conftest import REPO_ROOT, LiveServer, png_bytes, start_server, stop_server
+from training.data.synthetic import synthetic_field
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
@@ -48,8 +50,9 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def page_server(random_dense_onnx: Path, random_object_filter: Path, tmp_path_factory) -> Iterator[LiveServer]:
-    """The service with a real object filter (kept and rejected objects), a key that names its user, and an upload
-    limit of 1.5 MB (so a large field is refused with 413)."""
+    """The service with a real object filter (kept and rejected objects), a key that names its user, an upload
+    limit of 1.5 MB (so a large field is refused with 413) and room for one job at a time (so the second field
+    dropped meets a busy service, 503 with Retry-After: 1, and the page retries it)."""
     server = start_server(
         random_dense_onnx,
         tmp_path_factory.mktemp("web") / "server.log",
@@ -57,6 +60,8 @@ def page_server(random_dense_onnx: Path, random_object_filter: Path, tmp_path_fa
         tile_px="96",
         api_keys=f"{USER}={KEY}",
         max_upload_bytes="1500000",
+        max_queued_jobs="1",
+        retry_after_s="1",
     )
     yield server
     stop_server(server)
@@ -64,8 +69,6 @@ def page_server(random_dense_onnx: Path, random_object_filter: Path, tmp_path_fa
 
 @pytest.fixture(scope="module")
 def field_files(tmp_path_factory) -> list[Path]:
-    from training.data.synthetic import synthetic_field
-
     folder = tmp_path_factory.mktemp("fields")
     paths = []
     for i, seed in enumerate((301, 302)):
@@ -111,7 +114,8 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
     assert any(e["count"] for e in expected.values()), "the test fields must give the model something to find"
     assert any(e["rejected"] for e in expected.values()), "and the filter something to reject"
     console: list[str] = []
-    provoked = ["status of 422", "status of 413"]  # the corrupt and the large field's refusals, which it logs
+    # the refusals the test provokes, which the browser logs: the busy service, the corrupt and the large field
+    provoked = ["status of 503", "status of 422", "status of 413"]
 
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -137,6 +141,8 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
         assert "jobs=" in page.url and f"slide={SLIDE}" in page.url
         page.wait_for_function("document.querySelector('#object-count').textContent !== '0'")
         _shot(page, "02-fields-read")
+
+        assert any("status of 503" in m for m in console), "the second field should have met a busy service"
 
         # 3. the counts equal /v1/analyze's, field by field, and the grade is the slide's
         slide = _slide(page_server)
@@ -188,9 +194,12 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
         page.focus("#viewer")
         while not page.inner_text("#object-info").startswith(f"#{target['number']} kept"):
             page.keyboard.press("n")
+        total, examined = slide["total_afb"], slide["fields_examined"]
+        rate = page.inner_text("#grade-rate")
+        assert rate == f"{total / examined:.2f} AFB per field"
         page.keyboard.press("r")
-        total = slide["total_afb"]
         page.wait_for_function(f"document.querySelector('#afb-reviewed').textContent === '{total - target['afb']}'")
+        assert page.inner_text("#grade-rate") == f"{(total - target['afb']) / examined:.2f} AFB per field" != rate
         reviewed = _slide(page_server)["review"]
         assert (reviewed["objects_rejected"], reviewed["reviewed_by"]) == (1, [USER])
         assert _slide(page_server)["total_afb"] == total, "the automatic figure is kept"
@@ -259,7 +268,19 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
             names = archive.namelist()
         assert {"images/field-1.png", "annotations/field-1.csv", "annotations/field-2.csv"} <= set(names)
 
-        # 11. layouts: 1366×768 (the README's screenshot) and a tablet, neither scrolling sideways
+        # 11. a reload while a field is being read: its progress comes back from the job id in the URL
+        slow = tmp_path / "slow.jpg"
+        Image.fromarray(synthetic_field(303, height=600, width=800).image).save(slow, quality=90)
+        page.set_input_files("#files", [str(slow)])
+        page.wait_for_function("location.search.split(',').length === 3")  # the third job id is in the URL
+        page.reload()
+        pending = page.locator("#fields li:has-text('slow.jpg')")
+        assert pending.get_attribute("data-state") in ("queued", "reading"), "reload after the job had finished"
+        assert pending.locator("progress").count() == 1
+        page.wait_for_function("document.querySelectorAll('#fields li[data-state=done]').length === 3", timeout=120_000)
+        assert page.inner_text("#fields-examined") == "3"
+
+        # 12. layouts: 1366×768 (the README's screenshot) and a tablet, neither scrolling sideways
         page.set_viewport_size({"width": 1366, "height": 768})
         page.click("#zoom-fit")
         _shot(page, "06-main-1366x768")
