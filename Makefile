@@ -17,7 +17,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c co
 help:
 	@echo "make serve   start the service on models/ (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make test    install what the tests need, lint, type-check, run pytest"
-	@echo "make install install everything (service, training, dev) into $(VENV)"
+	@echo "make install install everything (service, training, ray, dev) into $(VENV)"
 	@echo "make lint    ruff check, mypy --strict"
 
 $(BIN)/python:
@@ -31,7 +31,7 @@ $(VENV)/.installed-service: pyproject.toml constraints.txt | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-all: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP_INSTALL) -e '.[service,training,dev]'
+	$(PIP_INSTALL) -e '.[service,training,ray,dev]'
 	@touch $@ $(VENV)/.installed-service
 
 install: $(VENV)/.installed-all

@@ -2,8 +2,12 @@
 # Python 3.11, onnxruntime-gpu instead of onnxruntime, non-root. Needs the NVIDIA container toolkit on the host.
 #   docker build -f docker/gpu.Dockerfile -t tbseg:gpu .
 #   docker run --gpus all -p 8000:8000 tbseg:gpu
+# As a Ray worker image for slide archives (python -m service batch-ray; README, "Slide archives on Ray"):
+#   docker build -f docker/gpu.Dockerfile --build-arg WITH_RAY=1 -t tbseg:gpu-ray .
+#   docker run --gpus all --network host --shm-size=8g tbseg:gpu-ray ray start --address=HEAD:6379 --block
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 FROM ${CUDA_IMAGE}
+ARG WITH_RAY=""
 
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -23,7 +27,9 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service
 # The base image provides CUDA and cuDNN, so onnxruntime-gpu is installed without its pip CUDA libraries.
-RUN pip install -c constraints.txt ".[api]" "onnxruntime-gpu==1.31.1" && rm -rf /root/.cache
+RUN pip install -c constraints.txt ".[api]" "onnxruntime-gpu==1.31.1" \
+    && if [ -n "$WITH_RAY" ]; then pip install -c constraints.txt "ray[data]==2.60.0"; fi \
+    && rm -rf /root/.cache
 COPY models ./models
 
 # slides and jobs (SQLite and job files) live in /data: mount a volume there to keep them across containers

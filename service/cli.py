@@ -5,6 +5,8 @@
     python -m service segment FILES_OR_DIRS... -o OUTDIR [--model ID] [--heatmap] [--overlay] [--slide]
         [--slide-id ID] [--force]
     python -m service models
+    python -m service batch-ray INPUT -o OUTPUT [--address auto|ray://HOST:PORT] [--model ID] [--mode M]
+        [--slides-from-folders] [--gpus-per-worker 0|1] [--workers N] [--masks]
 
 ``segment`` writes, per field, ``<stem>_mask.png`` (the paper's mask, 0/255), ``<stem>_objects.png`` (the kept
 bacilli only, 0/255) and ``<stem>_objects.json`` (the ``/v1/analyze`` answer with the rejected candidates and the
@@ -12,7 +14,8 @@ file's path), optionally ``<stem>_heatmap.png`` and ``<stem>_overlay.png``; ever
 (temporary name, then rename), fields whose outputs all exist (and whose ``_objects.json`` reads) are skipped, and
 ``summary.csv`` lists every field with its counts. With ``--slide`` the fields are graded as one slide
 (WHO/IUATLD) into ``slide.json``, in the schema of ``GET /v1/slides/{id}``. Settings come from ``TBSEG_*``
-environment variables, as for the service.
+environment variables, as for the service. ``batch-ray`` runs the same engine over an archive on a Ray cluster
+(:mod:`service.scale.ray_batch`; needs the ``ray`` extra).
 """
 
 from __future__ import annotations
@@ -84,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--force", action="store_true", help="redo fields whose outputs exist")
     commands.add_parser("models", help="list the model folders of TBSEG_MODELS_DIR (id, recipe, filter, default)")
+    scale = commands.add_parser(
+        "batch-ray", help="segment an archive on a Ray cluster: per-field Parquet, per-slide grades (ray extra)"
+    )
+    scale.add_argument(
+        "input", type=Path, help="a folder of fields (searched recursively) or a list file of paths/URIs"
+    )
+    scale.add_argument("-o", "--out", required=True, help="output folder: a path or URI every worker reaches")
+    scale.add_argument(
+        "--address", help="the cluster: auto (the one started with ray start), ray://HOST:10001; default: a local Ray"
+    )
+    scale.add_argument("--model", default="", help="model_id of a folder in TBSEG_MODELS_DIR (default: the default)")
+    scale.add_argument("--mode", choices=[m.value for m in Mode], help="exact or fast (default: TBSEG_MODE)")
+    scale.add_argument("--slides-from-folders", action="store_true", help="a slide per folder: grade each")
+    scale.add_argument("--gpus-per-worker", type=int, choices=(0, 1), default=0, help="1: each worker on a GPU (CUDA)")
+    scale.add_argument("--workers", type=int, help="actors (default: the cluster's CPUs, or its GPUs with a GPU each)")
+    scale.add_argument("--cpus-per-worker", type=int, help="CPUs (threads) per actor (default: CPUs ÷ workers)")
+    scale.add_argument("--batch-fields", type=int, default=4, help="fields per batch, and per Parquet file (default 4)")
+    scale.add_argument("--masks", action="store_true", help="also write each field's masks as PNG under masks/")
+    scale.add_argument("--object-threshold", type=float, help="object filter score to keep a candidate")
+    scale.add_argument("--force", action="store_true", help="redo fields written before")
     return parser
 
 
@@ -227,18 +250,11 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    folders = scan_models(settings.models_dir, settings.require_filter)
-    chosen = args.model or default_model_id(settings.models_dir, folders, settings.default_model)
-    folder = next((f for f in folders if f.model_id == chosen), None)
-    if folder is None:
-        log.error("--model %s: no such model in %s (models: %s)", chosen, settings.models_dir, _ids(folders))
+    chosen = _choose(settings, args.model, args.mode)
+    if chosen is None:
         return 2
+    folder, mode = chosen
     segmenter = load_segmenter(settings.segmenter_config(folder))
-    if args.mode is not None and Mode(args.mode) not in segmenter.modes:
-        log.error("--mode %s: model %s has no fast networks (python -m training fast writes them)", args.mode, chosen)
-        return 2
-    mode = Mode(args.mode) if args.mode is not None else settings.mode
-    mode = mode if mode in segmenter.modes else Mode.EXACT
     log.info("model %s (%s), %s mode", folder.model_id, folder.path, mode.value)
     rows: list[BatchRow] = []
     started_at, started = time.time(), time.perf_counter()
@@ -285,6 +301,66 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
         summary,
     )
     return 1 if failures else 0
+
+
+def _choose(settings: Settings, model: str, mode_name: str | None) -> tuple[ModelFolder, Mode] | None:
+    """The model folder and mode a batch asked for (the defaults when not), or None after logging why not."""
+    folders = scan_models(settings.models_dir, settings.require_filter)
+    chosen = model or default_model_id(settings.models_dir, folders, settings.default_model)
+    folder = next((f for f in folders if f.model_id == chosen), None)
+    if folder is None:
+        log.error("--model %s: no such model in %s (models: %s)", chosen, settings.models_dir, _ids(folders))
+        return None
+    has_fast = settings.fast_files(folder)[0] is not None
+    if mode_name == Mode.FAST.value and not has_fast:
+        log.error("--mode fast: model %s has no fast networks (python -m training fast writes them)", chosen)
+        return None
+    mode = Mode(mode_name) if mode_name is not None else settings.mode
+    return folder, mode if has_fast or mode is Mode.EXACT else Mode.EXACT
+
+
+def run_batch_ray(args: argparse.Namespace, settings: Settings) -> int:
+    """``batch-ray``: the archive on a Ray cluster (:mod:`service.scale.ray_batch`); prints the JSON summary."""
+    try:
+        import ray
+
+        from service.scale import ray_batch
+        from service.scale.inputs import InputError, list_inputs
+    except ImportError as exc:
+        log.error("batch-ray needs the ray extra: pip install -c constraints.txt -e '.[ray]' (%s)", exc)
+        return 2
+    try:
+        fields = list_inputs(args.input, args.slides_from_folders)
+    except InputError as exc:
+        log.error("%s", exc)
+        return 2
+    chosen = _choose(settings, args.model, args.mode)
+    if chosen is None:
+        return 2
+    folder, mode = chosen
+    if not ray.is_initialized():
+        ray.init(address=args.address, logging_level=logging.WARNING)
+    resources = ray_batch.cluster_resources()
+    gpus = args.gpus_per_worker
+    if gpus and resources.get("GPU", 0) < 1:
+        log.error("--gpus-per-worker 1: the cluster has no GPU (resources: %s)", resources)
+        return 2
+    workers = args.workers or max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))
+    cpus = args.cpus_per_worker or max(1, int(resources.get("CPU", 1)) // workers)
+    plan = ray_batch.BatchPlan(
+        config=ray_batch.worker_config(settings.segmenter_config(folder), cpus, gpus),
+        mode=mode,
+        output=args.out,
+        max_pixels=settings.max_pixels,
+        object_threshold=args.object_threshold,
+        masks=args.masks,
+    )
+    log.info(
+        "%s, %s mode: %d workers × %d CPU%s", folder.model_id, mode.value, workers, cpus, " + 1 GPU" if gpus else ""
+    )
+    summary = ray_batch.run_batch(fields, plan, folder.model_id, workers, cpus, gpus, args.batch_fields, args.force)
+    sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+    return 1 if summary["failed"] else 0
 
 
 def _ids(folders: Sequence[ModelFolder]) -> str:
@@ -334,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args, settings)
         if args.command == "models":
             return run_models(settings)
+        if args.command == "batch-ray":
+            return run_batch_ray(args, settings)
         return run_segment(args, settings)
     except (FileNotFoundError, EngineError) as exc:
         log.error("cannot start: %s", exc)
