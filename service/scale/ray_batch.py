@@ -306,13 +306,13 @@ def run_batch(
     log.info("%d fields: %d to segment, %d done before (skipped)", len(fields), len(todo), summary.skipped)
     if todo:
         items = [{"field_id": f.field_id, "slide_id": f.slide_id or "", "name": f.name} for f in todo]
-        # at least a block per worker, so none idles on a short list; at most a batch per block
-        blocks = min(len(items), max(workers, math.ceil(len(items) / batch_fields)))
-        dataset = ray.data.from_items(items, override_num_blocks=blocks)
+        # a short list is spread over every worker (smaller batches); a long one goes in batches of batch_fields
+        per_batch = max(1, min(batch_fields, math.ceil(len(items) / workers)))
+        dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_batch))
         results = dataset.map_batches(
             FieldSegmenter,
             fn_constructor_kwargs={"plan": plan},
-            batch_size=batch_fields,
+            batch_size=per_batch,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus_per_worker,
