@@ -50,13 +50,18 @@ class AnnotationFormat(StrEnum):
     VOC = "voc"
 
 
+def _cell(value: object) -> object:
+    """A text cell a spreadsheet will not run as a formula (a file named '=HYPERLINK(…)' stays text)."""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+
+
 def counts_csv(report: SlideReport) -> str:
     """One row per field: its automatic and reviewed counts."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for f in report.fields:
-        writer.writerow([getattr(f, c) for c in CSV_COLUMNS])
+        writer.writerow([_cell(getattr(f, c)) for c in CSV_COLUMNS])
     return buffer.getvalue()
 
 

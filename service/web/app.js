@@ -41,6 +41,8 @@ function askForKey(problem = "") {
   });
 }
 auth.onMissing = askForKey;
+// the key is needed for everything: Escape does not close its dialog
+$("key-dialog").addEventListener("cancel", (e) => e.preventDefault());
 
 // ---------- the URL: slide id and job ids survive a reload ----------
 function readUrl() {

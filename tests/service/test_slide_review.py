@@ -147,3 +147,14 @@ def test_the_annotations_read_back_through_the_training_data_layer(tmp_path: Pat
     assert labels == sorted([BoxLabel.BACILLI_CLUSTER, BoxLabel.SINGLE_BACILLUS])  # the clump, the added point
     assert all(b.x + b.width <= 100 and b.y + b.height <= 80 for b in read.boxes)
     store.close()
+
+
+def test_the_counts_csv_keeps_a_formula_looking_name_as_text(tmp_path: Path) -> None:
+    from service.slide_exports import counts_csv
+
+    store = SlideStore(tmp_path / "slides.sqlite3")
+    store.ensure("s")
+    store.add_fields("s", [FieldCount.of("=HYPERLINK(1).png", _summary())])
+    text = counts_csv(slide_report(store.get("s")))  # type: ignore[arg-type]
+    assert "\n0,'=HYPERLINK(1).png,100,80," in text
+    store.close()

@@ -271,7 +271,10 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
         # 11. a reload while a field is being read: its progress comes back from the job id in the URL
         slow = tmp_path / "slow.jpg"
         Image.fromarray(synthetic_field(303, height=600, width=800).image).save(slow, quality=90)
-        page.set_input_files("#files", [str(slow)])
+        with page.expect_file_chooser() as chooser:  # from the keyboard: the drop zone opens the file picker
+            page.focus("#drop")
+            page.keyboard.press("Enter")
+        chooser.value.set_files(str(slow))
         page.wait_for_function("location.search.split(',').length === 3")  # the third job id is in the URL
         page.reload()
         pending = page.locator("#fields li:has-text('slow.jpg')")
