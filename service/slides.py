@@ -16,9 +16,11 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from service.field_result import BacillusOut, FieldSummary
 
@@ -265,6 +267,27 @@ class Slide:
         return [m for m in self.model_ids if m != model_id]
 
 
+OBJECT_COLUMNS = "number, origin, x, y, bbox, outline, score, estimated_count, decision, reviewer, reviewed_at"
+
+
+def _object_of(row: Sequence[Any]) -> SlideObject:
+    """A :class:`SlideObject` from a row of :data:`OBJECT_COLUMNS`."""
+    number, origin, x, y, bbox, outline, score, count, decision, reviewer, at = row
+    return SlideObject(
+        number=number,
+        origin=Origin(origin),
+        x=x,
+        y=y,
+        bbox=tuple(json.loads(bbox)),
+        outline=tuple(tuple(p) for p in json.loads(outline)) if outline else None,
+        score=score,
+        estimated_count=count,
+        decision=Decision(decision) if decision else None,
+        reviewer=reviewer,
+        reviewed_at=at,
+    )
+
+
 class SlideStore:
     """Slides in one SQLite file (created with its folder when missing)."""
 
@@ -373,8 +396,7 @@ class SlideStore:
                 (slide_id,),
             ).fetchall()
             object_rows = self._db.execute(
-                "SELECT position, number, origin, x, y, bbox, outline, score, estimated_count, decision, reviewer, "
-                "reviewed_at FROM slide_objects WHERE slide_id = ? ORDER BY position, number",
+                f"SELECT position, {OBJECT_COLUMNS} FROM slide_objects WHERE slide_id = ? ORDER BY position, number",
                 (slide_id,),
             ).fetchall()
             signature_rows = self._db.execute(
@@ -383,22 +405,8 @@ class SlideStore:
                 (slide_id,),
             ).fetchall()
         items: dict[int, list[SlideObject]] = {}
-        for position, number, origin, x, y, bbox, outline, score, count, decision, reviewer, at in object_rows:
-            items.setdefault(position, []).append(
-                SlideObject(
-                    number=number,
-                    origin=Origin(origin),
-                    x=x,
-                    y=y,
-                    bbox=tuple(json.loads(bbox)),
-                    outline=tuple(tuple(p) for p in json.loads(outline)) if outline else None,
-                    score=score,
-                    estimated_count=count,
-                    decision=Decision(decision) if decision else None,
-                    reviewer=reviewer,
-                    reviewed_at=at,
-                )
-            )
+        for position, *columns in object_rows:
+            items.setdefault(position, []).append(_object_of(columns))
         fields = tuple(
             FieldCount(
                 name=r[1],
@@ -512,10 +520,12 @@ class SlideStore:
             self._log(slide_id, signature.signed_at, signature.signed_by, "sign", None, None)
 
     def _object(self, slide_id: str, position: int, number: int) -> SlideObject | None:
-        slide = self.get(slide_id)
-        if slide is None or position >= len(slide.fields):
-            return None
-        return next((o for o in slide.fields[position].items if o.number == number), None)
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {OBJECT_COLUMNS} FROM slide_objects WHERE slide_id = ? AND position = ? AND number = ?",
+                (slide_id, position, number),
+            ).fetchone()
+        return _object_of(row) if row is not None else None
 
     def delete(self, slide_id: str) -> bool:
         with self._lock:
