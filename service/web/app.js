@@ -116,7 +116,7 @@ async function submitOne(item) {
       state.uploads.splice(state.uploads.indexOf(item), 1);
       if (!state.jobs.includes(accepted.job_id)) state.jobs.push(accepted.job_id);
       writeUrl();
-      poll();
+      poll().catch((error) => say(error.message));
       return;
     } catch (error) {
       if (error instanceof ApiError && error.status === 503) {
@@ -142,7 +142,15 @@ async function poll() {
   polling = true;
   try {
     for (;;) {
-      await refresh();
+      try {
+        await refresh();
+      } catch (error) {
+        // the service restarting or the network dropping: say so and keep following the jobs
+        if (!(error instanceof ApiError) || (error.status !== 0 && error.status < 500)) throw error;
+        say(`${error.message}: trying again`);
+        await sleep((error.retryAfter || 3) * 1000);
+        continue;
+      }
       const waiting = state.jobs.some((id) => jobPending(id));
       if (!waiting) break;
       await sleep(POLL_MS);
