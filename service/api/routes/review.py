@@ -308,6 +308,11 @@ def field_objects_geojson(serving: ReadyDep, slide_id: SlideId, index: FieldInde
     return JSONResponse(field_geojson(slide, index), media_type="application/geo+json")
 
 
+def _attachment(body: bytes, media_type: str, filename: str) -> Response:
+    """A download: the body with its type and the file name a browser saves it under (slide ids need no quoting)."""
+    return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
 @router.get(
     "/{slide_id}/counts.csv",
     summary="Per-field counts, automatic and reviewed, as CSV",
@@ -316,8 +321,7 @@ def field_objects_geojson(serving: ReadyDep, slide_id: SlideId, index: FieldInde
 )
 def slide_counts_csv(serving: ReadyDep, slide_id: SlideId) -> Response:
     body = counts_csv(slide_report(_slide(serving, slide_id)))
-    disposition = f'attachment; filename="{slide_id}_counts.csv"'
-    return Response(body, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": disposition})
+    return _attachment(body.encode(), "text/csv; charset=utf-8", f"{slide_id}_counts.csv")
 
 
 @router.get(
@@ -340,8 +344,7 @@ async def slide_annotations(
         return (image[0], image[2]) if image else None
 
     body = await anyio.to_thread.run_sync(annotations_zip, slide, format, image_of)
-    disposition = f'attachment; filename="{slide_id}_annotations_{format.value}.zip"'
-    return Response(body, media_type="application/zip", headers={"Content-Disposition": disposition})
+    return _attachment(body, "application/zip", f"{slide_id}_annotations_{format.value}.zip")
 
 
 @router.get(
