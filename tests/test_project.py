@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -167,6 +168,7 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
         "bacilli_coarse.onnx",
         "bacilli_dense.int8.onnx",
         "bacilli_dense.onnx",
+        "by_lab.json",
         "fast_variants.json",
         "object_filter.onnx",
         "patch_cnn.keras",
@@ -179,6 +181,10 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
     assert meta["model_id"] == default
     assert filter_meta["dense_model_id"] == meta["model_id"] and filter_meta["filter_id"] in card_text(folder)
     assert len(filter_meta["created_from"]) == 40  # a clean commit, not +dirty
+    by_lab = json.loads((folder / "by_lab.json").read_text())["row"]  # its own row on another lab, in its card
+    assert (by_lab["model_id"], by_lab["filter_id"]) == (default, filter_meta["filter_id"])
+    found = f"{by_lab['found_at_centre']} of {by_lab['positives']}"
+    assert "## By lab" in card_text(folder) and found in card_text(folder)
     card = (folder / "MODEL_CARD.md").read_text()
     assert meta["model_id"] in card and f"Recipe `{meta['recipe']}`" in card
     assert (meta["receptive_field"], meta["halo"], meta["classes"]) == ("45", "22", "background,bacillus")

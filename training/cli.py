@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     labs.add_argument("--subset", default="test", choices=["train", "validation", "test"])
     labs.add_argument("--no-gallery", action="store_true", help="skip the galleries")
     labs.add_argument("-o", "--out", type=Path, required=True, help="folder: report.json (by_lab), report.md")
+    labs.add_argument(
+        "--card",
+        type=Path,
+        metavar="MODEL_FOLDER",
+        help="also record the row of this folder's own model and filter in its by_lab.json and MODEL_CARD.md",
+    )
 
     tune = commands.add_parser(
         "finetune", help="fine-tune a model folder on a lab's annotated fields into a new servable model folder"
@@ -435,8 +441,17 @@ def run_labs(args: argparse.Namespace) -> int:
     from training.evaluation.labs import Pair, evaluate_labs
 
     pairs = [Pair(*parse_pair(text)) for text in args.pair]
-    evaluate_labs(args.out, pairs, args.ufam, args.ufam_split, args.subset, gallery=not args.no_gallery)
+    if args.card is not None:
+        from training.evaluation.lab_card import check_pairs
+
+        check_pairs(args.card, [(p.model, p.object_filter) for p in pairs])
+    rows = evaluate_labs(args.out, pairs, args.ufam, args.ufam_split, args.subset, gallery=not args.no_gallery)
     sys.stdout.write(f"wrote {args.out / 'report.md'} and report.json\n")
+    if args.card is not None:
+        from training.evaluation.lab_card import write_by_lab
+
+        write_by_lab(args.card, rows, args.ufam_split)
+        sys.stdout.write(f"wrote {args.card / 'by_lab.json'} and its card's By lab section\n")
     return 0
 
 

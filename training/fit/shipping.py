@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.engine.model_folder import CARD_MD, DEFAULT_MARKER, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS
+from training.evaluation.lab_card import limit_phrase, read_by_lab, restore_by_lab_section
 from training.evaluation.report_schema import EvaluationReport
 from training.fit.train_log import read_log
 from training.model.export import read_metadata
@@ -212,9 +213,8 @@ def write_card(
         "",
         "## Known limits",
         "",
-        "- Trained on 22 fields of one microscope and camera (ZNSM-iDB MS-2); other stains, cameras and "
-        "magnifications are untested. Colour jitter (where the recipe uses it) widens, but does not replace, real "
-        "variety.",
+        f"- Trained on 22 fields of one microscope and camera (ZNSM-iDB MS-2); {limit_phrase(read_by_lab(models))}. "
+        "Colour jitter (where the recipe uses it) widens, but does not replace, real variety.",
         "- Ground-truth pixels are derived from loose boxes; rods under dark debris or blue nuclei are partly "
         "missing from them, and unannotated red rods in the fields are treated as background.",
         "- A pixel classifier: touching rods merge into one object (the filter estimates their number from the "
@@ -270,5 +270,6 @@ def ship(
     (folder / CARD).write_text(write_card(runs, best, folder, bench, evaluation), encoding="utf-8")
     if not restore_card_section(folder):
         log.info("%s has no fast-mode networks yet: python -m training fast --model %s", folder, folder)
+    restore_by_lab_section(folder)
     log.info("%s %s into %s", "card of" if card_only else "shipped", best, folder)
     return best
