@@ -19,6 +19,7 @@ import onnx
 
 from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX
 from training.evaluation.labs import LabReport, lab_table
+from training.model.card_sections import replace_section
 
 BY_LAB_JSON = "by_lab.json"
 SECTION = "## By lab"
@@ -124,16 +125,10 @@ def _section(record: dict[str, Any]) -> str:
 
 def _write_section(folder: Path, record: dict[str, Any]) -> None:
     card = folder / CARD_MD
-    text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    text = _LIMIT.sub(lambda _: limit_phrase(record["row"]), text, count=1)
-    head, found, tail = text.partition(SECTION + "\n")
-    section = _section(record)
-    if found:  # replace the old section, up to the next one of its level
-        rest = tail.split("\n## ", 1)
-        text = head.rstrip() + "\n\n" + section + ("\n\n## " + rest[1] if len(rest) == 2 else "\n")
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    card.write_text(text.lstrip(), encoding="utf-8")
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        card.write_text(_LIMIT.sub(lambda _: limit_phrase(record["row"]), text, count=1), encoding="utf-8")
+    replace_section(card, SECTION, _section(record))
 
 
 def write_by_lab(folder: Path, rows: list[LabReport], split: Path) -> LabReport:

@@ -33,6 +33,7 @@ from service.engine.model_folder import (
     DENSE_ONNX,
     PATCH_KERAS,
 )
+from training.model.card_sections import replace_section
 from training.model.export import set_metadata
 
 log = logging.getLogger(__name__)
@@ -219,16 +220,7 @@ def _card_section(stride: int, report: dict[str, object], agreements: list[Agree
 
 
 def _write_card(folder: Path, section: str) -> None:
-    card = folder / CARD_MD
-    text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    head, found, tail = text.partition(CARD_SECTION)
-    if found:  # replace the old section, up to the next one of its level
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-        text = head.rstrip() + "\n\n" + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section
-    card.write_text(text.lstrip(), encoding="utf-8")
+    replace_section(folder / CARD_MD, CARD_SECTION, section)
 
 
 def add_detections(folder: Path, bench_json: Path) -> None:
