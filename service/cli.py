@@ -1,5 +1,5 @@
-"""Command line of the service: ``serve`` (HTTP), ``segment`` (local batches through the same engine) and
-``models`` (what the models directory holds).
+"""Command line of the service: ``serve`` (HTTP), ``segment`` (local batches through the same engine), ``models``
+(what the models directory holds) and ``batch-ray`` (an archive on a Ray cluster).
 
     python -m service serve [--host H] [--port P]
     python -m service segment FILES_OR_DIRS... -o OUTDIR [--model ID] [--heatmap] [--overlay] [--slide]
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import re
@@ -34,16 +35,20 @@ from pathlib import Path
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service.engine.errors import EngineError
+from service.engine.errors import EngineError, ModeUnavailable
 from service.engine.image_io import ImageRejected, encode_png
 from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
+from service.engine.modes import resolve_mode
 from service.engine.segmenter import Mode, Segmenter
-from service.field_result import AnalyzedField, segment_field
-from service.render import heatmap_png_array, mask_png_array, overlay
+from service.field_result import AnalyzedField, FieldOptions, segment_field
+from service.files import write_atomically
+from service.model_registry import DEFAULT_MODEL_SETTING
+from service.render import heatmap_png_array, mask_pngs, overlay
 from service.settings import Settings
-from service.slide_report import slide_report
-from service.slides import SLIDE_ID, FieldCount, Slide
+from service.slides.intake import slide_field
+from service.slides.model import SLIDE_ID, Slide
+from service.slides.report import slide_report
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +134,6 @@ def find_images(inputs: Sequence[Path]) -> list[Path]:
     return found
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path``, then rename: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
 def _outputs(out: Path, stem: str, heatmap: bool, overlay_too: bool) -> list[Path]:
     wanted = [out / f"{stem}_mask.png", out / f"{stem}_objects.json", out / f"{stem}_objects.png"]
     if heatmap:
@@ -174,20 +172,20 @@ class BatchRow:
 
 def segment_one(
     segmenter: Segmenter,
-    max_pixels: int,
     image: Path,
     out: Path,
-    heatmap: bool,
-    overlay_too: bool,
-    object_threshold: float | None = None,
-    mode: Mode = Mode.EXACT,
+    *,
+    max_pixels: int,
+    options: FieldOptions,
+    heatmap: bool = False,
+    overlay_too: bool = False,
 ) -> BatchRow:
-    """Segment one file in ``mode`` and write its outputs; returns its row."""
+    """Segment one file as ``options`` ask and write its outputs; returns its row."""
     started = time.perf_counter()
-    result = segment_field(segmenter, image.read_bytes(), max_pixels, True, object_threshold, mode)
+    result = segment_field(segmenter, image.read_bytes(), max_pixels=max_pixels, options=options)
     seg, stem = result.segmentation, image.stem
-    write_atomically(out / f"{stem}_mask.png", encode_png(mask_png_array(seg.mask)))
-    write_atomically(out / f"{stem}_objects.png", encode_png(mask_png_array(seg.objects)))
+    for kind, png in mask_pngs(seg).items():
+        write_atomically(out / f"{stem}_{kind}.png", png)
     if heatmap:
         write_atomically(out / f"{stem}_heatmap.png", encode_png(heatmap_png_array(seg.heatmap)))
     if overlay_too:
@@ -219,10 +217,10 @@ def default_slide_id(out: Path) -> str:
 def write_slide(path: Path, slide_id: str, rows: Sequence[BatchRow], started_at: float) -> None:
     """Grade the fields segmented (or found done before) as one slide into ``path``, in the schema of
     ``GET /v1/slides/{id}``; fields that failed are not counted and make the slide need review."""
-    counts = [FieldCount.of(r.file.name, r.result, r.added_at) for r in rows if r.result is not None]
+    fields = [slide_field(r.file.name, r.result, r.added_at) for r in rows if r.result is not None]
     failures = sum(r.result is None for r in rows)
     more = (f"{failures} fields could not be read and were not counted",) if failures else ()
-    report = slide_report(Slide(slide_id, started_at, tuple(counts)), more)
+    report = slide_report(Slide(slide_id, started_at, tuple(fields)), more)
     write_atomically(path, (report.model_dump_json(indent=1) + "\n").encode())
     log.info(
         "slide: %s, %d AFB in %d fields (slide id %s)%s",
@@ -255,6 +253,7 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     folder, mode = chosen
     segmenter = load_segmenter(settings.segmenter_config(folder))
+    options = FieldOptions(object_threshold=args.object_threshold, mode=mode)
     log.info("model %s (%s), %s mode", folder.model_id, folder.path, mode.value)
     rows: list[BatchRow] = []
     started_at, started = time.time(), time.perf_counter()
@@ -270,25 +269,23 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
             rows.append(
                 segment_one(
                     segmenter,
-                    settings.max_pixels,
                     image,
                     args.out,
-                    args.heatmap,
-                    args.overlay,
-                    args.object_threshold,
-                    mode,
+                    max_pixels=settings.max_pixels,
+                    options=options,
+                    heatmap=args.heatmap,
+                    overlay_too=args.overlay,
                 )
             )
         except (ImageRejected, EngineError, OSError) as exc:
             log.error("%s: %s", image, exc)
             rows.append(BatchRow(image, "error", detail=str(exc)))
     summary = args.out / "summary.csv"
-    temporary = summary.with_name(".summary.csv.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS, restval="")
-        writer.writeheader()
-        writer.writerows(r.csv_row() for r in rows)
-    temporary.replace(summary)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=SUMMARY_FIELDS, restval="")
+    writer.writeheader()
+    writer.writerows(r.csv_row() for r in rows)
+    write_atomically(summary, table.getvalue().encode("utf-8"))
     if args.slide or args.slide_id is not None:
         write_slide(args.out / "slide.json", args.slide_id or default_slide_id(args.out), rows, started_at)
     failures = sum(r.result is None for r in rows)
@@ -306,17 +303,21 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
 def _choose(settings: Settings, model: str, mode_name: str | None) -> tuple[ModelFolder, Mode] | None:
     """The model folder and mode a batch asked for (the defaults when not), or None after logging why not."""
     folders = scan_models(settings.models_dir, settings.require_filter)
-    chosen = model or default_model_id(settings.models_dir, folders, settings.default_model)
+    chosen = model or _default_id(settings, folders)
     folder = next((f for f in folders if f.model_id == chosen), None)
     if folder is None:
         log.error("--model %s: no such model in %s (models: %s)", chosen, settings.models_dir, _ids(folders))
         return None
-    has_fast = settings.fast_files(folder)[0] is not None
-    if mode_name == Mode.FAST.value and not has_fast:
-        log.error("--mode fast: model %s has no fast networks (python -m training fast writes them)", chosen)
+    asked = Mode(mode_name) if mode_name is not None else None
+    try:
+        return folder, resolve_mode(folder.model_id, folder.modes(settings.fast_precision), asked, settings.mode)
+    except ModeUnavailable as exc:
+        log.error("--mode %s: %s", mode_name, exc)
         return None
-    mode = Mode(mode_name) if mode_name is not None else settings.mode
-    return folder, mode if has_fast or mode is Mode.EXACT else Mode.EXACT
+
+
+def _default_id(settings: Settings, folders: list[ModelFolder]) -> str:
+    return default_model_id(settings.models_dir, folders, settings.default_model, DEFAULT_MODEL_SETTING)
 
 
 def run_batch_ray(args: argparse.Namespace, settings: Settings) -> int:
@@ -370,7 +371,7 @@ def _ids(folders: Sequence[ModelFolder]) -> str:
 def run_models(settings: Settings) -> int:
     """Print the models directory's models, one line each (the default marked with *)."""
     folders = scan_models(settings.models_dir, settings.require_filter)
-    default = default_model_id(settings.models_dir, folders, settings.default_model)
+    default = _default_id(settings, folders)
     for f in folders:
         mark = "*" if f.model_id == default else " "
         sys.stdout.write(f"{mark} {f.model_id}  recipe={f.recipe or '-'}  filter={f.filter_id or 'none'}  {f.path}\n")

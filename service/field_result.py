@@ -1,7 +1,9 @@
 """One field's result, and the one per-field summary that every interface returns.
 
-:func:`segment_field` decodes an image's bytes and segments it; the :class:`FieldResult` it returns knows where
-it came from (the :class:`~service.engine.segmenter.Origin` of its segmentation). :meth:`FieldResult.summary` is
+:func:`segment_field` decodes an image's bytes and segments it with a field's :class:`FieldOptions` (what to find,
+the object threshold, the mode, the pixel size): the one path every interface takes. The :class:`FieldResult` it
+returns knows where it came from (the :class:`~service.engine.segmenter.Origin` of its segmentation) and what was
+asked. :meth:`FieldResult.summary` is
 the one builder of the per-field summary (:class:`FieldSummary`: origin, image, counts, bacilli with µm when the
 pixel size is known) that ``POST /v1/analyze``, job results, slides and the batch command's ``_objects.json``
 all carry, so a client reads one schema wherever a field's result comes from.
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from service.engine.image_io import DecodedImage, decode_image
-from service.engine.postprocess import Bacillus
+from service.engine.postprocess import DetectedObject
 from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
@@ -52,7 +54,7 @@ class BacillusOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, b: Bacillus, microns_per_pixel: float | None = None, outline: bool = False) -> BacillusOut:
+    def of(cls, b: DetectedObject, microns_per_pixel: float | None = None, outline: bool = False) -> BacillusOut:
         x, y, width, height = b.bbox
         microns = b.in_microns(microns_per_pixel) if microns_per_pixel else None
         return cls(
@@ -128,6 +130,24 @@ class AnalyzedField(FieldSummary):
 
 
 @dataclass(frozen=True)
+class FieldOptions:
+    """What a caller asks of one field; every interface (HTTP routes, jobs, the batch commands) builds one.
+
+    Attributes:
+        find_objects: find, measure and filter the candidates (False: the heatmap and the mask only).
+        object_threshold: the filter score a candidate needs to be kept (None: the model's own).
+        mode: exact or fast, already resolved for the model (:meth:`Segmenter.resolve_mode
+            <service.engine.segmenter.Segmenter.resolve_mode>`).
+        microns_per_pixel: the field's pixel size, for measurements in µm (None: unknown).
+    """
+
+    find_objects: bool = True
+    object_threshold: float | None = None
+    mode: Mode = Mode.EXACT
+    microns_per_pixel: float | None = None
+
+
+@dataclass(frozen=True)
 class FieldResult:
     """A decoded field and its segmentation.
 
@@ -135,25 +155,26 @@ class FieldResult:
         image: the decoded field.
         segmentation: heatmap, masks, bacilli and their origin.
         decode_seconds: time spent decoding.
+        options: what was asked.
     """
 
     image: DecodedImage
     segmentation: Segmentation
     decode_seconds: float
+    options: FieldOptions = FieldOptions()
 
-    def summary(
-        self, microns_per_pixel: float | None = None, include_rejected: bool = False, outlines: bool = False
-    ) -> FieldSummary:
-        """The per-field summary; ``rejected`` is listed only with ``include_rejected``, each object's outline
-        only with ``outlines``."""
+    def summary(self, include_rejected: bool = False, outlines: bool = False) -> FieldSummary:
+        """The per-field summary (µm measurements with the options' pixel size); ``rejected`` is listed only with
+        ``include_rejected``, each object's outline only with ``outlines``."""
         s, origin = self.segmentation, self.segmentation.origin
+        microns_per_pixel = self.options.microns_per_pixel
         return FieldSummary(
             model_id=origin.model_id,
             filter_id=origin.filter_id,
             mode=origin.mode.value,
             precision=origin.precision,
             refined_tiles=s.refined_tiles,
-            heatmap_exact=s.refined_tiles is None,
+            heatmap_exact=s.heatmap_exact,
             threshold=origin.threshold,
             min_object_px=origin.min_object_px,
             object_threshold=origin.object_threshold,
@@ -170,16 +191,10 @@ class FieldResult:
             rejected=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.rejected] if include_rejected else None,
         )
 
-    def analyzed(
-        self,
-        total_seconds: float,
-        microns_per_pixel: float | None = None,
-        include_rejected: bool = False,
-        outlines: bool = False,
-    ) -> AnalyzedField:
+    def analyzed(self, total_seconds: float, include_rejected: bool = False, outlines: bool = False) -> AnalyzedField:
         """The summary with its timings; ``total_seconds`` is the caller's whole time for the field."""
         return AnalyzedField(
-            **dict(self.summary(microns_per_pixel, include_rejected, outlines)),
+            **dict(self.summary(include_rejected, outlines)),
             timings=Timings(
                 decode_ms=round(self.decode_seconds * 1000, 1),
                 inference_ms=round(self.segmentation.infer_seconds * 1000, 1),
@@ -195,21 +210,19 @@ class FieldResult:
 
 
 def segment_field(
-    segmenter: Segmenter,
-    data: bytes,
-    max_pixels: int,
-    find_objects: bool = True,
-    object_threshold: float | None = None,
-    mode: Mode = Mode.EXACT,
+    segmenter: Segmenter, data: bytes, *, max_pixels: int, options: FieldOptions = FieldOptions()
 ) -> FieldResult:
-    """Decode an image's bytes and segment it in ``mode``, on the calling thread.
+    """Decode an image's bytes and segment it as ``options`` ask, on the calling thread.
 
     Raises:
         ImageRejected: an image that cannot be read or is over ``max_pixels``.
+        ModeUnavailable: ``options.mode`` is one this segmenter cannot run.
         EngineError: inference failed.
     """
     started = time.perf_counter()
     decoded = decode_image(data, max_pixels)
     decoded_at = time.perf_counter()
-    result = segmenter.segment(decoded.rgb, find_objects=find_objects, object_threshold=object_threshold, mode=mode)
-    return FieldResult(decoded, result, decoded_at - started)
+    result = segmenter.segment(
+        decoded.rgb, find_objects=options.find_objects, object_threshold=options.object_threshold, mode=options.mode
+    )
+    return FieldResult(decoded, result, decoded_at - started, options)

@@ -21,10 +21,13 @@ from pathlib import Path
 
 from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
-from service.engine.segmenter import Mode, Segmenter
+from service.engine.segmenter import Segmenter
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_MODEL_SETTING = "TBSEG_DEFAULT_MODEL"  # named in the errors about the default model
 
 
 class UnknownModel(LookupError):
@@ -72,7 +75,7 @@ def load_model(folder: ModelFolder, settings: Settings) -> LoadedModel:
     """
     before = resident_bytes()
     segmenter = load_segmenter(settings.segmenter_config(folder))
-    warm_up = segmenter.warm_up(settings.mode if settings.mode in segmenter.modes else Mode.EXACT)
+    warm_up = segmenter.warm_up(segmenter.resolve_mode(None, settings.mode))
     grown = max(resident_bytes() - before, 0)
     log.info("model %s ready (%s): warm-up %.2f s, +%.0f MB", folder.model_id, folder.path, warm_up, grown / 2**20)
     return LoadedModel(folder, segmenter, folder.card(), warm_up, grown)
@@ -136,7 +139,7 @@ def load_registry(settings: Settings) -> ModelRegistry:
         ModelContractError: no model, a broken folder, two folders with one id, or a default that is not there.
     """
     folders = scan_models(settings.models_dir, settings.require_filter)
-    default_id = default_model_id(settings.models_dir, folders, settings.default_model)
+    default_id = default_model_id(settings.models_dir, folders, settings.default_model, DEFAULT_MODEL_SETTING)
     return ModelRegistry(settings, [load_model(f, settings) for f in folders], default_id)
 
 
@@ -148,4 +151,4 @@ def check_models(settings: Settings) -> tuple[list[ModelFolder], str]:
         ModelContractError: as :func:`load_registry`.
     """
     folders = scan_models(settings.models_dir, settings.require_filter)
-    return folders, default_model_id(settings.models_dir, folders, settings.default_model)
+    return folders, default_model_id(settings.models_dir, folders, settings.default_model, DEFAULT_MODEL_SETTING)

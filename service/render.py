@@ -6,12 +6,24 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
+from service.engine.image_io import encode_png
+from service.engine.segmenter import Segmentation
+
 OUTLINE_COLOUR = (0, 255, 0)
 
 
 def mask_png_array(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     """0 / 255 greyscale, same size as the field."""
     return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def mask_pngs(segmentation: Segmentation) -> dict[str, bytes]:
+    """A field's two masks as PNG, by the kind every output names them with: ``mask`` (the paper's
+    P > threshold) and ``objects`` (the kept bacilli only)."""
+    return {
+        "mask": encode_png(mask_png_array(segmentation.mask)),
+        "objects": encode_png(mask_png_array(segmentation.objects)),
+    }
 
 
 def heatmap_png_array(heatmap: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

@@ -1,7 +1,11 @@
-"""Every setting of the service, from environment variables ``TBSEG_*`` (pydantic-settings).
+"""Every setting of the service, from environment variables ``TBSEG_*`` (pydantic-settings), grouped by concern.
 
-Built once in the entry point (``python -m service``) or by ``create_app(settings)`` in tests, never at import.
-The engine receives plain values, not this object.
+One class per concern (:class:`ServerSettings`, :class:`ModelSettings`, :class:`InferenceSettings`,
+:class:`LimitSettings`, :class:`StorageSettings`, :class:`AccessSettings`); :class:`Settings` is all of them, so
+each setting keeps its flat name (``settings.tile_px``) and its variable (``TBSEG_TILE_PX``). Built once in the
+entry point (``python -m service``) or by ``create_app(settings)`` in tests, never at import. The engine receives
+plain values (:meth:`Settings.segmenter_config`), not this object. Measured figures behind the defaults are in
+``docs/results.md``, not here.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.engine.defaults import BATCH_TILES, TILE_PX
 from service.engine.fast import PRECISIONS, FastSettings
 from service.engine.loading import SegmenterConfig
 from service.engine.model_folder import ModelFolder
@@ -25,88 +30,18 @@ REMOVED = {
 }
 
 
-class Settings(BaseSettings):
-    """Service settings; each field is ``TBSEG_<NAME>`` in the environment (e.g. ``TBSEG_TILE_PX=384``)."""
+CONFIG = SettingsConfigDict(env_prefix="TBSEG_", extra="ignore", frozen=True)
 
-    model_config = SettingsConfigDict(env_prefix="TBSEG_", extra="ignore", frozen=True)
+
+class ServerSettings(BaseSettings):
+    """Where and how the HTTP server runs."""
+
+    model_config = CONFIG
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
-    models_dir: Path = Field(
-        MODELS_DIR,
-        description="folder of model folders (each: bacilli_dense.onnx, object_filter.onnx, MODEL_CARD.md); every "
-        "one is loaded at start",
-    )
-    default_model: str = Field(
-        "",
-        description="model_id used when a request names none; empty = the one named in <models_dir>/DEFAULT_MODEL, "
-        "else the only model",
-    )
-    require_filter: bool = Field(
-        False, description="refuse to start (or reload) a model folder without object_filter.onnx"
-    )
-    providers: str = Field(
-        "CUDAExecutionProvider,CPUExecutionProvider",
-        description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
-    )
-    intra_op_threads: int = Field(0, ge=0, description="threads per inference; 0 = all cores")
-    tile_px: int = Field(
-        256,
-        ge=8,
-        le=4096,
-        description="side of a tile's output area; on 2 CPU cores 256 was fastest (measured: bench/service_bench.py) "
-        "and peaks at ~0.7 GB, 512 at ~2 GB, 1024 at ~7 GB; on CUDA at most 2047 (cuDNN's tensor limit; larger is "
-        "reduced, with a warning)",
-    )
-    batch_tiles: int = Field(1, ge=1, le=64, description="tiles per ONNX Runtime call")
-    mode: Mode = Field(
-        Mode.FAST,
-        description="mode of a request that names none: exact (every pixel through the dense network) or fast (a "
-        "coarse pass, the dense network only around what it sees; for models whose folder has the fast networks, "
-        "others run exact); fast by default since it kept every bacillus exact mode kept, and added none, on both "
-        "labs' test fields (docs/results.md section 10)",
-    )
-    fast_precision: str = Field(
-        "fp32",
-        description="fast mode's networks: fp32 (exact mode's mask wherever refined) or int8 (the folder's quantised "
-        "copies, about 3 times faster; fp32 when a folder has none)",
-    )
-    fast_screen_threshold: float = Field(
-        0.3, gt=0.0, lt=1.0, description="fast mode: a coarse P above which the tiles around it are refined"
-    )
-    fast_tile_px: int = Field(64, ge=8, le=1024, description="fast mode: side of a refinement tile")
-    fast_batch_tiles: int = Field(4, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call")
-    inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
-    queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
-    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")
-    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
-    max_files_per_request: int = Field(64, ge=1, le=1000, description="most fields in one slide request")
-    max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image (width × height)")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="P(bacillus) above which a pixel is bacillus")
-    min_object_px: int = Field(20, ge=1, description="smaller connected components are not reported as bacilli")
-    object_filter: str = Field(
-        "auto",
-        description="auto = each model uses the object_filter.onnx of its folder when present; none = keep every "
-        "candidate (the paper's behaviour) for every model",
-    )
-    object_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="filter score a candidate needs to be kept; empty = the filter's own"
-    )
-    data_dir: Path = Field(
-        REPO_ROOT / "var", description="where slides and jobs (SQLite, job files) are kept; created when missing"
-    )
-    job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="finished jobs and their files are kept this long")
-    max_queued_jobs: int = Field(1000, ge=1, description="jobs waiting or running; more get 503")
     shutdown_grace_s: int = Field(
         120, ge=1, description="on SIGTERM, how long in-flight requests and the job in hand may take to finish"
-    )
-    api_key: SecretStr | None = Field(
-        None, description="when set, every route but /healthz and /readyz needs 'Authorization: Bearer <key>'"
-    )
-    api_keys: SecretStr | None = Field(
-        None,
-        description="keys that name their users, 'name=key,name=key' (with or instead of api_key): a review made "
-        "with such a key records who made it",
     )
     cors_origins: str = Field(
         "", description="comma-separated origins allowed to call from a browser; empty = CORS off (no headers)"
@@ -120,12 +55,35 @@ class Settings(BaseSettings):
             raise ValueError(f"log_level must be debug, info, warning or error, got {value!r}")
         return value.lower()
 
-    @field_validator("fast_precision")
-    @classmethod
-    def _known_precision(cls, value: str) -> str:
-        if value.strip().lower() not in PRECISIONS:
-            raise ValueError(f"fast_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
-        return value.strip().lower()
+
+class ModelSettings(BaseSettings):
+    """Which model folders are served, and on what."""
+
+    model_config = CONFIG
+
+    models_dir: Path = Field(
+        MODELS_DIR,
+        description="folder of model folders (each: bacilli_dense.onnx, object_filter.onnx, MODEL_CARD.md); every "
+        "one is loaded at start",
+    )
+    default_model: str = Field(
+        "",
+        description="model_id used when a request names none; empty = the one named in <models_dir>/DEFAULT_MODEL, "
+        "else the only model",
+    )
+    require_filter: bool = Field(
+        False, description="refuse to start (or reload) a model folder without object_filter.onnx"
+    )
+    object_filter: str = Field(
+        "auto",
+        description="auto = each model uses the object_filter.onnx of its folder when present; none = keep every "
+        "candidate (the paper's behaviour) for every model",
+    )
+    providers: str = Field(
+        "CUDAExecutionProvider,CPUExecutionProvider",
+        description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="threads per inference; 0 = all cores")
 
     @field_validator("object_filter")
     @classmethod
@@ -137,13 +95,104 @@ class Settings(BaseSettings):
             )
         return value.strip().lower()
 
-    @model_validator(mode="after")
-    def _no_removed_settings(self) -> Settings:
-        for name, instead in REMOVED.items():
-            if name in os.environ:
-                raise ValueError(f"{name} is no longer read: {instead}")
-        self.key_users  # noqa: B018  (a malformed api_keys fails at start, not at the first request)
-        return self
+    @property
+    def provider_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
+
+
+class InferenceSettings(BaseSettings):
+    """How a field is inferred and cut into objects. The candidate threshold and minimum size default to what each
+    model folder's object filter was trained with; a value set here overrides them (with a warning)."""
+
+    model_config = CONFIG
+
+    mode: Mode = Field(
+        Mode.FAST,
+        description="mode of a request that names none: exact (every pixel through the dense network) or fast (a "
+        "coarse pass, the dense network only around what it sees; for models whose folder has the fast networks, "
+        "others run exact)",
+    )
+    tile_px: int = Field(
+        TILE_PX,
+        ge=8,
+        le=4096,
+        description="exact mode: side of a tile's output area (the mosaic is exact at any size; memory grows with "
+        "it); on CUDA at most 2047 (cuDNN's tensor limit; larger is reduced, with a warning)",
+    )
+    batch_tiles: int = Field(BATCH_TILES, ge=1, le=64, description="exact mode: tiles per ONNX Runtime call")
+    fast_precision: str = Field(
+        "fp32",
+        description="fast mode's networks: fp32 (exact mode's mask wherever refined) or int8 (the folder's quantised "
+        "copies; fp32 when a folder has none)",
+    )
+    fast_screen_threshold: float = Field(
+        0.3, gt=0.0, lt=1.0, description="fast mode: a coarse P above which the tiles around it are refined"
+    )
+    fast_tile_px: int = Field(64, ge=8, le=1024, description="fast mode: side of a refinement tile")
+    fast_batch_tiles: int = Field(4, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="P(bacillus) above which a pixel is bacillus; empty = what each model's object filter was "
+        "trained with (0.5 without a filter)",
+    )
+    min_object_px: int | None = Field(
+        None,
+        ge=1,
+        description="smaller connected components are not reported as bacilli; empty = the object filter's (20 "
+        "without a filter)",
+    )
+    object_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="filter score a candidate needs to be kept; empty = the filter's own"
+    )
+
+    @field_validator("fast_precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value.strip().lower() not in PRECISIONS:
+            raise ValueError(f"fast_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        return value.strip().lower()
+
+
+class LimitSettings(BaseSettings):
+    """Back-pressure and input limits: what is refused, and when."""
+
+    model_config = CONFIG
+
+    inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
+    queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    max_files_per_request: int = Field(64, ge=1, le=1000, description="most fields in one slide request")
+    max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image (width × height)")
+    max_queued_jobs: int = Field(1000, ge=1, description="jobs waiting or running; more get 503")
+
+
+class StorageSettings(BaseSettings):
+    """Where slides and jobs are kept, and for how long."""
+
+    model_config = CONFIG
+
+    data_dir: Path = Field(
+        REPO_ROOT / "var", description="where slides and jobs (SQLite, job files) are kept; created when missing"
+    )
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="finished jobs and their files are kept this long")
+
+
+class AccessSettings(BaseSettings):
+    """Who may call the API, and who a key names."""
+
+    model_config = CONFIG
+
+    api_key: SecretStr | None = Field(
+        None, description="when set, every route but /healthz and /readyz needs 'Authorization: Bearer <key>'"
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="keys that name their users, 'name=key,name=key' (with or instead of api_key): a review made "
+        "with such a key records who made it",
+    )
 
     @property
     def key_users(self) -> dict[str, str | None]:
@@ -161,21 +210,23 @@ class Settings(BaseSettings):
                 keys[key.strip()] = user.strip()
         return keys
 
-    @property
-    def provider_list(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
-    def fast_files(self, folder: ModelFolder) -> tuple[tuple[Path, Path] | None, str]:
-        """Fast mode's (coarse, refinement) networks of a folder at :attr:`fast_precision`, falling back to fp32
-        when the folder has no int8 copies; ``(None, …)`` when it has no coarse network at all."""
-        paths = folder.fast_files(self.fast_precision)
-        if paths is None and self.fast_precision != "fp32":
-            return folder.fast_files("fp32"), "fp32"
-        return paths, self.fast_precision
+class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, StorageSettings, AccessSettings):
+    """Service settings; each field is ``TBSEG_<NAME>`` in the environment (e.g. ``TBSEG_TILE_PX=384``)."""
+
+    model_config = CONFIG
+
+    @model_validator(mode="after")
+    def _no_removed_settings(self) -> Settings:
+        for name, instead in REMOVED.items():
+            if name in os.environ:
+                raise ValueError(f"{name} is no longer read: {instead}")
+        self.key_users  # noqa: B018  (a malformed api_keys fails at start, not at the first request)
+        return self
 
     def segmenter_config(self, folder: ModelFolder) -> SegmenterConfig:
         """What the engine needs to load the segmenter of a model folder, as plain values."""
-        fast_paths, precision = self.fast_files(folder)
+        fast_paths, precision = folder.fast_networks(self.fast_precision)
         return SegmenterConfig(
             model_path=folder.dense,
             providers=self.provider_list,

@@ -1,7 +1,8 @@
 """The layering of the code, held by tests: who may import whom, and no import cycles.
 
 * ``service.engine`` (numpy, Pillow, ONNX Runtime) imports nothing else of the service: not the API, not jobs;
-* API routes import no other route module; jobs import nothing of the API;
+* API routes import no other route module; jobs import nothing of the API; only ``service.api`` itself and
+  ``service.cli`` (which starts the server) import ``service.api``;
 * the service never imports ``training``; ``training`` imports ``service.engine`` and nothing else of the service
   (one tiling, one decoder, one candidate implementation for training and serving);
 * no import cycle among the modules of ``service`` and ``training``, counting imports inside functions too.
@@ -68,6 +69,14 @@ def test_routes_import_no_other_route_and_jobs_nothing_of_the_api() -> None:
         if _under(module, "service.jobs"):
             api = {t for t in targets if _under(t, "service.api")}
             assert not api, f"{module} imports {sorted(api)}"
+
+
+def test_only_the_api_and_the_cli_import_the_api() -> None:
+    for module, targets in all_imports().items():
+        if _under(module, "service.api") or module == "service.cli":
+            continue
+        api = {t for t in targets if _under(t, "service.api")}
+        assert not api, f"{module} imports {sorted(api)}: only service.api and service.cli may"
 
 
 def test_the_service_never_imports_training_and_training_only_the_engine() -> None:

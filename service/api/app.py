@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import problems
 from service.api.auth import ApiKeyMiddleware
 from service.api.gate import InferenceGate
-from service.api.routes import health, jobs, models, page, review, segment, slides
+from service.api.routes import health, identity, jobs, models, page, review, segment, slide_exports, slides
 from service.api.state import ServiceState, Serving
 from service.api.uploads import BodyLimitMiddleware
 from service.engine.image_io import ImageRejected
@@ -31,9 +31,9 @@ from service.field_result import FieldResult
 from service.jobs.runner import JobFieldWork, JobRunner, file_into_slide
 from service.jobs.store import JobStore
 from service.metrics import MetricsMiddleware
-from service.model_registry import load_registry
+from service.model_registry import ModelRegistry, load_registry
 from service.settings import Settings
-from service.slides import SlideStore
+from service.slides.store import SlideStore
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -61,59 +61,50 @@ class RequestIdMiddleware:
         await self.app(scope, receive, with_id)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the application; the model loads when the app starts (lifespan), not here."""
-    state = ServiceState(
-        settings=settings, gate=InferenceGate(settings.inference_workers, settings.queue_size, settings.retry_after_s)
+def _start(settings: Settings, state: ServiceState, registry: ModelRegistry) -> Serving:
+    """Open the stores and start the job runner, once the models are loaded; on the event loop's thread (the job
+    runner's fields reach the gate through it)."""
+    slide_store = SlideStore(settings.data_dir / "slides.sqlite3")
+    job_store = JobStore(settings.data_dir)
+    token = anyio.lowlevel.current_token()
+
+    def run_on_worker(work: Callable[[], FieldResult]) -> FieldResult:
+        """From the job runner's thread: wait in the gate's queue like a request, infer on a worker."""
+        return anyio.from_thread.run(state.gate.run_waiting, work, token=token)
+
+    field_work = JobFieldWork(job_store, registry, settings.max_pixels, run_on_worker, state.metrics.record_field)
+    runner = JobRunner(
+        job_store,
+        field_work,
+        lambda job: file_into_slide(slide_store, job),
+        settings.job_retention_s,
+        field_errors=(ImageRejected,),
     )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        slide_store = SlideStore(settings.data_dir / "slides.sqlite3")
-        job_store = JobStore(settings.data_dir)
-        registry = await anyio.to_thread.run_sync(load_registry, settings)
-        token = anyio.lowlevel.current_token()
-
-        def run_on_worker(work: Callable[[], FieldResult]) -> FieldResult:
-            """From the job runner's thread: wait in the gate's queue like a request, infer on a worker."""
-            return anyio.from_thread.run(state.gate.run_waiting, work, token=token)
-
-        field_work = JobFieldWork(job_store, registry, settings.max_pixels, run_on_worker, state.metrics.record_field)
-        runner = JobRunner(
-            job_store,
-            field_work,
-            lambda job: file_into_slide(slide_store, job),
-            settings.job_retention_s,
-            field_errors=(ImageRejected,),
-        )
-        state.serving = Serving(
-            settings=settings,
-            gate=state.gate,
-            metrics=state.metrics,
-            models=registry,
-            slides=slide_store,
-            jobs=job_store,
-            job_runner=runner,
-        )
-        runner.start()
-        log.info("ready: %s (default %s)", ", ".join(registry.ids), registry.default_id)
-        yield
-        log.info("shutting down: finishing the job field in hand (at most %d s)", settings.shutdown_grace_s)
-        stopped = await anyio.to_thread.run_sync(runner.stop, settings.shutdown_grace_s)
-        if not stopped:
-            log.warning("the job runner did not stop in time; its job will be resumed at the next start")
-        job_store.close()
-        slide_store.close()
-
-    app = FastAPI(
-        title="tbseg: tuberculosis bacilli in Ziehl-Neelsen micrographs",
-        version=VERSION,
-        description="Segments every field of a ZN sputum smear: binary mask, probability heatmap, bacilli with "
-        "measurements and outlines. Errors are RFC 9457 problem details (application/problem+json).",
-        lifespan=lifespan,
+    serving = Serving(
+        settings=settings,
+        gate=state.gate,
+        metrics=state.metrics,
+        models=registry,
+        slides=slide_store,
+        jobs=job_store,
+        job_runner=runner,
     )
-    app.state.service = state
-    problems.install(app)
+    runner.start()
+    log.info("ready: %s (default %s)", ", ".join(registry.ids), registry.default_id)
+    return serving
+
+
+def _stop(serving: Serving) -> None:
+    """Finish the job field in hand (within the grace period), close the stores."""
+    grace = serving.settings.shutdown_grace_s
+    log.info("shutting down: finishing the job field in hand (at most %d s)", grace)
+    if not serving.job_runner.stop(grace):
+        log.warning("the job runner did not stop in time; its job will be resumed at the next start")
+    serving.jobs.close()
+    serving.slides.close()
+
+
+def _add_middleware(app: FastAPI, settings: Settings, state: ServiceState) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.key_users:
@@ -128,8 +119,44 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Model-Id", "X-Inference-Ms", "X-Bacillus-Fraction", "X-Request-Id", "Location"],
         )
     app.add_middleware(RequestIdMiddleware)
-    routers = (health.router, models.router, segment.router, slides.router, review.router, review.identity, jobs.router)
-    for router in routers:
+
+
+ROUTERS = (
+    health.router,
+    models.router,
+    segment.router,
+    slides.router,
+    review.router,
+    slide_exports.router,
+    identity.router,
+    jobs.router,
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the application; the model loads when the app starts (lifespan), not here."""
+    state = ServiceState(
+        settings=settings, gate=InferenceGate(settings.inference_workers, settings.queue_size, settings.retry_after_s)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = await anyio.to_thread.run_sync(load_registry, settings)
+        state.serving = serving = _start(settings, state, registry)
+        yield
+        await anyio.to_thread.run_sync(_stop, serving)
+
+    app = FastAPI(
+        title="tbseg: tuberculosis bacilli in Ziehl-Neelsen micrographs",
+        version=VERSION,
+        description="Segments every field of a ZN sputum smear: binary mask, probability heatmap, bacilli with "
+        "measurements and outlines. Errors are RFC 9457 problem details (application/problem+json).",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    problems.install(app)
+    _add_middleware(app, settings, state)
+    for router in ROUTERS:
         app.include_router(router)
     app.include_router(page.router)
     app.mount("/ui", page.static_files(), name="ui")

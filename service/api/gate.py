@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -21,6 +21,7 @@ import anyio.to_thread
 from service.api.problems import Busy
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class InferenceGate:
@@ -51,13 +52,14 @@ class InferenceGate:
         finally:
             self.admitted -= 1
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` on a worker thread once one is free."""
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` on a worker thread once one is free (typed: a wrong argument is a type
+        error)."""
         async with self.limiter:  # wait for a worker
             self.running += 1
             try:
                 # the threads' own limiter has the same size, so it never makes an admitted task wait again
-                return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+                return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._threads)
             finally:
                 self.running -= 1
 

@@ -1,36 +1,65 @@
-"""One field through the service: admission, upload, decode and segmentation on a worker, metrics."""
+"""Fields through the service: the one path every inference route takes.
+
+:func:`plan_reading` picks the model (404 when unknown) and resolves the mode (409 when the model cannot run it);
+:func:`segment_upload` (one image: ``/v1/segment``, ``/v1/analyze``) and :func:`segment_uploads` (several:
+``/v1/slides``) admit the request (or refuse it at once when the queue is full), read its images and segment each
+on an inference worker, recording its metrics.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
 from service.api.model_choice import choose_mode
 from service.api.state import Serving
-from service.api.uploads import read_upload
-from service.engine.segmenter import Mode
-from service.field_result import FieldResult, segment_field
+from service.api.uploads import Upload, read_upload, read_uploads
+from service.engine.segmenter import Mode, Segmenter
+from service.field_result import FieldOptions, FieldResult, segment_field
 
 
-async def segment_upload(
-    serving: Serving,
-    request: Request,
-    find_objects: bool,
-    object_threshold: float | None = None,
-    model: str | None = None,
-    mode: Mode | None = None,
-) -> FieldResult:
-    """Pick the model (404 when unknown) and the mode (409 when the model cannot run it), admit the request (or
-    refuse it at once when the queue is full), read its image, segment it on a worker."""
-    settings = serving.settings
-    segmenter = serving.model(model).segmenter
-    chosen = choose_mode(segmenter, mode, settings.mode)
-    async with serving.gate.admit():
-        upload = await read_upload(request, settings.max_upload_bytes)
-        result = await serving.gate.run(
-            segment_field, segmenter, upload.data, settings.max_pixels, find_objects, object_threshold, chosen
-        )
+@dataclass(frozen=True)
+class Reading:
+    """How a request's fields are read: the model's segmenter and the field options, the mode resolved."""
+
+    model_id: str
+    segmenter: Segmenter
+    options: FieldOptions
+
+
+def plan_reading(
+    serving: Serving, model: str | None, mode: Mode | None, options: FieldOptions | None = None
+) -> Reading:
+    """The model a request names (404 when unknown) and ``options`` in the mode it runs (409 when the model
+    cannot run the one asked for; the service's default else)."""
+    served = serving.model(model)
+    chosen = choose_mode(served.segmenter, mode, serving.settings.mode)
+    return Reading(served.model_id, served.segmenter, replace(options or FieldOptions(), mode=chosen))
+
+
+async def _segment(serving: Serving, reading: Reading, upload: Upload) -> FieldResult:
+    result = await serving.gate.run(
+        segment_field, reading.segmenter, upload.data, max_pixels=serving.settings.max_pixels, options=reading.options
+    )
     serving.metrics.record_field(result)
     return result
+
+
+async def segment_upload(serving: Serving, request: Request, reading: Reading) -> FieldResult:
+    """Admit the request, read its one image, segment it on a worker."""
+    async with serving.gate.admit():
+        upload = await read_upload(request, serving.settings.max_upload_bytes)
+        return await _segment(serving, reading, upload)
+
+
+async def segment_uploads(serving: Serving, request: Request, reading: Reading) -> list[tuple[Upload, FieldResult]]:
+    """Admit the request, read its images (multipart ``files``, or one as the body), segment each in turn on a
+    worker; any bad image fails the whole request."""
+    settings = serving.settings
+    async with serving.gate.admit():
+        uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)
+        return [(upload, await _segment(serving, reading, upload)) for upload in uploads]
 
 
 def result_headers(result: FieldResult) -> dict[str, str]:
@@ -38,11 +67,11 @@ def result_headers(result: FieldResult) -> dict[str, str]:
     s = result.segmentation
     fast = {} if s.refined_tiles is None else {"X-Refined-Tiles": f"{s.refined_tiles}/{s.tiles}"}
     return fast | {
-        "X-Model-Id": result.segmentation.origin.model_id,
+        "X-Model-Id": s.origin.model_id,
         "X-Mode": s.origin.mode.value,
         "X-Precision": s.origin.precision,
-        "X-Heatmap": "exact" if s.refined_tiles is None else "approximate outside refined tiles",
-        "X-Inference-Ms": f"{result.segmentation.infer_seconds * 1000:.1f}",
-        "X-Bacillus-Fraction": f"{result.segmentation.bacillus_fraction:.6f}",
+        "X-Heatmap": "exact" if s.heatmap_exact else "approximate outside refined tiles",
+        "X-Inference-Ms": f"{s.infer_seconds * 1000:.1f}",
+        "X-Bacillus-Fraction": f"{s.bacillus_fraction:.6f}",
         "X-Image-Size": f"{result.image.width}x{result.image.height}",
     }

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Query
 
 from service.api.problems import Conflict
+from service.engine.errors import ModeUnavailable
 from service.engine.segmenter import Mode, Segmenter
-from service.slides import Slide
+from service.slides.model import Slide
 
 ModelParam = Annotated[
     str | None,
@@ -48,14 +49,9 @@ def check_one_model(slide: Slide | None, model_id: str, mixed_models: bool) -> N
 
 
 def choose_mode(segmenter: Segmenter, asked: Mode | None, default: Mode) -> Mode:
-    """The mode a request runs in: the one asked for (409 when this model cannot run it), else the service's
-    default when this model can run it, else exact."""
-    if asked is None:
-        return default if default in segmenter.modes else Mode.EXACT
-    if asked not in segmenter.modes:
-        raise Conflict(
-            f"model {segmenter.model.meta.model_id} cannot run mode={asked.value}: its folder has no fast-mode "
-            "networks (python -m training fast writes them); send mode=exact",
-            slug="mode-unavailable",
-        )
-    return asked
+    """The mode a request runs in (:meth:`Segmenter.resolve_mode <service.engine.segmenter.Segmenter.resolve_mode>`);
+    409 when this model cannot run the one asked for."""
+    try:
+        return segmenter.resolve_mode(asked, default)
+    except ModeUnavailable as exc:
+        raise Conflict(str(exc), slug="mode-unavailable") from exc

@@ -7,6 +7,7 @@ saying what happened to this request:
 * :class:`InvalidRequest`: 422, ``/problems/invalid-request``, "Invalid request";
 * :class:`NotFound`: 404, ``/problems/not-found``, "Not Found";
 * :class:`Conflict`: 409, ``/problems/conflict``, "Conflict";
+* :class:`Gone`: 410, ``/problems/gone``, "Gone" (a field image whose job expired);
 * :class:`Busy`: 503, ``/problems/busy``, "Service Busy", with ``Retry-After``;
 * :class:`Unavailable`: 503, ``/problems/unavailable``, "Service Unavailable", with ``Retry-After``.
 

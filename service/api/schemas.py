@@ -1,12 +1,17 @@
-"""Response schemas of the HTTP API's own routes (pydantic, only at the edge).
+"""Request and response schemas of the HTTP API's own routes (pydantic, only at the edge).
 
-A field's result (:mod:`service.field_result`) and a slide's report (:mod:`service.slide_report`) have their
+A field's result (:mod:`service.field_result`) and a slide's report (:mod:`service.slides.report`) have their
 schemas beside the code that builds them, since the batch command and the job runner write them too.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
+
+from service.slides.model import Decision, ObjectSource, SlideField, SlideObject
+from service.slides.report import SlideReport
 
 
 class FastVariant(BaseModel):
@@ -38,6 +43,14 @@ class ModelList(BaseModel):
     models: list[ModelSummary]
 
 
+class Override(BaseModel):
+    """A candidate setting of the service that differs from what the model's object filter was trained with."""
+
+    name: str = Field(description="threshold or min_object_px")
+    trained: float = Field(description="the value the object filter's training candidates were cut with")
+    used: float = Field(description="the value in use (TBSEG_THRESHOLD, TBSEG_MIN_OBJECT_PX)")
+
+
 class ModelInfo(ModelSummary):
     path: str
     providers: list[str]
@@ -46,7 +59,15 @@ class ModelInfo(ModelSummary):
     classes: list[str]
     tile_px: int
     batch_tiles: int
-    threshold: float
+    threshold: float = Field(
+        description="P(bacillus) above which a pixel belongs to a candidate: by default what the object filter was "
+        "trained with"
+    )
+    min_object_px: int = Field(description="the smallest candidate: by default the object filter's")
+    overrides: list[Override] = Field(
+        description="settings that differ from what the object filter was trained with (its candidates are then "
+        "cut unlike its training ones); empty by default"
+    )
     object_filter: dict[str, object] | None = Field(
         description="the object filter in use (id, threshold, classifier, cross-validated figures); null without"
     )
@@ -114,3 +135,91 @@ class JobStatus(BaseModel):
     fields_failed: int
     fields: list[JobFieldState]
     result_url: str | None
+
+
+# Slide review (service.api.routes.review) and identity (service.api.routes.identity)
+
+Name = Annotated[str | None, Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class ObjectOut(BaseModel):
+    number: int = Field(description="1-based within the field")
+    origin: ObjectSource = Field(
+        description="kept (by the model), rejected (by its object filter) or added (in review)"
+    )
+    x: float = Field(description="centre, pixels from the left")
+    y: float = Field(description="centre, pixels from the top")
+    bbox: tuple[int, int, int, int] = Field(description="x, y, width, height")
+    outline: list[tuple[int, int]] | None = Field(description="closed polygon; null for an added point")
+    score: float | None = Field(description="the object filter's P(bacillus)")
+    afb: int = Field(description="bacilli it counts for when counted")
+    counted: bool = Field(description="counted after review: accepted, or kept and not rejected")
+    decision: Decision | None
+    reviewer: str | None
+    reviewed_at: float | None = Field(description="Unix time")
+
+    @classmethod
+    def of(cls, field: SlideField, o: SlideObject) -> ObjectOut:
+        return cls(
+            number=o.number,
+            origin=o.source,
+            x=o.x,
+            y=o.y,
+            bbox=o.bbox,
+            outline=list(o.outline) if o.outline is not None else None,
+            score=o.score,
+            afb=field.afb_of(o),
+            counted=o.counted,
+            decision=o.decision,
+            reviewer=o.reviewer,
+            reviewed_at=o.reviewed_at,
+        )
+
+
+class FieldObjects(BaseModel):
+    slide_id: str
+    index: int
+    name: str
+    width: int
+    height: int
+    model_id: str
+    filter_id: str | None
+    mode: str
+    reviewable: bool
+    afb: int
+    reviewed_afb: int
+    image_url: str | None
+    objects: list[ObjectOut]
+
+
+class ReviewIn(BaseModel):
+    decision: Decision | None = Field(description="accept, reject, or null to clear the decision")
+    reviewer: Name = Field(None, description="who decides, when the API key names nobody (ignored when it does)")
+
+
+class AddIn(BaseModel):
+    x: float = Field(ge=0, description="pixels from the left")
+    y: float = Field(ge=0, description="pixels from the top")
+    reviewer: Name = Field(None, description="who adds it, when the API key names nobody")
+
+
+class SignIn(BaseModel):
+    signer: Name = Field(None, description="who signs, when the API key names nobody")
+
+
+class ReviewEventOut(BaseModel):
+    at: float = Field(description="Unix time")
+    reviewer: str | None
+    action: str = Field(description="accept, reject, clear, add, remove or sign")
+    field: int | None = Field(description="0-based field index; null for a signature")
+    number: int | None = Field(description="the object's number in its field; null for a signature")
+
+
+class ObjectReviewed(BaseModel):
+    object: ObjectOut
+    slide: SlideReport
+
+
+class Me(BaseModel):
+    user: str | None = Field(description="the user the API key names; null when it names nobody (or no key)")
+    key_required: bool

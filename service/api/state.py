@@ -15,7 +15,7 @@ from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.model_registry import LoadedModel, ModelRegistry, UnknownModel
 from service.settings import Settings
-from service.slides import SlideStore
+from service.slides.store import SlideStore
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ import numpy.typing as npt
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
+from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
+
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 RING_PX = 4
 FEATURES = (
@@ -172,7 +174,10 @@ def measure(
 
 
 def find_candidates(
-    heatmap: npt.NDArray[np.float32], rgb: npt.NDArray[np.uint8], threshold: float = 0.5, min_object_px: int = 20
+    heatmap: npt.NDArray[np.float32],
+    rgb: npt.NDArray[np.uint8],
+    threshold: float = THRESHOLD,
+    min_object_px: int = MIN_OBJECT_PX,
 ) -> Candidates:
     """Cut ``heatmap > threshold`` into 8-connected components and measure those of ``min_object_px`` or more."""
     found, _ = ndi.label(heatmap > threshold, structure=EIGHT_CONNECTED)

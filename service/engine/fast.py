@@ -182,9 +182,8 @@ class FastSettings:
         batch_tiles: refinement tiles per ONNX Runtime call.
         block_points: grid points per side of a coarse block.
 
-    The defaults were measured on 2 CPU cores (a 2592×1944 field): 4 tiles per call and blocks of 32² grid points
-    were as fast as 16 and 64² (about 5 s fp32, 1.6 s int8) at half the peak memory (430 MB against 865 MB fp32),
-    below exact mode's 660 MB.
+    The defaults were chosen by measurement on 2 CPU cores (``docs/results.md`` section 10, "Memory": as fast as
+    larger batches and blocks, at half the peak memory).
     """
 
     screen_threshold: float = 0.3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from service.engine.postprocess import Bacillus
+from service.engine.postprocess import DetectedObject
 
 CLASS_NAME = "Bacillus"
 CLASS_COLOUR = (220, 20, 60)
@@ -12,7 +12,7 @@ REJECTED_NAME = "Rejected candidate"
 REJECTED_COLOUR = (160, 160, 160)
 
 
-def measurements(b: Bacillus, microns_per_pixel: float | None) -> dict[str, float]:
+def measurements(b: DetectedObject, microns_per_pixel: float | None) -> dict[str, float]:
     """Named measurements of one object, in pixels and, with a pixel size, in µm."""
     values = {
         "Area px": float(b.area_px),
@@ -30,7 +30,9 @@ def measurements(b: Bacillus, microns_per_pixel: float | None) -> dict[str, floa
     return values
 
 
-def _feature(b: Bacillus, kind: str, name: str, colour: tuple[int, int, int], mpp: float | None) -> dict[str, object]:
+def _feature(
+    b: DetectedObject, kind: str, name: str, colour: tuple[int, int, int], mpp: float | None
+) -> dict[str, object]:
     return {
         "type": "Feature",
         "id": f"{kind}-{b.id}",
@@ -45,10 +47,10 @@ def _feature(b: Bacillus, kind: str, name: str, colour: tuple[int, int, int], mp
 
 
 def feature_collection(
-    bacilli: Iterable[Bacillus],
+    bacilli: Iterable[DetectedObject],
     model_id: str,
     microns_per_pixel: float | None = None,
-    rejected: Iterable[Bacillus] = (),
+    rejected: Iterable[DetectedObject] = (),
     filter_id: str | None = None,
 ) -> dict[str, object]:
     """One polygon feature per bacillus, as QuPath detections with a classification and measurements; rejected

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.engine.defaults import BATCH_TILES, TILE_PX
 from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
 from service.engine.model_folder import check_pair
@@ -30,11 +31,12 @@ class SegmenterConfig:
         object_filter_path: the object filter ONNX, or None to keep every candidate.
         tile_px: side of each tile's output area.
         batch_tiles: tiles per ONNX Runtime call.
-        threshold: P(bacillus) above which a pixel is bacillus.
-        min_object_px: smallest candidate.
+        threshold: P(bacillus) above which a pixel is bacillus (None: what the folder's object filter was trained
+            with, see :class:`Segmenter`).
+        min_object_px: smallest candidate (None: the object filter's).
         object_threshold: filter score a candidate needs (None: the filter's own).
         fast_paths: fast mode's (coarse, refinement) networks, or None for exact mode only
-            (:meth:`ModelFolder.fast_files <service.engine.model_folder.ModelFolder.fast_files>`).
+            (:meth:`ModelFolder.fast_networks <service.engine.model_folder.ModelFolder.fast_networks>`).
         fast_precision: their precision, ``fp32`` or ``int8``.
         fast_settings: how fast mode screens and refines.
     """
@@ -43,10 +45,10 @@ class SegmenterConfig:
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     intra_op_threads: int = 0
     object_filter_path: Path | None = None
-    tile_px: int = 256
-    batch_tiles: int = 1
-    threshold: float = 0.5
-    min_object_px: int = 20
+    tile_px: int = TILE_PX
+    batch_tiles: int = BATCH_TILES
+    threshold: float | None = None
+    min_object_px: int | None = None
     object_threshold: float | None = None
     fast_paths: tuple[Path, Path] | None = None
     fast_precision: str = "fp32"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.engine.errors import ModelContractError
+from service.engine.modes import Mode
 
 if TYPE_CHECKING:  # loaded where a folder is opened: the layout's names cost no ONNX Runtime import
     from service.engine.model import OnnxModel
@@ -79,6 +80,18 @@ class ModelFolder:
             coarse, dense = self.path / COARSE_ONNX, self.dense
         return (coarse, dense) if coarse.is_file() and dense.is_file() else None
 
+    def fast_networks(self, precision: str) -> tuple[tuple[Path, Path] | None, str]:
+        """Fast mode's (coarse, refinement) networks to load for ``precision``, and the precision they have: a
+        folder without int8 copies falls back to its fp32 ones; ``(None, …)`` when it has no coarse network."""
+        paths = self.fast_files(precision)
+        if paths is None and precision != "fp32":
+            return self.fast_files("fp32"), "fp32"
+        return paths, precision
+
+    def modes(self, precision: str = "fp32") -> tuple[Mode, ...]:
+        """The modes a segmenter of this folder runs, its fast networks loaded at ``precision``."""
+        return (Mode.EXACT, Mode.FAST) if self.fast_networks(precision)[0] is not None else (Mode.EXACT,)
+
     def card(self) -> str:
         """The model card's Markdown, or an empty string without one."""
         path = self.path / CARD_MD
@@ -94,7 +107,7 @@ def check_pair(model: OnnxModel, object_filter: ObjectFilter) -> None:
     if object_filter.meta.dense_model_id != model.meta.model_id:
         raise ModelContractError(
             f"{object_filter.path}: trained on the candidates of {object_filter.meta.dense_model_id}, not of "
-            f"{model.meta.model_id}; retrain it (python -m training objects) or set TBSEG_OBJECT_FILTER=none"
+            f"{model.meta.model_id}; retrain it (python -m training objects) or serve the model without its filter"
         )
 
 
@@ -118,7 +131,7 @@ def open_folder(path: Path, require_filter: bool = False) -> ModelFolder:
         check_pair(model, object_filter)
         filter_id = object_filter.meta.filter_id
     elif require_filter:
-        raise ModelContractError(f"{path}: no {OBJECT_FILTER_ONNX}, and filters are required (TBSEG_REQUIRE_FILTER)")
+        raise ModelContractError(f"{path}: no {OBJECT_FILTER_ONNX}, and filters are required")
     return ModelFolder(path, model.meta.model_id, model.meta.raw.get("recipe", ""), filter_id)
 
 
@@ -160,9 +173,11 @@ def scan_models(
     return folders
 
 
-def default_model_id(root: Path, folders: list[ModelFolder], configured: str = "") -> str:
+def default_model_id(
+    root: Path, folders: list[ModelFolder], configured: str = "", setting: str = "the configured default"
+) -> str:
     """The default model's id: ``configured`` when given, else the id in ``root/DEFAULT_MODEL``, else the only
-    model.
+    model. ``setting`` names where ``configured`` came from, in the errors (the service: its variable).
 
     Raises:
         ModelContractError: the id chosen is not among ``folders``, or several models and nothing names one.
@@ -170,14 +185,14 @@ def default_model_id(root: Path, folders: list[ModelFolder], configured: str = "
     ids = [f.model_id for f in folders]
     marker = root / DEFAULT_MARKER
     chosen = configured.strip()
-    source = "TBSEG_DEFAULT_MODEL"
+    source = setting
     if not chosen and marker.is_file():
         chosen, source = marker.read_text(encoding="utf-8").strip(), str(marker)
     if not chosen:
         if len(ids) == 1:
             return ids[0]
         raise ModelContractError(
-            f"{root} holds {len(ids)} models ({', '.join(ids)}): name the default in TBSEG_DEFAULT_MODEL or in {marker}"
+            f"{root} holds {len(ids)} models ({', '.join(ids)}): name the default in {setting} or in {marker}"
         )
     if chosen not in ids:
         raise ModelContractError(f"{source} names {chosen!r}, which is not in {root} (models: {', '.join(ids)})")

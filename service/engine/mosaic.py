@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from service.engine.defaults import TILE_PX
 from service.engine.errors import InvalidImage
 from service.engine.model import Padding
 from service.engine.tiling import Tile, tile_grid, tile_shape
@@ -41,7 +42,7 @@ class PaddedField:
         halo_px: int,
         input_scale: float,
         padding: Padding = "reflect",
-        tile_px: int = 512,
+        tile_px: int = TILE_PX,
     ) -> None:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InvalidImage(f"expected a [y, x, 3] uint8 RGB array, got {image.dtype} {image.shape}")
@@ -88,7 +89,7 @@ def predict_tiled(
     halo_px: int,
     input_scale: float,
     padding: Padding = "reflect",
-    tile_px: int = 512,
+    tile_px: int = TILE_PX,
     batch_tiles: int = 1,
     channel: int = 1,
 ) -> npt.NDArray[np.float32]:

@@ -16,12 +16,14 @@ import numpy as np
 import numpy.typing as npt
 
 from service.engine.candidates import Candidate, find_candidates
+from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
 from service.engine.object_filter import ObjectFilter
 
 
 @dataclass(frozen=True)
-class Bacillus:
-    """One detected object, in pixel coordinates of the field (origin top-left, x right, y down).
+class DetectedObject:
+    """One object found in a field: a kept bacillus or a candidate the object filter rejected, in pixel
+    coordinates of the field (origin top-left, x right, y down).
 
     Attributes:
         id: 1-based, in order of the object's first pixel (row by row).
@@ -129,18 +131,18 @@ class Objects:
     """
 
     kept_mask: npt.NDArray[np.bool_]
-    kept: tuple[Bacillus, ...]
-    rejected: tuple[Bacillus, ...]
+    kept: tuple[DetectedObject, ...]
+    rejected: tuple[DetectedObject, ...]
 
     @property
     def estimated_bacilli(self) -> int:
         return sum(b.estimated_count for b in self.kept)
 
 
-def _describe(c: Candidate, number: int, score: float | None, estimated: int) -> Bacillus:
+def _describe(c: Candidate, number: int, score: float | None, estimated: int) -> DetectedObject:
     x0, y0, width, height = c.bbox
     ys, xs = np.nonzero(c.component)
-    return Bacillus(
+    return DetectedObject(
         id=number,
         bbox=(x0, y0, width, height),
         centroid=(float(xs.mean() + x0), float(ys.mean() + y0)),
@@ -158,8 +160,8 @@ def _describe(c: Candidate, number: int, score: float | None, estimated: int) ->
 def find_bacilli(
     heatmap: npt.NDArray[np.float32],
     rgb: npt.NDArray[np.uint8] | None = None,
-    threshold: float = 0.5,
-    min_object_px: int = 20,
+    threshold: float = THRESHOLD,
+    min_object_px: int = MIN_OBJECT_PX,
     object_filter: ObjectFilter | None = None,
     object_threshold: float | None = None,
 ) -> Objects:

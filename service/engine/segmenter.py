@@ -9,29 +9,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
-from service.engine.errors import ModeUnavailable
-from service.engine.fast import FastHeatmap, FastNetworks, FastSettings, fast_heatmap
+from service.engine.defaults import BATCH_TILES, MIN_OBJECT_PX, THRESHOLD, TILE_PX
+from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
-from service.engine.mosaic import predict_tiled
+from service.engine.modes import Mode as Mode
+from service.engine.modes import resolve_mode, unavailable
 from service.engine.object_filter import ObjectFilter
-from service.engine.postprocess import Bacillus, find_bacilli
-from service.engine.tiling import tile_grid
+from service.engine.passes import ExactPass, FastPass, InferencePass
+from service.engine.postprocess import DetectedObject, find_bacilli
 
 log = logging.getLogger(__name__)
-
-
-class Mode(StrEnum):
-    """How a field was inferred. ``exact``: every pixel through the dense network, equal to patch-by-patch
-    scanning. ``fast``: a coarse pass, then the dense network only on the tiles around what it saw
-    (:mod:`service.engine.fast`); the heatmap elsewhere is approximate."""
-
-    EXACT = "exact"
-    FAST = "fast"
 
 
 @dataclass(frozen=True)
@@ -62,7 +53,8 @@ class Segmentation:
     """One field's result.
 
     Attributes:
-        origin: the model, filter, thresholds and mode that made it.
+        origin: the model, filter, thresholds and mode that made it (its mode is the one field saying how the
+            heatmap was inferred).
         heatmap: ``[y, x]`` float32 P(bacillus).
         mask: ``[y, x]`` bool, ``heatmap > threshold`` (the paper's binary mask, every pixel).
         objects: ``[y, x]`` bool, the pixels of the kept bacilli only (all False unless asked for).
@@ -80,13 +72,18 @@ class Segmentation:
     heatmap: npt.NDArray[np.float32]
     mask: npt.NDArray[np.bool_]
     objects: npt.NDArray[np.bool_]
-    bacilli: tuple[Bacillus, ...]
-    rejected: tuple[Bacillus, ...]
+    bacilli: tuple[DetectedObject, ...]
+    rejected: tuple[DetectedObject, ...]
     infer_seconds: float
     postprocess_seconds: float
     tiles: int
     refined_tiles: int | None = None
     coarse_seconds: float | None = None
+
+    @property
+    def heatmap_exact(self) -> bool:
+        """False in fast mode: outside the refined tiles the heatmap is interpolated from the coarse pass."""
+        return self.origin.mode is Mode.EXACT
 
     @property
     def bacillus_fraction(self) -> float:
@@ -98,31 +95,47 @@ class Segmentation:
         return sum(b.estimated_count for b in self.bacilli)
 
 
+@dataclass(frozen=True)
+class Override:
+    """A candidate setting given at load time that differs from what the model folder's object filter was trained
+    with (its candidates are then cut unlike its training ones)."""
+
+    name: str
+    trained: float
+    used: float
+
+
 class Segmenter:
-    """Runs a dense bacillus model over whole fields.
+    """Runs a dense bacillus model over whole fields, in each mode it has a pass for
+    (:mod:`service.engine.passes`).
 
     Args:
         model: the loaded ONNX model.
-        tile_px: side of each tile's output area (on the CUDA provider at most
+        tile_px: exact mode's side of each tile's output area (on the CUDA provider at most
             :meth:`OnnxModel.largest_tile_px <service.engine.model.OnnxModel.largest_tile_px>`: larger ones are
             reduced to it, with a warning; the mosaic is exact at any tile size).
-        batch_tiles: tiles per ONNX Runtime call.
-        threshold: P(bacillus) above which a pixel is bacillus.
-        min_object_px: smallest reported object.
+        batch_tiles: exact mode's tiles per ONNX Runtime call.
+        threshold: P(bacillus) above which a pixel is bacillus; None: what the object filter's candidates were cut
+            with (its metadata), else :data:`~service.engine.defaults.THRESHOLD`.
+        min_object_px: smallest reported object; None: the object filter's, else
+            :data:`~service.engine.defaults.MIN_OBJECT_PX`.
         object_filter: the object classifier deciding which candidates are bacilli; None keeps them all.
         object_threshold: its default score threshold (None: the filter's own, see
             :meth:`ObjectFilter.cut <service.engine.object_filter.ObjectFilter.cut>`).
         fast: fast mode's networks (None: this segmenter runs exact mode only).
         fast_settings: how fast mode screens and refines.
+
+    A ``threshold`` or ``min_object_px`` that differs from the filter's is used, logged once as a warning and
+    listed in :attr:`overrides`.
     """
 
     def __init__(
         self,
         model: OnnxModel,
-        tile_px: int = 512,
-        batch_tiles: int = 1,
-        threshold: float = 0.5,
-        min_object_px: int = 20,
+        tile_px: int = TILE_PX,
+        batch_tiles: int = BATCH_TILES,
+        threshold: float | None = None,
+        min_object_px: int | None = None,
         object_filter: ObjectFilter | None = None,
         object_threshold: float | None = None,
         fast: FastNetworks | None = None,
@@ -140,34 +153,77 @@ class Segmenter:
             )
             tile_px = largest
         self.model, self.tile_px, self.batch_tiles = model, tile_px, batch_tiles
-        self.threshold, self.min_object_px = threshold, min_object_px
         self.object_filter = object_filter
+        trained = object_filter.meta if object_filter is not None else None
+        if threshold is None:
+            threshold = trained.candidate_threshold if trained is not None else THRESHOLD
+        if min_object_px is None:
+            min_object_px = trained.min_object_px if trained is not None else MIN_OBJECT_PX
+        self.threshold, self.min_object_px = float(threshold), int(min_object_px)
+        self.overrides: tuple[Override, ...] = ()
+        if trained is not None:
+            given = (
+                ("threshold", trained.candidate_threshold, self.threshold),
+                ("min_object_px", trained.min_object_px, self.min_object_px),
+            )
+            self.overrides = tuple(Override(name, t, used) for name, t, used in given if t != used)
+            for o in self.overrides:
+                log.warning(
+                    "model %s: %s=%s differs from the %s its object filter %s was trained with: its candidates are "
+                    "cut unlike its training ones",
+                    model.meta.model_id,
+                    o.name,
+                    o.used,
+                    o.trained,
+                    trained.filter_id,
+                )
         self.object_threshold = object_filter.cut(object_threshold) if object_filter is not None else None
         self.fast = fast
         self.fast_settings = fast_settings or FastSettings()
+        passes: list[InferencePass] = [ExactPass(model, tile_px, batch_tiles)]
+        if fast is not None:
+            passes.append(FastPass(fast, self.fast_settings))
+        self.passes: dict[Mode, InferencePass] = {p.mode: p for p in passes}
 
     @property
     def modes(self) -> tuple[Mode, ...]:
         """The modes this segmenter can run."""
-        return (Mode.EXACT, Mode.FAST) if self.fast is not None else (Mode.EXACT,)
+        return tuple(self.passes)
 
-    def check_mode(self, mode: Mode) -> None:
-        """Raises :class:`ModeUnavailable` unless this segmenter can run ``mode``."""
-        if mode not in self.modes:
-            raise ModeUnavailable(
-                f"model {self.model.meta.model_id} has no fast-mode networks (python -m training fast writes them)"
-            )
+    def resolve_mode(self, asked: Mode | None, default: Mode) -> Mode:
+        """The mode a field runs in (:func:`~service.engine.passes.resolve_mode`).
+
+        Raises:
+            ModeUnavailable: ``asked`` is a mode this segmenter cannot run.
+        """
+        return resolve_mode(self.model.meta.model_id, self.modes, asked, default)
+
+    def _pass(self, mode: Mode) -> InferencePass:
+        found = self.passes.get(Mode(mode))
+        if found is None:
+            raise unavailable(self.model.meta.model_id, Mode(mode))
+        return found
 
     def origin(self, object_threshold: float | None = None, mode: Mode = Mode.EXACT) -> Origin:
         """The origin of a field segmented now in ``mode``, with ``object_threshold`` overriding the segmenter's
-        own."""
+        own.
+
+        Raises:
+            ModeUnavailable: ``mode`` is one this segmenter cannot run.
+        """
         filter_id, cut = None, None
         if self.object_filter is not None:
             filter_id = self.object_filter.meta.filter_id
             cut = float(object_threshold) if object_threshold is not None else self.object_threshold
-        precision = self.fast.precision if mode is Mode.FAST and self.fast is not None else "fp32"
+        inference = self._pass(mode)
         return Origin(
-            self.model.meta.model_id, filter_id, self.threshold, cut, self.min_object_px, Mode(mode), precision
+            self.model.meta.model_id,
+            filter_id,
+            self.threshold,
+            cut,
+            self.min_object_px,
+            inference.mode,
+            inference.precision,
         )
 
     def prepare(
@@ -188,32 +244,12 @@ class Segmenter:
         mode: Mode = Mode.EXACT,
     ) -> npt.NDArray[np.float32]:
         """P(bacillus) of every pixel of the field ``rgb`` (normalised first, see :meth:`prepare`) in ``mode``."""
-        field = self.prepare(rgb, background)
-        if Mode(mode) is Mode.FAST:
-            return self._fast(field).heatmap
-        return self._predict(field)
-
-    def _fast(self, field: npt.NDArray[np.uint8]) -> FastHeatmap:
-        self.check_mode(Mode.FAST)
-        assert self.fast is not None  # check_mode refused otherwise
-        return fast_heatmap(field, self.fast, self.fast_settings, self.threshold)
-
-    def _predict(self, field: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        meta = self.model.meta
-        return predict_tiled(
-            field,
-            self.model.run,
-            halo_px=meta.halo_px,
-            input_scale=meta.input_scale,
-            padding=meta.input_padding,
-            tile_px=self.tile_px,
-            batch_tiles=self.batch_tiles,
-            channel=meta.positive_index,
-        )
+        return self._pass(mode).run(self.prepare(rgb, background), self.threshold).heatmap
 
     def segment(
         self,
         rgb: npt.NDArray[np.uint8],
+        *,
         find_objects: bool = True,
         object_threshold: float | None = None,
         background: npt.NDArray[np.float32] | None = None,
@@ -228,13 +264,12 @@ class Segmenter:
         Raises:
             ModeUnavailable: ``mode`` is fast and this segmenter has no fast networks.
         """
-        mode = Mode(mode)
-        self.check_mode(mode)
+        inference = self._pass(mode)
         started = time.perf_counter()
-        origin = self.origin(object_threshold, mode)
+        origin = self.origin(object_threshold, inference.mode)
         field = self.prepare(rgb, background)
-        fast = self._fast(field) if mode is Mode.FAST else None
-        heatmap = fast.heatmap if fast is not None else self._predict(field)
+        inferred_pass = inference.run(field, self.threshold)
+        heatmap = inferred_pass.heatmap
         inferred = time.perf_counter()
         mask = heatmap > self.threshold
         if find_objects:
@@ -254,9 +289,9 @@ class Segmenter:
             rejected=rejected,
             infer_seconds=inferred - started,
             postprocess_seconds=done - inferred,
-            tiles=fast.tiles if fast is not None else len(tile_grid(rgb.shape[:2], self.tile_px)),
-            refined_tiles=fast.refined_tiles if fast is not None else None,
-            coarse_seconds=fast.coarse_seconds if fast is not None else None,
+            tiles=inferred_pass.tiles,
+            refined_tiles=inferred_pass.refined_tiles,
+            coarse_seconds=inferred_pass.coarse_seconds,
         )
 
     def warm_up(self, mode: Mode = Mode.EXACT) -> float:
@@ -269,21 +304,15 @@ class Segmenter:
         Returns:
             the seconds it took.
         """
-        mode = Mode(mode)
-        self.check_mode(mode)
+        inference = self._pass(mode)
         started = time.perf_counter()
-        if mode is Mode.FAST:
-            assert self.fast is not None  # check_mode refused otherwise
-            settings, halo = self.fast_settings, self.model.meta.halo_px
-            block = self.fast.geometry.stride * (settings.block_points - 1) + 2 * halo + 1
-            self.fast.coarse.run(np.zeros((1, block, block, 3), np.float32))
-            read = settings.tile_px + 2 * halo
-            self.fast.refine.run(np.zeros((settings.batch_tiles, read, read, 3), np.float32))
-            what = f"a coarse block of {settings.block_points}² grid points and {settings.batch_tiles} tiles"
-        else:
-            side = self.tile_px
-            self.heatmap(np.full((side, side, 3), 200, dtype=np.uint8))
-            what = f"one {side} px tile"
+        what = inference.warm_up()
         seconds = time.perf_counter() - started
-        log.info("warm-up (%s mode): %s in %.2f s on %s", mode.value, what, seconds, ", ".join(self.model.providers))
+        log.info(
+            "warm-up (%s mode): %s in %.2f s on %s",
+            inference.mode.value,
+            what,
+            seconds,
+            ", ".join(self.model.providers),
+        )
         return seconds

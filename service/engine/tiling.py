@@ -36,6 +36,12 @@ def tile_shape(field_hw: tuple[int, int], tile_px: int) -> tuple[int, int]:
     return min(tile_px, field_hw[0]), min(tile_px, field_hw[1])
 
 
+def tile_count(field_hw: tuple[int, int], tile_px: int) -> int:
+    """How many tiles :func:`tile_grid` cuts a field of ``field_hw`` pixels into, without making them."""
+    tile_h, tile_w = tile_shape(field_hw, tile_px)
+    return math.ceil(field_hw[0] / tile_h) * math.ceil(field_hw[1] / tile_w)
+
+
 def tile_grid(field_hw: tuple[int, int], tile_px: int) -> list[Tile]:
     """Tiles covering a field of ``field_hw`` pixels with outputs of at most ``tile_px`` square.
 

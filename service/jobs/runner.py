@@ -15,15 +15,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
-from service.engine.image_io import encode_png
 from service.engine.segmenter import Mode
-from service.field_result import FieldResult, FieldSummary, segment_field
+from service.field_result import FieldOptions, FieldResult, FieldSummary, segment_field
+from service.files import write_atomically
 from service.jobs.store import FieldState, Job, JobStore, JsonObject
 from service.model_registry import ModelRegistry
-from service.render import mask_png_array
-from service.slides import FieldCount, SlideStore
+from service.render import mask_pngs
+from service.slides.intake import slide_field
+from service.slides.store import SlideStore
 
 log = logging.getLogger(__name__)
 
@@ -142,28 +142,25 @@ class JobFieldWork:
     def __call__(self, job: Job, position: int, data: bytes) -> JsonObject:
         started = time.perf_counter()
         segmenter = self.models.get(job.params.model_id).segmenter  # UnknownModel: the job fails, saying which
-        mode = Mode(job.params.mode)
-        work = partial(segment_field, segmenter, data, self.max_pixels, True, job.params.object_threshold, mode)
-        result = self.run_on_worker(work)
+        options = FieldOptions(object_threshold=job.params.object_threshold, mode=Mode(job.params.mode))
+        result = self.run_on_worker(lambda: segment_field(segmenter, data, max_pixels=self.max_pixels, options=options))
         self.on_field(result)
-        for kind, mask in (("mask", result.segmentation.mask), ("objects", result.segmentation.objects)):
-            path = self.store.output_path(job.job_id, position, kind)
-            temporary = path.with_name(f".{path.name}.partial")
-            temporary.write_bytes(encode_png(mask_png_array(mask)))
-            temporary.replace(path)
+        for kind, png in mask_pngs(result.segmentation).items():
+            write_atomically(self.store.output_path(job.job_id, position, kind), png)
         # rejected candidates and outlines too: the slide keeps them for review (the web page draws them)
         analyzed = result.analyzed(time.perf_counter() - started, include_rejected=True, outlines=True)
         return analyzed.model_dump(mode="json")
 
 
 def file_into_slide(slides: SlideStore, job: Job) -> None:
-    """When a finished job names a slide, add its read fields to that slide (created when new)."""
+    """When a finished job names a slide, add its read fields to that slide (created when new), from the results
+    it stored (the job may finish after a restart)."""
     if not job.slide_id:
         return
-    counts = [
-        FieldCount.of(f.name, FieldSummary.model_validate(f.result), job=(job.job_id, f.position))
+    fields = [
+        slide_field(f.name, FieldSummary.model_validate(f.result), job=(job.job_id, f.position))
         for f in job.fields
         if f.state is FieldState.DONE and f.result is not None
     ]
     slides.ensure(job.slide_id)
-    slides.add_fields(job.slide_id, counts)
+    slides.add_fields(job.slide_id, fields)

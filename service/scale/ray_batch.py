@@ -40,14 +40,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs
 
-from service.engine.image_io import encode_png
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.segmenter import Mode
-from service.field_result import AnalyzedField, segment_field
-from service.render import mask_png_array
+from service.field_result import AnalyzedField, FieldOptions, segment_field
+from service.render import mask_pngs
 from service.scale.inputs import FieldInput, is_uri, read_field
-from service.slide_report import slide_report
-from service.slides import FieldCount, Slide
+from service.slides.intake import slide_field
+from service.slides.model import Slide
+from service.slides.report import slide_report
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,10 @@ class BatchPlan:
     object_threshold: float | None = None
     masks: bool = False
 
+    @property
+    def options(self) -> FieldOptions:
+        return FieldOptions(object_threshold=self.object_threshold, mode=self.mode)
+
 
 def _slug(field: FieldInput) -> str:
     stem = field.name.rsplit(".", 1)[0]
@@ -152,17 +156,11 @@ class FieldSegmenter:
         row: dict[str, Any] = {"field_id": field.field_id, "slide_id": field.slide_id, "name": field.name}
         try:
             result = segment_field(
-                self.segmenter,
-                read_field(field.field_id),
-                self.plan.max_pixels,
-                True,
-                self.plan.object_threshold,
-                self.plan.mode,
+                self.segmenter, read_field(field.field_id), max_pixels=self.plan.max_pixels, options=self.plan.options
             )
             if self.plan.masks:
                 slug = _slug(field)
-                for kind, mask in (("mask", result.segmentation.mask), ("objects", result.segmentation.objects)):
-                    png = encode_png(mask_png_array(mask))
+                for kind, png in mask_pngs(result.segmentation).items():
                     row[f"{kind}_png"] = self.output.write(f"{MASKS_DIR}/{slug}_{kind}.png", png)
             analyzed = result.analyzed(time.perf_counter() - started, include_rejected=True)
         except Exception as exc:  # a field that fails is recorded and the batch goes on
@@ -229,16 +227,16 @@ def write_slides(output: Output, fields: list[FieldInput], rows: dict[str, dict[
         if f.slide_id is not None:
             by_slide[f.slide_id].append(f)
     for slide_id, members in sorted(by_slide.items()):
-        counts, failed = [], 0
+        read, failed = [], 0
         for f in members:
             row = rows.get(f.field_id)
             if row is None or row["status"] != "done":
                 failed += 1
                 continue
-            counts.append(FieldCount.of(f.name, AnalyzedField.model_validate_json(row["result"]), row["finished_at"]))
-        created = min((c.added_at for c in counts), default=time.time())
+            read.append(slide_field(f.name, AnalyzedField.model_validate_json(row["result"]), row["finished_at"]))
+        created = min((c.added_at for c in read), default=time.time())
         more = (f"{failed} fields could not be read and were not counted",) if failed else ()
-        report = slide_report(Slide(slide_id, created, tuple(counts)), more)
+        report = slide_report(Slide(slide_id, created, tuple(read)), more)
         output.write(f"{SLIDES_DIR}/{slide_id}.json", (report.model_dump_json(indent=1) + "\n").encode())
     return len(by_slide)
 

@@ -76,10 +76,11 @@ def test_results_equal_the_engine_and_a_second_run_skips_what_is_done(
     from service.engine.loading import load_segmenter
     from service.engine.model_folder import scan_models
     from service.engine.segmenter import Mode
-    from service.field_result import AnalyzedField, segment_field
+    from service.field_result import AnalyzedField, FieldOptions, segment_field
     from service.settings import Settings
-    from service.slide_report import slide_report
-    from service.slides import FieldCount, Slide
+    from service.slides.intake import slide_field
+    from service.slides.model import Slide, SlideField
+    from service.slides.report import slide_report
 
     out = tmp_path / "out"
     code, summary = _run(str(archive), "-o", str(out), "--slides-from-folders", "--workers", "2", "--masks")
@@ -93,17 +94,19 @@ def test_results_equal_the_engine_and_a_second_run_skips_what_is_done(
     settings = Settings()
     (folder,) = scan_models(settings.models_dir)
     segmenter = load_segmenter(settings.segmenter_config(folder))
-    counts: dict[str, list[FieldCount]] = {"slide-A": [], "slide-B": []}
+    counts: dict[str, list[SlideField]] = {"slide-A": [], "slide-B": []}
     for path in sorted(archive.rglob("f*.png")):
         row = rows[path.name]
         assert row["status"] == "done" and row["slide_id"] == path.parent.name and row["field_id"] == str(path)
         # the random model has no fast networks: the batch ran exact mode, as the service would
-        single = segment_field(segmenter, path.read_bytes(), settings.max_pixels, True, None, Mode.EXACT)
+        single = segment_field(
+            segmenter, path.read_bytes(), max_pixels=settings.max_pixels, options=FieldOptions(mode=Mode.EXACT)
+        )
         expected = single.analyzed(0.0, include_rejected=True).model_dump(mode="json")
         assert _without_timings(json.loads(row["result"])) == _without_timings(expected)
         assert (row["count"], row["estimated_bacilli"]) == (expected["count"], expected["estimated_bacilli"])
         assert Path(row["mask_png"]).is_file() and Path(row["objects_png"]).is_file()
-        counts[path.parent.name].append(FieldCount.of(path.name, AnalyzedField.model_validate_json(row["result"])))
+        counts[path.parent.name].append(slide_field(path.name, AnalyzedField.model_validate_json(row["result"])))
 
     for slide_id, fields in counts.items():
         written = json.loads((out / "slides" / f"{slide_id}.json").read_text())

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from service.field_result import AnalyzedField
-from service.slide_report import SlideReport
+from service.slides.report import SlideReport
 from tests.conftest import install_model
 from training.data.synthetic import synthetic_field
 

@@ -10,9 +10,11 @@ import pytest
 
 from service.field_result import BacillusOut, BoundingBox, ImageInfo, Point
 from service.field_result import FieldSummary as Summary
-from service.slide_exports import points_csv, voc_xml
-from service.slide_report import slide_report
-from service.slides import Decision, FieldCount, Origin, SlideStore
+from service.slides.exports import points_csv, voc_xml
+from service.slides.intake import slide_field
+from service.slides.model import Decision, ObjectSource
+from service.slides.report import slide_report
+from service.slides.store import SlideStore
 
 OLD_SCHEMA = """
 CREATE TABLE slides (slide_id TEXT PRIMARY KEY, created_at REAL NOT NULL);
@@ -73,7 +75,7 @@ def test_an_old_store_opens_and_its_fields_count_as_before_but_cannot_be_reviewe
     slide = store.get("old")
     assert slide is not None
     (field,) = slide.fields
-    assert (field.mode, field.objects_kept, field.afb, field.reviewed_afb) == ("exact", False, 3, 3)
+    assert (field.mode, field.reviewable, field.afb, field.reviewed_afb) == ("exact", False, 3, 3)
     report = slide_report(slide)
     assert not report.fields[0].reviewable and report.review.total_afb == 3
     assert any("no kept objects" in r for r in report.review.reasons)
@@ -83,10 +85,10 @@ def test_an_old_store_opens_and_its_fields_count_as_before_but_cannot_be_reviewe
 def test_reviewed_figures_follow_the_decisions(tmp_path: Path) -> None:
     store = SlideStore(tmp_path / "slides.sqlite3")
     store.ensure("s")
-    store.add_fields("s", [FieldCount.of("a.png", _summary(), job=("0" * 32, 0))])
+    store.add_fields("s", [slide_field("a.png", _summary(), job=("0" * 32, 0))])
     field = store.get("s").fields[0]  # type: ignore[union-attr]
-    assert [o.origin for o in field.items] == [Origin.KEPT, Origin.KEPT, Origin.REJECTED]
-    assert field.items[0].outline == ((5, 10), (11, 10), (11, 22), (5, 22), (5, 10))
+    assert [o.source for o in field.objects] == [ObjectSource.KEPT, ObjectSource.KEPT, ObjectSource.REJECTED]
+    assert field.objects[0].outline == ((5, 10), (11, 10), (11, 22), (5, 22), (5, 10))
     assert field.reviewed_afb == field.afb == 3
 
     store.review("s", 0, 2, Decision.REJECT, "ann")  # the clump of 2: with a filter it counted 2
@@ -111,15 +113,15 @@ def test_reviewed_figures_follow_the_decisions(tmp_path: Path) -> None:
 def test_without_a_filter_every_object_counts_once(tmp_path: Path) -> None:
     store = SlideStore(tmp_path / "slides.sqlite3")
     store.ensure("s")
-    store.add_fields("s", [FieldCount.of("a.png", _summary(filter_id=None))])
+    store.add_fields("s", [slide_field("a.png", _summary(filter_id=None))])
     field = store.get("s").fields[0]  # type: ignore[union-attr]
     assert field.afb == 2 and field.reviewed_afb == 2  # objects, not estimated bacilli
     store.close()
 
 
 def test_a_summary_without_rejected_candidates_keeps_no_objects() -> None:
-    count = FieldCount.of("a.png", _summary(rejected=False))
-    assert not count.objects_kept and count.items == ()
+    count = slide_field("a.png", _summary(rejected=False))
+    assert not count.reviewable and count.objects == ()
 
 
 @pytest.mark.parametrize("kind", ["points", "voc"])
@@ -131,7 +133,7 @@ def test_the_annotations_read_back_through_the_training_data_layer(tmp_path: Pat
 
     store = SlideStore(tmp_path / "slides.sqlite3")
     store.ensure("s")
-    store.add_fields("s", [FieldCount.of("a.png", _summary())])
+    store.add_fields("s", [slide_field("a.png", _summary())])
     store.review("s", 0, 1, Decision.REJECT, None)
     store.add_object("s", 0, 99.0, 79.0, None)  # at the image's corner: its box is clipped
     field = store.get("s").fields[0]  # type: ignore[union-attr]
@@ -150,11 +152,11 @@ def test_the_annotations_read_back_through_the_training_data_layer(tmp_path: Pat
 
 
 def test_the_counts_csv_keeps_a_formula_looking_name_as_text(tmp_path: Path) -> None:
-    from service.slide_exports import counts_csv
+    from service.slides.exports import counts_csv
 
     store = SlideStore(tmp_path / "slides.sqlite3")
     store.ensure("s")
-    store.add_fields("s", [FieldCount.of("=HYPERLINK(1).png", _summary())])
+    store.add_fields("s", [slide_field("=HYPERLINK(1).png", _summary())])
     text = counts_csv(slide_report(store.get("s")))  # type: ignore[arg-type]
     assert "\n0,'=HYPERLINK(1).png,100,80," in text
     store.close()

@@ -1,7 +1,7 @@
 """Long jobs (``/v1/jobs``): submit fields, get 202 at once, poll, fetch results when done.
 
-On a CPU one field takes about a minute, longer than many clients and proxies wait; a job answers at once and
-keeps going in the background (:mod:`service.jobs`). Every field is decoded once on submission, so an image we
+A slide of many fields takes minutes on a CPU, longer than many clients and proxies wait; a job answers at once
+and keeps going in the background (:mod:`service.jobs`). Every field is decoded once on submission, so an image we
 cannot read is refused then (4xx) rather than accepted and lost later; accepted fields are on disk before the
 202. ``Idempotency-Key`` makes a retried submission return the first job instead of making a second.
 """
@@ -14,16 +14,18 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.lookups import ExistingJob
 from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model, choose_mode
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
+from service.api.params import JobId
 from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
 from service.api.schemas import JobAccepted, JobFieldState, JobStatus
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
 from service.engine.image_io import decode_image
 from service.jobs.store import FieldState, IdempotencyConflict, Job, JobParams, JobState
-from service.slide_report import slide_report
-from service.slides import SLIDE_ID_PATTERN
+from service.slides.model import SLIDE_ID_PATTERN
+from service.slides.report import slide_report
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -38,7 +40,6 @@ ERRORS: Responses = {
     422: {"description": "an undecodable image, no image, too many files, or invalid parameters"},
     503: {"description": "not ready, or too many jobs waiting; see Retry-After"},
 }
-JobId = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")]
 
 
 def status(job: Job, serving: Serving) -> JobStatus:
@@ -58,13 +59,6 @@ def status(job: Job, serving: Serving) -> JobStatus:
         fields=[JobFieldState(index=f.position, name=f.name, state=f.state, error=f.error) for f in job.fields],
         result_url=f"/v1/jobs/{job.job_id}/result" if job.state is JobState.DONE else None,
     )
-
-
-def _job(serving: Serving, job_id: str, detail: str | None = None) -> Job:
-    job = serving.jobs.get(job_id)
-    if job is None:
-        raise NotFound(detail or f"no job {job_id} (finished jobs are removed after the retention time)")
-    return job
 
 
 def _check_images(uploads: list[tuple[str, bytes]], max_pixels: int) -> None:
@@ -136,17 +130,16 @@ async def submit_job(
 
 
 @router.get("/{job_id}", summary="A job's state and progress", response_model=JobStatus, responses=ERRORS)
-def get_job(serving: ReadyDep, job_id: JobId) -> JobStatus:
-    return status(_job(serving, job_id), serving)
+def get_job(serving: ReadyDep, job: ExistingJob) -> JobStatus:
+    return status(job, serving)
 
 
 @router.get(
     "/{job_id}/result", summary="A finished job's results: per field counts and bacilli, slide grade", responses=ERRORS
 )
-def job_result(serving: ReadyDep, job_id: JobId) -> JSONResponse:
-    job = _job(serving, job_id, f"no job {job_id}")
+def job_result(serving: ReadyDep, job: ExistingJob) -> JSONResponse:
     if job.state is not JobState.DONE:
-        raise Conflict(f"job {job_id} is {job.state}, not done", slug="not-done")
+        raise Conflict(f"job {job.job_id} is {job.state}, not done", slug="not-done")
     body: dict[str, object] = {
         **status(job, serving).model_dump(mode="json"),
         "results": [
@@ -185,8 +178,8 @@ def job_field_image(
     job_id: JobId,
     index: Annotated[int, Path(ge=0, le=100_000)],
     kind: Annotated[str, Path(pattern="^(mask|objects)$")],
+    job: ExistingJob,
 ) -> Response:
-    job = _job(serving, job_id)
     if index >= len(job.fields):
         raise NotFound(f"no field {index} in job {job_id}")
     if job.fields[index].state is not FieldState.DONE:

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Path, Query
 
 from service.api.problems import Conflict
-from service.api.schemas import FastVariant, ModelInfo, ModelList, ModelSummary, ReloadResult
+from service.api.schemas import FastVariant, ModelInfo, ModelList, ModelSummary, Override, ReloadResult
 from service.api.state import ReadyDep, Serving
 from service.engine.errors import ModelContractError
 from service.model_registry import LoadedModel
@@ -80,6 +80,8 @@ def info(loaded: LoadedModel, serving: Serving) -> ModelInfo:
         tile_px=segmenter.tile_px,
         batch_tiles=segmenter.batch_tiles,
         threshold=segmenter.threshold,
+        min_object_px=segmenter.min_object_px,
+        overrides=[Override(name=o.name, trained=o.trained, used=o.used) for o in segmenter.overrides],
         object_filter=segmenter.object_filter.meta.summary if segmenter.object_filter is not None else None,
         object_threshold=segmenter.object_threshold,
         input_normalisation=dataclasses.asdict(meta.normalisation) if meta.normalisation is not None else None,

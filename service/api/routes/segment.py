@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.inference import result_headers, segment_upload
+from service.api.inference import plan_reading, result_headers, segment_upload
 from service.api.model_choice import ModelParam, ModeParam
 from service.api.openapi import IMAGE_ERRORS, image_body
 from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
 from service.engine.image_io import encode_float_tiff, encode_png
-from service.field_result import AnalyzedField
+from service.field_result import AnalyzedField, FieldOptions
 from service.render import heatmap_png_array, mask_png_array, overlay
 
 router = APIRouter(prefix="/v1", tags=["segmentation"])
@@ -73,7 +73,8 @@ async def segment(
     ``image/tiff``). The response has the input's width and height; headers carry the model id, the inference
     milliseconds and the bacillus pixel fraction, and with objects the number of bacilli kept."""
     with_objects = output in (SegmentOutput.OVERLAY, SegmentOutput.OBJECTS)
-    done = await segment_upload(serving, request, with_objects, object_threshold, model, mode)
+    reading = plan_reading(serving, model, mode, FieldOptions(with_objects, object_threshold))
+    done = await segment_upload(serving, request, reading)
     result, headers = done.segmentation, result_headers(done)
     if with_objects:
         headers |= {"X-Bacilli-Count": str(len(result.bacilli)), "X-Estimated-Bacilli": str(result.estimated_bacilli)}
@@ -113,7 +114,8 @@ async def analyze(
     the object filter scores each and keeps those scoring at least the object threshold as bacilli. A kept
     object of touching rods counts as ``estimated_count`` bacilli, from its area."""
     started = time.perf_counter()
-    done = await segment_upload(serving, request, True, object_threshold, model, mode)
+    options = FieldOptions(object_threshold=object_threshold, microns_per_pixel=microns_per_pixel)
+    done = await segment_upload(serving, request, plan_reading(serving, model, mode, options))
     result = done.segmentation
     headers = result_headers(done) | {
         "X-Bacilli-Count": str(len(result.bacilli)),
@@ -128,5 +130,5 @@ async def analyze(
             filter_id=result.origin.filter_id,
         )
         return JSONResponse(body, media_type="application/geo+json", headers=headers)
-    analyzed = done.analyzed(time.perf_counter() - started, microns_per_pixel, include_rejected)
+    analyzed = done.analyzed(time.perf_counter() - started, include_rejected)
     return JSONResponse(analyzed.model_dump(mode="json"), headers=headers)

@@ -2,8 +2,8 @@
 
 A slide is created with any number of fields in one request, or fields are added to a slide id one request at a
 time (a lab information system sending each field as the microscope reaches it). Counts are kept in SQLite
-(:mod:`service.slides`); the report and grade are recomputed from them on every read
-(:mod:`service.slide_report`).
+(:mod:`service.slides.store`); the report and grade are recomputed from them on every read
+(:mod:`service.slides.report`). Review and exports have their own route modules.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model, choose_mode
+from service.api.inference import plan_reading, segment_uploads
+from service.api.lookups import ExistingSlide, existing_slide
+from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.params import SlideId
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
-from service.api.uploads import read_uploads
 from service.engine.segmenter import Mode
-from service.field_result import segment_field
-from service.slide_report import SlideReport, slide_report
-from service.slides import SLIDE_ID_PATTERN, FieldCount, Slide
+from service.slides.intake import slide_field
+from service.slides.model import SLIDE_ID_PATTERN, SlideField
+from service.slides.report import SlideReport, slide_report
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 
@@ -38,32 +39,16 @@ ERRORS: Responses = {
 }
 
 
-async def _count_fields(
+async def _read_fields(
     serving: Serving, request: Request, first_index: int, model: str | None, mode: Mode | None
-) -> list[FieldCount]:
-    """Read and segment every field of the request; any bad field fails the whole request before anything is
-    stored."""
-    settings = serving.settings
-    segmenter = serving.model(model).segmenter
-    chosen = choose_mode(segmenter, mode, settings.mode)
-    async with serving.gate.admit():
-        uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)
-        counts = []
-        for i, upload in enumerate(uploads):
-            result = await serving.gate.run(
-                segment_field, segmenter, upload.data, settings.max_pixels, True, None, chosen
-            )
-            serving.metrics.record_field(result)
-            summary = result.summary(include_rejected=True, outlines=True)  # objects kept for review
-            counts.append(FieldCount.of(upload.filename or f"field-{first_index + i}", summary))
-    return counts
-
-
-def _existing(serving: Serving, slide_id: str) -> Slide:
-    slide = serving.slides.get(slide_id)
-    if slide is None:
-        raise NotFound(f"no slide {slide_id!r}")
-    return slide
+) -> list[SlideField]:
+    """Read and segment every field of the request, keeping each field's objects for review; any bad field fails
+    the whole request before anything is stored."""
+    done = await segment_uploads(serving, request, plan_reading(serving, model, mode))
+    return [
+        slide_field(upload.filename or f"field-{first_index + i}", result.summary(include_rejected=True, outlines=True))
+        for i, (upload, result) in enumerate(done)
+    ]
 
 
 @router.post(
@@ -86,13 +71,13 @@ async def create_slide(
     store = serving.slides
     if slide_id is not None and store.get(slide_id) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
-    counts = await _count_fields(serving, request, 0, model, mode)
+    fields = await _read_fields(serving, request, 0, model, mode)
     new_id, created = store.ensure(slide_id)
     if not created:
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
-    store.add_fields(new_id, counts)
+    store.add_fields(new_id, fields)
     headers = {"Location": f"/v1/slides/{new_id}"}
-    report = slide_report(_existing(serving, new_id))
+    report = slide_report(existing_slide(serving, new_id))
     return JSONResponse(report.model_dump(mode="json"), status_code=201, headers=headers)
 
 
@@ -116,19 +101,19 @@ async def add_fields(
     store = serving.slides
     existing = store.get(slide_id)
     check_one_model(existing, serving.model(model).model_id, mixed_models)
-    counts = await _count_fields(serving, request, len(existing.fields) if existing else 0, model, mode)
-    if not counts:
+    fields = await _read_fields(serving, request, len(existing.fields) if existing else 0, model, mode)
+    if not fields:
         raise InvalidRequest(
             "the request has no image: send it as the body or as multipart 'files'", slug="missing-image"
         )
     store.ensure(slide_id)
-    store.add_fields(slide_id, counts)
-    return slide_report(_existing(serving, slide_id))
+    store.add_fields(slide_id, fields)
+    return slide_report(existing_slide(serving, slide_id))
 
 
 @router.get("/{slide_id}", summary="A slide's fields, counts and grade", response_model=SlideReport, responses=ERRORS)
-def get_slide(serving: ReadyDep, slide_id: SlideId) -> SlideReport:
-    return slide_report(_existing(serving, slide_id))
+def get_slide(slide: ExistingSlide) -> SlideReport:
+    return slide_report(slide)
 
 
 @router.delete("/{slide_id}", summary="Forget a slide", status_code=204, responses=ERRORS)

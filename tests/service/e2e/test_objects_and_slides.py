@@ -166,3 +166,16 @@ def test_a_filter_for_another_model_is_refused_at_start(random_object_filter: Pa
     )
     assert done.returncode == 2
     assert "trained on the candidates of tbseg-random-" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_model_reports_a_candidate_cut_unlike_its_filters(
+    random_dense_onnx: Path, random_object_filter: Path, tmp_path: Path
+) -> None:
+    server = start_server(random_dense_onnx, tmp_path / "a.log", object_filter=random_object_filter, threshold="0.45")
+    try:
+        model = httpx.get(f"{server.url}/v1/model").json()
+    finally:
+        stop_server(server)
+    assert (model["threshold"], model["min_object_px"]) == (0.45, 20)
+    assert model["overrides"] == [{"name": "threshold", "trained": 0.5, "used": 0.45}]
+    assert "threshold=0.45 differs from the 0.5 its object filter" in (tmp_path / "a.log").read_text()

@@ -1,4 +1,5 @@
-"""A slide's report: its fields' counts and its WHO/IUATLD grade (:mod:`service.grading`), as clients read it.
+"""A slide's report: its fields' counts and its WHO/IUATLD grade (:mod:`service.engine.grading`), as clients read
+it.
 
 One schema for ``GET /v1/slides/{id}``, a finished job's ``slide`` and the batch command's ``slide.json``. Both
 figures are kept: the automatic ones (what the model counted) at the top level, and under ``review`` the ones
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.engine.grading import SlideGrade, grade_slide
-from service.slides import Decision, Origin, Slide
+from service.slides.model import Decision, ObjectSource, Slide
 
 
 class SlideFieldOut(BaseModel):
@@ -84,7 +85,7 @@ class SlideReport(BaseModel):
 
 def _review(slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...]) -> SlideReviewOut:
     decisions = [o for f in slide.fields for o in f.decisions]
-    unreviewable = sum(not f.objects_kept for f in slide.fields)
+    unreviewable = sum(not f.reviewable for f in slide.fields)
     reasons = [
         *(grade.reasons if grade else ["no field examined yet"]),
         *(
@@ -100,9 +101,9 @@ def _review(slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...
     signature = slide.signature
     return SlideReviewOut(
         objects_reviewed=len(decisions),
-        objects_accepted=sum(o.decision is Decision.ACCEPT and o.origin is not Origin.ADDED for o in decisions),
+        objects_accepted=sum(o.decision is Decision.ACCEPT and o.source is not ObjectSource.ADDED for o in decisions),
         objects_rejected=sum(o.decision is Decision.REJECT for o in decisions),
-        objects_added=sum(o.origin is Origin.ADDED for o in decisions),
+        objects_added=sum(o.source is ObjectSource.ADDED for o in decisions),
         fields_reviewed=sum(bool(f.decisions) for f in slide.fields),
         total_afb=grade.total_afb if grade else 0,
         afb_per_field=grade.afb_per_field if grade else None,
@@ -137,7 +138,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
         SlideFieldOut(
             index=i,
             name=f.name,
-            objects=f.objects,
+            objects=f.kept_objects,
             afb=f.afb,
             estimated_bacilli=f.estimated_bacilli,
             width=f.width,
@@ -146,7 +147,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             filter_id=f.filter_id,
             mode=f.mode,
             added_at=f.added_at,
-            reviewable=f.objects_kept,
+            reviewable=f.reviewable,
             reviewed_afb=f.reviewed_afb,
             objects_reviewed=len(f.decisions),
             image_url=f"/v1/slides/{slide.slide_id}/fields/{i}/image" if f.job_id else None,

@@ -1,14 +1,14 @@
 """A slide's exports: per-field counts as CSV, a field's objects as QuPath GeoJSON, the reviewed objects as
 annotations that ``python -m training finetune`` reads, and a printable HTML report.
 
-Everything here is built from the slide record (:mod:`service.slides`) and its report
-(:mod:`service.slide_report`), so the web page and a script export the same files.
+Everything here is built from the slide record (:mod:`service.slides.model`) and its report
+(:mod:`service.slides.report`), so the web page and a script export the same files.
 
 The annotations follow the training data layer's formats (``training/data/annotations.py``): a points CSV
 ``x,y,label`` per field (0-based centre; header only for a field with no bacillus, i.e. a negative field) or Pascal
 VOC XML (1-based inclusive corners), under ``annotations/``, with the field images under ``images/`` while their
 jobs keep them. Only fields whose objects are kept are exported; an object counts as a bacillus after review
-(:attr:`~service.slides.SlideObject.counted`).
+(:attr:`~service.slides.model.SlideObject.counted`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from enum import StrEnum
 from pathlib import PurePath
 
 from service.engine.geojson import CLASS_COLOUR, CLASS_NAME, REJECTED_COLOUR, REJECTED_NAME
-from service.slide_report import SlideReport
-from service.slides import FieldCount, Origin, Slide, SlideObject
+from service.slides.model import ObjectSource, Slide, SlideField, SlideObject
+from service.slides.report import SlideReport
 
 BACILLUS_LABEL = "single bacillus"  # a label training's parse_label reads
 CLUMP_LABEL = "bacilli cluster"
@@ -65,7 +65,7 @@ def counts_csv(report: SlideReport) -> str:
     return buffer.getvalue()
 
 
-def _label(field: FieldCount, o: SlideObject) -> str:
+def _label(field: SlideField, o: SlideObject) -> str:
     return CLUMP_LABEL if field.afb_of(o) > 1 else BACILLUS_LABEL
 
 
@@ -80,8 +80,8 @@ def field_geojson(slide: Slide, index: int) -> dict[str, object]:
     after review (bacillus, rejected candidate, or a bacillus added in review), with its review in properties."""
     field = slide.fields[index]
     features = []
-    for o in field.items:
-        if o.origin is Origin.ADDED:
+    for o in field.objects:
+        if o.source is ObjectSource.ADDED:
             name, colour = ADDED_NAME, ADDED_COLOUR
         elif o.counted:
             name, colour = CLASS_NAME, CLASS_COLOUR
@@ -96,7 +96,7 @@ def field_geojson(slide: Slide, index: int) -> dict[str, object]:
                     "objectType": "detection",
                     "name": f"object {o.number}",
                     "classification": {"name": name, "color": list(colour)},
-                    "origin": o.origin.value,
+                    "origin": o.source.value,
                     "decision": o.decision.value if o.decision else None,
                     "reviewer": o.reviewer,
                     "reviewed_at": o.reviewed_at,
@@ -121,11 +121,11 @@ def field_geojson(slide: Slide, index: int) -> dict[str, object]:
     }
 
 
-def points_csv(field: FieldCount) -> str:
+def points_csv(field: SlideField) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("x", "y", "label"))
-    for o in field.items:
+    for o in field.objects:
         if o.counted:
             x = min(max(round(o.x), 0), field.width - 1)
             y = min(max(round(o.y), 0), field.height - 1)
@@ -133,13 +133,13 @@ def points_csv(field: FieldCount) -> str:
     return buffer.getvalue()
 
 
-def voc_xml(field: FieldCount, image_name: str) -> str:
+def voc_xml(field: SlideField, image_name: str) -> str:
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = image_name
     size = ET.SubElement(root, "size")
     for tag, value in (("width", field.width), ("height", field.height), ("depth", 3)):
         ET.SubElement(size, tag).text = str(value)
-    for o in field.items:
+    for o in field.objects:
         if not o.counted:
             continue
         x, y, w, h = o.bbox
@@ -175,7 +175,7 @@ def annotations_zip(slide: Slide, fmt: AnnotationFormat, image_of: ImageOf) -> b
     written = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for i, (field, stem) in enumerate(zip(slide.fields, _stems(slide), strict=True)):
-            if not field.objects_kept:
+            if not field.reviewable:
                 continue
             image = image_of(i)
             if image is None:
