@@ -25,9 +25,10 @@ import argparse
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from service.engine.defaults import THRESHOLD
 from service.engine.errors import ModelContractError
 from training.data.annotations import AnnotationError
 from training.data.box_masks import MaskDerivation
@@ -87,13 +88,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_arguments, _ in COMMANDS.values():
+        add_arguments(commands)
+    return parser
 
+
+# Each command imports what it needs when it runs: `--help` loads neither TensorFlow nor ONNX Runtime.
+
+
+def add_masks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     masks = commands.add_parser("masks", help="derive masks from boxes; write masks, overlays, galleries")
     _add_data_arguments(masks)
     _add_mask_arguments(masks)
     masks.add_argument("--fields", help="comma-separated field ids (default: all)")
     masks.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
+
+def run_masks(args: argparse.Namespace) -> int:
+    from training.data.mask_review import write_mask_review
+
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    write_mask_review(args.data, args.out, _mask_params(args), fields)
+    return 0
+
+
+def add_split(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     split = commands.add_parser("split", help="make a split by field, stratified by bacilli per field")
     _add_data_arguments(split)
     split.add_argument("--test-fraction", type=float, help="share of fields held out (default 0.3; UFAM slides 0.25)")
@@ -103,208 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("-o", "--out", type=Path, required=True, help="split JSON to write")
     split.add_argument("--force", action="store_true", help="overwrite an existing split file")
-
-    patches = commands.add_parser("patches", help="cut training and validation patches (the paper's sampler)")
-    _add_data_arguments(patches)
-    _add_mask_arguments(patches)
-    patches.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
-    patches.add_argument("--seed", type=int, default=0)
-    patches.add_argument("--positives", type=int, default=SamplerConfig.positives_per_field)
-    patches.add_argument("--negatives", type=int, default=SamplerConfig.negatives_per_field)
-    patches.add_argument(
-        "-o",
-        "--out",
-        type=Path,
-        required=True,
-        help="output folder for train.npz, validation.npz and patches.json",
-    )
-
-    synth = commands.add_parser("synth", help="write a synthetic ZN-like data set")
-    synth.add_argument("-o", "--out", type=Path, required=True)
-    synth.add_argument("--format", choices=[k.value for k in AnnotationKind], default=AnnotationKind.ZNSM_CSV.value)
-    synth.add_argument("--count", type=int, default=6)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=(320, 240))
-    train = commands.add_parser("train", help="train the patch CNN on the fixed split with a recipe")
-    _add_data_arguments(train)
-    train.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
-    train.add_argument("--recipe", default="paper", help="one of: " + ", ".join(RECIPES))
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    train.add_argument("--ufam-data", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (multi-lab recipes)")
-    train.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
-    train.add_argument("--init", type=Path, help="start from this patch model's weights (.keras) instead of random")
-    train.add_argument("--mine", type=Path, help="dense ONNX model whose false positives give mined negatives")
-    train.add_argument(
-        "-o", "--out", type=Path, required=True, help="run folder (model.keras, train_log.json, curves.png)"
-    )
-
-    calibrate = commands.add_parser("calibrate", help="calibrate a run on its validation fields")
-    _add_data_arguments(calibrate)
-    calibrate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT)
-    calibrate.add_argument("--run", type=Path, required=True, help="run folder to calibrate")
-    calibrate.add_argument("-o", "--out", type=Path, required=True, help="new run folder")
-    calibrate.add_argument("--ufam", type=Path, help="also calibrate on this UFAM folder's validation slides")
-    calibrate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
-    calibrate.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
-
-    export = commands.add_parser("export", help="export a run's dense network to ONNX")
-    export.add_argument("--run", type=Path, required=True, help="run folder with model.keras and train_log.json")
-    export.add_argument("-o", "--out", type=Path, help="ONNX file (default: RUN/model.onnx)")
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="score the shipped model, the same model patch by patch, a colour baseline and variants side by side",
-    )
-    _add_data_arguments(evaluate)
-    evaluate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
-    evaluate.add_argument(
-        "--subset",
-        choices=["train", "validation", "test", "all"],
-        help="fields to score (default: test when the split covers the data set, else all)",
-    )
-    evaluate.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
-    evaluate.add_argument("--variants", type=Path, nargs="*", default=[], help="more dense ONNX models to compare")
-    evaluate.add_argument(
-        "--object-filter",
-        type=Path,
-        help="object filter ONNX for the model's candidates (default: the shipped one with the shipped model)",
-    )
-    evaluate.add_argument("--no-object-filter", action="store_true", help="leave out the object filter")
-    evaluate.add_argument("--object-threshold", type=float, help="filter score threshold (default: its metadata's)")
-    evaluate.add_argument("--masks", type=Path, help="folder of ground-truth masks (<id>.png) overriding the data's")
-    evaluate.add_argument("--threshold", type=float, default=0.5, help="P(bacillus) cut (default 0.5 = argmax)")
-    evaluate.add_argument("--no-baseline", action="store_true", help="leave out the colour baseline")
-    evaluate.add_argument("--baseline-threshold", type=float, help="R − G cut (default: fitted on the train split)")
-    evaluate.add_argument(
-        "--patch-model",
-        type=Path,
-        help="Keras patch CNN of --model for the patch-by-patch crops (default: the shipped one for the shipped "
-        "model, model.keras beside a run's model.onnx)",
-    )
-    evaluate.add_argument("--no-patch", action="store_true", help="skip the patch-by-patch crops")
-    evaluate.add_argument("--crop", type=int, default=192, help="side of the patch-by-patch crop per field")
-    evaluate.add_argument("--no-gallery", action="store_true", help="skip the overlay gallery")
-    evaluate.add_argument(
-        "--ufam", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder for the by-lab rows (default: %(default)s)"
-    )
-    evaluate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
-    evaluate.add_argument("--ufam-subset", default="test", choices=["train", "validation", "test"])
-    evaluate.add_argument("--no-ufam", action="store_true", help="leave out the by-lab rows on UFAM")
-    evaluate.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least object pixels")
-    evaluate.add_argument("--min-hit", type=int, default=ObjectRules.min_hit_px, help="least pixels to find a box")
-    evaluate.add_argument(
-        "--inside-share", type=float, default=ObjectRules.inside_share, help="share of an object inside boxes"
-    )
-    evaluate.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
-    evaluate.add_argument("-o", "--out", type=Path, required=True, help="folder for the report, curve and gallery")
-
-    objects = commands.add_parser(
-        "objects", help="train the object filter on a model's candidates in the train and validation fields"
-    )
-    _add_data_arguments(objects)
-    objects.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
-    objects.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
-    objects.add_argument("--subsets", nargs="+", default=["train", "validation"], choices=["train", "validation"])
-    objects.add_argument("--ufam", type=Path, help="add the candidates of this UFAM DDS1 folder's slides in --subsets")
-    objects.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
-    objects.add_argument("--threshold", type=float, default=0.5, help="candidate P(bacillus) cut")
-    objects.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least candidate pixels")
-    objects.add_argument(
-        "--target-recall", type=float, default=0.95, help="share of bacillus candidates the filter keeps (out of fold)"
-    )
-    objects.add_argument("--seed", type=int, default=0)
-    objects.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
-    objects.add_argument("-o", "--out", type=Path, required=True, help="object filter ONNX to write")
-
-    labs = commands.add_parser("labs", help="score models with their filters on UFAM DDS1 slides (by-lab rows)")
-    labs.add_argument(
-        "--pair",
-        action="append",
-        required=True,
-        metavar="NAME=MODEL[:FILTER]",
-        help="a name, a dense ONNX model and optionally its object filter; repeat for more rows",
-    )
-    labs.add_argument("--ufam", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (default: %(default)s)")
-    labs.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
-    labs.add_argument("--subset", default="test", choices=["train", "validation", "test"])
-    labs.add_argument("--no-gallery", action="store_true", help="skip the galleries")
-    labs.add_argument("-o", "--out", type=Path, required=True, help="folder: report.json (by_lab), report.md")
-    labs.add_argument(
-        "--card",
-        type=Path,
-        metavar="MODEL_FOLDER",
-        help="also record the row of this folder's own model and filter in its by_lab.json and MODEL_CARD.md",
-    )
-
-    tune = commands.add_parser(
-        "finetune", help="fine-tune a model folder on a lab's annotated fields into a new servable model folder"
-    )
-    tune.add_argument("--base", type=Path, default=SHIPPED_DIR, help="base model folder (default: %(default)s)")
-    tune.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="the lab's fields: any layout the data layer reads (boxes CSV/VOC XML, points CSV, masks; a field "
-        "annotated with no bacillus is a negative field), or a UFAM-style folder (negatives/, positives/)",
-    )
-    tune.add_argument("--held-out", type=Path, help="held-out fields of the lab (default: a share of --data's)")
-    tune.add_argument("--held-out-share", type=float, default=0.3, help="share of --data held out (default 0.3)")
-    tune.add_argument("--test", type=Path, help="more fields of the lab to compare base and fine-tuned on")
-    tune.add_argument("--epochs", type=int, default=10)
-    tune.add_argument("--learning-rate", type=float, default=0.003)
-    tune.add_argument("--replay-share", type=float, default=1.0, help="replay patches per lab patch (default 1)")
-    tune.add_argument("--replay-filter-fields", type=int, default=2, help="base fields in the filter (default 2)")
-    tune.add_argument("--replay-data", type=Path, default=ZNSM_MS2, help="the base model's training data")
-    tune.add_argument("--replay-split", type=Path, default=ZNSM_MS2_SPLIT, help="its split (train fields replayed)")
-    tune.add_argument(
-        "--pixel-calibration",
-        choices=["none", "lab", "balanced"],
-        default="none",
-        help="Platt calibration of P(bacillus) on the held-out pixels: lab = to their bacillus share (the base lab's "
-        "for point-centred patches), balanced = equal class weights (default: none; the object threshold is "
-        "recalibrated on the held-out fields in any case)",
-    )
-    tune.add_argument(
-        "--negative-budget", type=float, default=0.05, help="false bacilli per held-out negative field (0.05)"
-    )
-    tune.add_argument("--no-znsm-test", action="store_true", help="skip the comparison on the ZNSM test split")
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
-    tune.add_argument("-o", "--out", type=Path, required=True, help="the new model folder")
-
-    fast = commands.add_parser("fast", help="write a model folder's fast-mode networks (coarse pass, int8 copies)")
-    fast.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
-    _add_data_arguments(fast)
-    fast.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
-    fast.add_argument(
-        "--calibration-fields", type=int, default=12, help="train-split fields calibrating int8 (default: 12)"
-    )
-    fast.add_argument("--windows", type=int, default=8, help="windows per field and network (default: 8)")
-    fast.add_argument("--seed", type=int, default=0)
-    fast.add_argument(
-        "--detections", type=Path, help="JSON of bench/fast_mode.py: record its fast-vs-exact figures in the card"
-    )
-    fast.add_argument("--card-only", action="store_true", help="keep the networks; update the card and JSON only")
-
-    ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
-    ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
-    ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
-    ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
-    ship.add_argument("--evaluation", type=Path, help="report.json of `evaluate` with the object filter, for the card")
-    ship.add_argument("--card-only", action="store_true", help="rewrite the card only; leave the model files")
-    return parser
-
-
-# Each command imports what it needs when it runs: `--help` loads neither TensorFlow nor ONNX Runtime.
-
-
-def run_masks(args: argparse.Namespace) -> int:
-    from training.data.mask_review import write_mask_review
-
-    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    write_mask_review(args.data, args.out, _mask_params(args), fields)
-    return 0
 
 
 def run_split(args: argparse.Namespace) -> int:
@@ -334,6 +151,23 @@ def run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_patches(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    patches = commands.add_parser("patches", help="cut training and validation patches (the paper's sampler)")
+    _add_data_arguments(patches)
+    _add_mask_arguments(patches)
+    patches.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    patches.add_argument("--seed", type=int, default=0)
+    patches.add_argument("--positives", type=int, default=SamplerConfig.positives_per_field)
+    patches.add_argument("--negatives", type=int, default=SamplerConfig.negatives_per_field)
+    patches.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder for train.npz, validation.npz and patches.json",
+    )
+
+
 def run_patches(args: argparse.Namespace) -> int:
     from training.data.patches import write_patch_sets
 
@@ -342,12 +176,37 @@ def run_patches(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_synth(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    synth = commands.add_parser("synth", help="write a synthetic ZN-like data set")
+    synth.add_argument("-o", "--out", type=Path, required=True)
+    synth.add_argument("--format", choices=[k.value for k in AnnotationKind], default=AnnotationKind.ZNSM_CSV.value)
+    synth.add_argument("--count", type=int, default=6)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=(320, 240))
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from training.data.synthetic import write_synthetic_dataset
 
     write_synthetic_dataset(args.out, AnnotationKind(args.format), args.count, args.seed, tuple(args.size))
     log.info("%d synthetic fields (%s) written to %s", args.count, args.format, args.out)
     return 0
+
+
+def add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    train = commands.add_parser("train", help="train the patch CNN on the fixed split with a recipe")
+    _add_data_arguments(train)
+    train.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    train.add_argument("--recipe", default="paper", help="one of: " + ", ".join(RECIPES))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    train.add_argument("--ufam-data", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (multi-lab recipes)")
+    train.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    train.add_argument("--init", type=Path, help="start from this patch model's weights (.keras) instead of random")
+    train.add_argument("--mine", type=Path, help="dense ONNX model whose false positives give mined negatives")
+    train.add_argument(
+        "-o", "--out", type=Path, required=True, help="run folder (model.keras, train_log.json, curves.png)"
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -369,6 +228,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_calibrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    calibrate = commands.add_parser("calibrate", help="calibrate a run on its validation fields")
+    _add_data_arguments(calibrate)
+    calibrate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT)
+    calibrate.add_argument("--run", type=Path, required=True, help="run folder to calibrate")
+    calibrate.add_argument("-o", "--out", type=Path, required=True, help="new run folder")
+    calibrate.add_argument("--ufam", type=Path, help="also calibrate on this UFAM folder's validation slides")
+    calibrate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    calibrate.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     from training.fit.runs import calibrate_run
 
@@ -378,11 +248,68 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser("export", help="export a run's dense network to ONNX")
+    export.add_argument("--run", type=Path, required=True, help="run folder with model.keras and train_log.json")
+    export.add_argument("-o", "--out", type=Path, help="ONNX file (default: RUN/model.onnx)")
+
+
 def run_export(args: argparse.Namespace) -> int:
     from training.fit.runs import export_run
 
     export_run(args.run, args.out)
     return 0
+
+
+def add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score the shipped model, the same model patch by patch, a colour baseline and variants side by side",
+    )
+    _add_data_arguments(evaluate)
+    evaluate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    evaluate.add_argument(
+        "--subset",
+        choices=["train", "validation", "test", "all"],
+        help="fields to score (default: test when the split covers the data set, else all)",
+    )
+    evaluate.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
+    evaluate.add_argument("--variants", type=Path, nargs="*", default=[], help="more dense ONNX models to compare")
+    evaluate.add_argument(
+        "--object-filter",
+        type=Path,
+        help="object filter ONNX for the model's candidates (default: the shipped one with the shipped model)",
+    )
+    evaluate.add_argument("--no-object-filter", action="store_true", help="leave out the object filter")
+    evaluate.add_argument("--object-threshold", type=float, help="filter score threshold (default: its metadata's)")
+    evaluate.add_argument("--masks", type=Path, help="folder of ground-truth masks (<id>.png) overriding the data's")
+    evaluate.add_argument(
+        "--threshold", type=float, default=THRESHOLD, help="P(bacillus) cut (default %(default)s = argmax)"
+    )
+    evaluate.add_argument("--no-baseline", action="store_true", help="leave out the colour baseline")
+    evaluate.add_argument("--baseline-threshold", type=float, help="R − G cut (default: fitted on the train split)")
+    evaluate.add_argument(
+        "--patch-model",
+        type=Path,
+        help="Keras patch CNN of --model for the patch-by-patch crops (default: the shipped one for the shipped "
+        "model, model.keras beside a run's model.onnx)",
+    )
+    evaluate.add_argument("--no-patch", action="store_true", help="skip the patch-by-patch crops")
+    evaluate.add_argument("--crop", type=int, default=192, help="side of the patch-by-patch crop per field")
+    evaluate.add_argument("--no-gallery", action="store_true", help="skip the overlay gallery")
+    evaluate.add_argument(
+        "--ufam", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder for the by-lab rows (default: %(default)s)"
+    )
+    evaluate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    evaluate.add_argument("--ufam-subset", default="test", choices=["train", "validation", "test"])
+    evaluate.add_argument("--no-ufam", action="store_true", help="leave out the by-lab rows on UFAM")
+    evaluate.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least object pixels")
+    evaluate.add_argument("--min-hit", type=int, default=ObjectRules.min_hit_px, help="least pixels to find a box")
+    evaluate.add_argument(
+        "--inside-share", type=float, default=ObjectRules.inside_share, help="share of an object inside boxes"
+    )
+    evaluate.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+    evaluate.add_argument("-o", "--out", type=Path, required=True, help="folder for the report, curve and gallery")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -437,6 +364,28 @@ def parse_pair(text: str) -> tuple[str, Path, Path | None]:
     return name, Path(model), Path(filt) if filt else None
 
 
+def add_labs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    labs = commands.add_parser("labs", help="score models with their filters on UFAM DDS1 slides (by-lab rows)")
+    labs.add_argument(
+        "--pair",
+        action="append",
+        required=True,
+        metavar="NAME=MODEL[:FILTER]",
+        help="a name, a dense ONNX model and optionally its object filter; repeat for more rows",
+    )
+    labs.add_argument("--ufam", type=Path, default=UFAM_DDS1, help="UFAM DDS1 folder (default: %(default)s)")
+    labs.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    labs.add_argument("--subset", default="test", choices=["train", "validation", "test"])
+    labs.add_argument("--no-gallery", action="store_true", help="skip the galleries")
+    labs.add_argument("-o", "--out", type=Path, required=True, help="folder: report.json (by_lab), report.md")
+    labs.add_argument(
+        "--card",
+        type=Path,
+        metavar="MODEL_FOLDER",
+        help="also record the row of this folder's own model and filter in its by_lab.json and MODEL_CARD.md",
+    )
+
+
 def run_labs(args: argparse.Namespace) -> int:
     from training.evaluation.labs import Pair, evaluate_labs
 
@@ -453,6 +402,28 @@ def run_labs(args: argparse.Namespace) -> int:
         write_by_lab(args.card, rows, args.ufam_split)
         sys.stdout.write(f"wrote {args.card / 'by_lab.json'} and its card's By lab section\n")
     return 0
+
+
+def add_objects(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    objects = commands.add_parser(
+        "objects", help="train the object filter on a model's candidates in the train and validation fields"
+    )
+    _add_data_arguments(objects)
+    objects.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="split JSON (default: %(default)s)")
+    objects.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="dense ONNX model (default: shipped)")
+    objects.add_argument("--subsets", nargs="+", default=["train", "validation"], choices=["train", "validation"])
+    objects.add_argument("--ufam", type=Path, help="add the candidates of this UFAM DDS1 folder's slides in --subsets")
+    objects.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="UFAM split by slide")
+    objects.add_argument(
+        "--threshold", type=float, default=THRESHOLD, help="candidate P(bacillus) cut (default %(default)s)"
+    )
+    objects.add_argument("--min-object", type=int, default=ObjectRules.min_object_px, help="least candidate pixels")
+    objects.add_argument(
+        "--target-recall", type=float, default=0.95, help="share of bacillus candidates the filter keeps (out of fold)"
+    )
+    objects.add_argument("--seed", type=int, default=0)
+    objects.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+    objects.add_argument("-o", "--out", type=Path, required=True, help="object filter ONNX to write")
 
 
 def run_objects(args: argparse.Namespace) -> int:
@@ -473,6 +444,44 @@ def run_objects(args: argparse.Namespace) -> int:
         cache=args.cache,
     )
     return 0
+
+
+def add_finetune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tune = commands.add_parser(
+        "finetune", help="fine-tune a model folder on a lab's annotated fields into a new servable model folder"
+    )
+    tune.add_argument("--base", type=Path, default=SHIPPED_DIR, help="base model folder (default: %(default)s)")
+    tune.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the lab's fields: any layout the data layer reads (boxes CSV/VOC XML, points CSV, masks; a field "
+        "annotated with no bacillus is a negative field), or a UFAM-style folder (negatives/, positives/)",
+    )
+    tune.add_argument("--held-out", type=Path, help="held-out fields of the lab (default: a share of --data's)")
+    tune.add_argument("--held-out-share", type=float, default=0.3, help="share of --data held out (default 0.3)")
+    tune.add_argument("--test", type=Path, help="more fields of the lab to compare base and fine-tuned on")
+    tune.add_argument("--epochs", type=int, default=10)
+    tune.add_argument("--learning-rate", type=float, default=0.003)
+    tune.add_argument("--replay-share", type=float, default=1.0, help="replay patches per lab patch (default 1)")
+    tune.add_argument("--replay-filter-fields", type=int, default=2, help="base fields in the filter (default 2)")
+    tune.add_argument("--replay-data", type=Path, default=ZNSM_MS2, help="the base model's training data")
+    tune.add_argument("--replay-split", type=Path, default=ZNSM_MS2_SPLIT, help="its split (train fields replayed)")
+    tune.add_argument(
+        "--pixel-calibration",
+        choices=["none", "lab", "balanced"],
+        default="none",
+        help="Platt calibration of P(bacillus) on the held-out pixels: lab = to their bacillus share (the base lab's "
+        "for point-centred patches), balanced = equal class weights (default: none; the object threshold is "
+        "recalibrated on the held-out fields in any case)",
+    )
+    tune.add_argument(
+        "--negative-budget", type=float, default=0.05, help="false bacilli per held-out negative field (0.05)"
+    )
+    tune.add_argument("--no-znsm-test", action="store_true", help="skip the comparison on the ZNSM test split")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
+    tune.add_argument("-o", "--out", type=Path, required=True, help="the new model folder")
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -502,6 +511,22 @@ def run_finetune(args: argparse.Namespace) -> int:
         command="python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     return 0
+
+
+def add_fast(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fast = commands.add_parser("fast", help="write a model folder's fast-mode networks (coarse pass, int8 copies)")
+    fast.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    _add_data_arguments(fast)
+    fast.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
+    fast.add_argument(
+        "--calibration-fields", type=int, default=12, help="train-split fields calibrating int8 (default: 12)"
+    )
+    fast.add_argument("--windows", type=int, default=8, help="windows per field and network (default: 8)")
+    fast.add_argument("--seed", type=int, default=0)
+    fast.add_argument(
+        "--detections", type=Path, help="JSON of bench/fast_mode.py: record its fast-vs-exact figures in the card"
+    )
+    fast.add_argument("--card-only", action="store_true", help="keep the networks; update the card and JSON only")
 
 
 def run_fast(args: argparse.Namespace) -> int:
@@ -536,6 +561,15 @@ def run_fast(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_ship(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ship = commands.add_parser("ship", help="ship the best evaluated run into models/ with its model card")
+    ship.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders with eval-test/report.json")
+    ship.add_argument("--models", type=Path, default=MODELS_DIR, help="(default: %(default)s)")
+    ship.add_argument("--bench", type=Path, help="JSON printed by bench/dense_vs_patch.py, for the card")
+    ship.add_argument("--evaluation", type=Path, help="report.json of `evaluate` with the object filter, for the card")
+    ship.add_argument("--card-only", action="store_true", help="rewrite the card only; leave the model files")
+
+
 def run_ship(args: argparse.Namespace) -> int:
     from training.fit.shipping import ship
 
@@ -543,20 +577,21 @@ def run_ship(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "masks": run_masks,
-    "split": run_split,
-    "patches": run_patches,
-    "synth": run_synth,
-    "train": run_train,
-    "calibrate": run_calibrate,
-    "export": run_export,
-    "evaluate": run_evaluate,
-    "objects": run_objects,
-    "ship": run_ship,
-    "labs": run_labs,
-    "finetune": run_finetune,
-    "fast": run_fast,
+Adder = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in the order --help lists them
+    "masks": (add_masks, run_masks),
+    "split": (add_split, run_split),
+    "patches": (add_patches, run_patches),
+    "synth": (add_synth, run_synth),
+    "train": (add_train, run_train),
+    "calibrate": (add_calibrate, run_calibrate),
+    "export": (add_export, run_export),
+    "evaluate": (add_evaluate, run_evaluate),
+    "objects": (add_objects, run_objects),
+    "labs": (add_labs, run_labs),
+    "finetune": (add_finetune, run_finetune),
+    "fast": (add_fast, run_fast),
+    "ship": (add_ship, run_ship),
 }
 
 
@@ -568,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command][1](args)
     except (AnnotationError, ValueError, FileNotFoundError, FileExistsError, ModelContractError) as exc:
         log.error("%s", exc)
         return 2

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from service.engine.defaults import THRESHOLD, TILE_PX
 from training.data.dataset import FieldFiles, discover_fields
 from training.data.split import DatasetSplit
 from training.evaluation.baselines import ThresholdFit
@@ -72,7 +73,7 @@ def evaluate(
     split_path: Path | None = None,
     subset: str = "test",
     masks: Path | None = None,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     rules: ObjectRules | None = None,
     baseline: bool = True,
     baseline_threshold: float | None = None,
@@ -80,7 +81,7 @@ def evaluate(
     crop_px: int = 192,
     gallery: bool = True,
     cache: Path = DEFAULT_CACHE,
-    tile_px: int = 256,
+    tile_px: int = TILE_PX,
 ) -> EvaluationReport:
     """Score every method on one subset of a data set; write the report, the curve and the gallery into ``out``.
 

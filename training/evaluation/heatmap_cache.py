@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from service.engine.defaults import TILE_PX
 from service.engine.model import OnnxModel
 from service.engine.segmenter import Segmenter
 from training.evaluation.truth import image_digest
@@ -24,7 +25,7 @@ def cached_heatmap(
     field_id: str,
     image: npt.NDArray[np.uint8],
     cache: Path = DEFAULT_CACHE,
-    tile_px: int = 256,
+    tile_px: int = TILE_PX,
     digest: str | None = None,
 ) -> tuple[npt.NDArray[np.float32], float]:
     """The field's P(bacillus) heatmap from the cache, else computed and cached.

@@ -118,7 +118,7 @@ class Pair:
     def segmenter(self) -> Segmenter:
         model = OnnxModel(self.model, providers=("CPUExecutionProvider",))
         filt = ObjectFilter(self.object_filter) if self.object_filter is not None else None
-        return Segmenter(model, tile_px=512, object_filter=filt)
+        return Segmenter(model, object_filter=filt)
 
 
 def _outlined(rgb: npt.NDArray[np.uint8], objects: npt.NDArray[np.bool_], colour: tuple[int, int, int]) -> Image.Image:

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from service.engine.candidates import Candidates, find_candidates
+from service.engine.defaults import TILE_PX
 from service.engine.model import OnnxModel
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
@@ -61,7 +62,7 @@ class DenseModel:
     kind = "dense-onnx"
     sweep = PROBABILITY_SWEEP
 
-    def __init__(self, path: Path, name: str, threshold: float, cache: Path, tile_px: int = 256) -> None:
+    def __init__(self, path: Path, name: str, threshold: float, cache: Path, tile_px: int = TILE_PX) -> None:
         self.path, self.name, self.threshold, self.tile_px = path, name, threshold, tile_px
         self.model = OnnxModel(path, providers=("CPUExecutionProvider",))
         self.model_id = self.model.meta.model_id

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
+from service.engine.defaults import MIN_OBJECT_PX
 from training.data.annotations import Box, BoxLabel
 from training.data.box_masks import PixelClass
 
@@ -82,7 +83,7 @@ def pixel_counts(predicted: npt.NDArray[np.bool_], labels: npt.NDArray[np.uint8]
 class ObjectRules:
     """The bacillus-level matching rules (module docstring)."""
 
-    min_object_px: int = 20
+    min_object_px: int = MIN_OBJECT_PX
     min_hit_px: int = 20
     inside_share: float = 0.5
 

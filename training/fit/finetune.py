@@ -21,7 +21,8 @@ default one. The steps, each timed:
    grade negative), or the out-of-fold one when the held-out fields have no negative field. The held-out figures
    of the card are therefore in-sample for that one number; ``--test`` fields are not.
 6. **Export** the folder: ``bacilli_dense.onnx``, ``object_filter.onnx``, ``patch_cnn.keras``, ``MODEL_CARD.md``,
-   ``finetune.json`` and ``curves.png``: servable as it is (copy it into ``TBSEG_MODELS_DIR``); last, fast mode's
+   ``finetune.json`` and ``curves.png`` (the networks before step 5, which learns from their candidates): servable
+   as it is (copy it into ``TBSEG_MODELS_DIR``); last, fast mode's
    networks (coarse pass and int8 copies, calibrated on a few replay fields; :mod:`training.model.fast_variants`).
 7. **Compare** base and fine-tuned, each with its filter, on the held-out fields, on ``--test`` fields when given,
    and (unless ``--no-znsm-test``) on the ZNSM-iDB test split, to show what was kept.
@@ -35,7 +36,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,14 +47,15 @@ import numpy.typing as npt
 import tensorflow as tf
 from scipy.special import expit
 
+from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
 from service.engine.model import OnnxModel
-from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, open_folder
+from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, ModelFolder, open_folder
 from service.engine.normalisation import InputNormalisation
-from training.data.dataset import discover_fields, read_rgb
+from training.data.dataset import FieldFiles, discover_fields, read_rgb
 from training.data.sampling import PATCH_SIZE, PatchSet
 from training.data.split import DatasetSplit
 from training.evaluation.labs import Pair
-from training.fit.lab_data import FieldLab, LabScores, PatchCounts, read_lab, split_by_field
+from training.fit.lab_data import FieldLab, LabData, LabScores, PatchCounts, read_lab, split_by_field
 from training.fit.recipes import get_recipe
 from training.fit.train import fit_patches, plot_curves
 from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv
@@ -120,16 +122,37 @@ class Stopwatch:
         return result
 
 
-def replay_patches(
-    normalisation: InputNormalisation | None, data: Path, split: Path, lab_patches: int, settings: FinetuneSettings
-) -> PatchSet:
-    """About ``replay_share × lab_patches`` patches from the base lab's training fields, half bacillus."""
-    fields = {f.field_id: f for f in discover_fields(data)}
-    ids = DatasetSplit.load(split).train
-    wanted = max(2, round(settings.replay_share * lab_patches))
-    per_field = max(1, math.ceil(wanted / (2 * len(ids))))
-    counts = PatchCounts(positives_per_field=per_field, negatives_per_field=per_field)
-    return FieldLab(data, tuple(fields[i] for i in ids)).patches(normalisation, counts, settings.seed)
+@dataclass(frozen=True)
+class Replay:
+    """The base model's own training data, read once: its fields by id and its split.
+
+    Attributes:
+        root: the data set's folder.
+        fields: its fields by id (empty when the folder holds no images, e.g. a split without its data).
+        split: its train / validation / test split.
+    """
+
+    root: Path
+    fields: dict[str, FieldFiles]
+    split: DatasetSplit
+
+    @classmethod
+    def read(cls, root: Path, split: Path) -> Replay:
+        return cls(root, {f.field_id: f for f in discover_fields(root)}, DatasetSplit.load(split))
+
+    def lab(self, ids: Sequence[str]) -> FieldLab:
+        """Those of its fields as a lab of annotated fields."""
+        return FieldLab(self.root, tuple(self.fields[i] for i in ids))
+
+    def patches(
+        self, normalisation: InputNormalisation | None, lab_patches: int, settings: FinetuneSettings
+    ) -> PatchSet:
+        """About ``replay_share × lab_patches`` patches from its training fields, half bacillus."""
+        ids = self.split.train
+        wanted = max(2, round(settings.replay_share * lab_patches))
+        per_field = max(1, math.ceil(wanted / (2 * len(ids))))
+        counts = PatchCounts(positives_per_field=per_field, negatives_per_field=per_field)
+        return self.lab(ids).patches(normalisation, counts, settings.seed)
 
 
 def bacillus_share(lab: FieldLab, model: OnnxModel, settings: FinetuneSettings, cache: Path) -> float:
@@ -243,22 +266,228 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
     (out / CARD_MD).write_text("\n".join(lines), encoding="utf-8")
 
 
-def write_fast_networks(
-    out: Path, replay_data: Path, replay_split: Path, fields: int = FAST_CALIBRATION_FIELDS
-) -> None:
+def write_fast_networks(out: Path, replay: Replay, fields: int = FAST_CALIBRATION_FIELDS) -> None:
     """Give the new folder fast mode's networks (:mod:`training.model.fast_variants`), int8 calibrated on a few of
     the replay data's train fields and compared on its validation fields."""
-    split = DatasetSplit.load(replay_split)
-    by_id = {f.field_id: f for f in discover_fields(replay_data)}
-    calibration = [read_rgb(by_id[i].image) for i in split.train[:fields]]
-    check = [read_rgb(by_id[i].image) for i in split.validation]
+    calibration = [read_rgb(replay.fields[i].image) for i in replay.split.train[:fields]]
+    check = [read_rgb(replay.fields[i].image) for i in replay.split.validation]
     write_fast_variants(
         out,
         calibration,
         check or calibration,
-        calibration_source=f"{len(calibration)} train fields of {replay_data.name}",
-        check_source=f"{len(check)} validation fields of {replay_data.name}" if check else "the same fields",
+        calibration_source=f"{len(calibration)} train fields of {replay.root.name}",
+        check_source=f"{len(check)} validation fields of {replay.root.name}" if check else "the same fields",
     )
+
+
+@dataclass(frozen=True)
+class Base:
+    """The folder fine-tuned from: its files, its dense network on the CPU, and the normalisation it declares."""
+
+    folder: ModelFolder
+    model: OnnxModel
+
+    @classmethod
+    def open(cls, path: Path) -> Base:
+        folder = open_folder(path)
+        if not folder.patch_model.is_file():
+            raise FileNotFoundError(f"{folder.patch_model}: the base folder has no patch CNN to fine-tune from")
+        return cls(folder, OnnxModel(folder.dense, providers=("CPUExecutionProvider",)))
+
+    @property
+    def normalisation(self) -> InputNormalisation | None:
+        return self.model.meta.normalisation
+
+
+@dataclass(frozen=True)
+class LabSplit:
+    """Step 1: the lab's fields, split into fine-tune and held-out ones."""
+
+    lab: LabData
+    train: LabData
+    held_out: LabData
+    how: str
+
+    @classmethod
+    def of(cls, data: Path, held_out: Path | None, settings: FinetuneSettings) -> LabSplit:
+        lab = read_lab(data)
+        if held_out is not None:
+            return cls(lab, lab, read_lab(held_out), f"held-out fields from {held_out}")
+        train_ids, held_ids = split_by_field(lab.field_ids, settings.held_out_share, settings.seed)
+        how = f"{len(held_ids)} of its {len(lab.field_ids)} fields held out at random (seed {settings.seed})"
+        return cls(lab, lab.part(train_ids), lab.part(held_ids), how)
+
+
+@dataclass(frozen=True)
+class Patches:
+    """Step 2: the lab's fine-tune patches, the replay patches and the held-out patches."""
+
+    lab_train: PatchSet
+    replay: PatchSet
+    held_out: PatchSet
+
+    @classmethod
+    def draw(cls, split: LabSplit, base: Base, replay: Replay, settings: FinetuneSettings) -> Patches:
+        lab_train = split.train.patches(base.normalisation, settings.counts, settings.seed)
+        replayed = replay.patches(base.normalisation, len(lab_train), settings)
+        return cls(lab_train, replayed, split.held_out.patches(base.normalisation, settings.counts, settings.seed))
+
+
+def _train(base: Base, patches: Patches, settings: FinetuneSettings) -> tuple[Any, dict[str, list[float]], int]:
+    """Step 3: the base's patch CNN trained on the lab's and the replay patches; the best held-out epoch."""
+    recipe = replace(get_recipe("augmented"), name="finetuned", learning_rate=settings.learning_rate)
+    model = keras.models.load_model(base.folder.patch_model)
+    reference = base.normalisation.reference if base.normalisation is not None else (255.0, 255.0, 255.0)
+    history, best = fit_patches(
+        model,
+        PatchSet.concatenate([patches.lab_train, patches.replay], PATCH_SIZE),
+        patches.held_out,
+        recipe,
+        settings.seed,
+        settings.epochs,
+        reference,
+    )
+    return model, history, best
+
+
+def _calibrate_pixels(
+    model: Any,
+    out: Path,
+    base: Base,
+    split: LabSplit,
+    replay: Replay,
+    training_data: str,
+    settings: FinetuneSettings,
+    cache: Path,
+) -> tuple[Any, dict[str, Any]]:
+    """Step 4 (optional): Platt calibration of P(bacillus) on the held-out pixels, folded into the last layer."""
+    uncalibrated = out / ".uncalibrated.onnx"
+    export_onnx(model, uncalibrated, recipe="finetuned", training_data=training_data, validation_metrics={})
+    tuned = OnnxModel(uncalibrated, providers=("CPUExecutionProvider",))
+    z, y, w = split.held_out.pixels(tuned, settings.background_share, settings.seed, cache)
+    if settings.pixel_calibration == "balanced":
+        w = np.where(y, 0.5 / max(int(y.sum()), 1), 0.5 / max(int((~y).sum()), 1))
+        weights = "both classes weighted equally"
+    elif w is None:  # point-centred patches: weight the classes to the base lab's bacillus share
+        share = bacillus_share(replay.lab(replay.split.validation), base.model, settings, cache)
+        w = np.where(y, share / max(int(y.sum()), 1), (1 - share) / max(int((~y).sum()), 1))
+        weights = f"classes weighted to the base lab's bacillus pixel share {share:.5f}"
+    else:
+        weights = "the held-out fields' own bacillus share"
+    fit = fit_platt(z, y, w)
+    uncalibrated.unlink()
+    return fold_into_last_conv(model, fit), {
+        "scale": round(fit.scale, 6),
+        "shift": round(fit.shift, 6),
+        "weights": weights,
+        "ece_before": round(expected_calibration_error(expit(z), y, w), 6),
+        "ece_after": round(expected_calibration_error(expit(fit.scale * z + fit.shift), y, w), 6),
+    }
+
+
+def _export_networks(
+    model: Any, out: Path, base: Base, training_data: str, metrics: dict[str, object]
+) -> tuple[dict[str, str], OnnxModel]:
+    """Step 6, first part: the patch CNN and its dense network into the folder (the object filter learns from the
+    dense network's candidates); returns the dense network's metadata and the network, loaded."""
+    model.save(out / PATCH_KERAS)
+    extra = {"base_model": base.folder.model_id}
+    if base.normalisation is not None:
+        extra["input_normalisation"] = base.normalisation.to_json()
+    meta = export_onnx(
+        model,
+        out / DENSE_ONNX,
+        recipe="finetuned",
+        training_data=training_data,
+        validation_metrics=metrics,
+        extra=extra,
+    )
+    return meta, OnnxModel(out / DENSE_ONNX, providers=("CPUExecutionProvider",))
+
+
+def _object_filter(
+    out: Path, tuned: OnnxModel, split: LabSplit, replay: Replay, data: Path, settings: FinetuneSettings, cache: Path
+) -> dict[str, Any] | None:
+    """Step 5: the object filter refitted on the lab's and a few replay fields' candidates, its threshold
+    recalibrated on the held-out fields; None when there is nothing to learn a filter from."""
+    samples, negative = split.train.candidates(tuned, cache)
+    chosen = sorted(
+        np.random.default_rng([settings.seed, 7]).choice(replay.split.train, settings.replay_filter_fields, False)
+    )
+    if chosen:
+        more, more_negative = replay.lab(chosen).candidates(tuned, cache)
+        samples = ObjectSamples.concatenate([samples, more])
+        negative = np.concatenate([negative, more_negative])
+    try:
+        fit = fit_filter(samples, TARGET_RECALL, settings.seed, negative)
+    except ValueError as exc:  # e.g. no debris candidate at all: nothing to learn a filter from
+        log.warning("no object filter: %s; the folder keeps every candidate", exc)
+        return None
+    fit = held_out_threshold(fit, *split.held_out.candidates(tuned, cache), settings.negative_budget)
+    written = export_filter(
+        fit,
+        out / OBJECT_FILTER_ONNX,
+        dense_model_id=tuned.meta.model_id,
+        candidate_threshold=THRESHOLD,
+        min_object_px=MIN_OBJECT_PX,
+        trained_on=f"{data.name}: {split.train.describe()}; {replay.root.name}: fields {' '.join(chosen)}",
+    )
+    return {
+        "filter_id": written["filter_id"],
+        "threshold": written["threshold"],
+        "threshold_rule": fit.cross_validation["threshold_rule"],
+        "out_of_fold_threshold": fit.cross_validation.get("out_of_fold_threshold", fit.threshold),
+        "candidates": len(samples),
+        "replay_fields": [str(i) for i in chosen],
+    }
+
+
+def _compare(
+    clock: Stopwatch,
+    pairs: tuple[Pair, Pair],
+    split: LabSplit,
+    test: Path | None,
+    replay: Replay,
+    znsm_test: bool,
+    cache: Path,
+) -> dict[str, list[LabScores]]:
+    """Step 7: base and fine-tuned, each with its filter, on the held-out fields, the lab's test fields and the
+    base lab's test split."""
+    comparison: dict[str, list[LabScores]] = {}
+    comparison["lab held-out"] = clock.run(
+        "held-out comparison", lambda: [split.held_out.score(p, cache) for p in pairs]
+    )
+    if test is not None:
+        test_lab = read_lab(test)
+        comparison["lab test"] = clock.run("test comparison", lambda: [test_lab.score(p, cache) for p in pairs])
+    if znsm_test and (replay.root / "images").is_dir():
+        znsm = replay.lab(replay.split.test)
+        comparison["znsm-test"] = clock.run("ZNSM test comparison", lambda: [znsm.score(p, cache) for p in pairs])
+    return comparison
+
+
+def _record(
+    settings: FinetuneSettings, data: Path, split: LabSplit, replay: Replay, patches: Patches, filter_fields: list[str]
+) -> dict[str, Any]:
+    """What ``finetune.json`` says of the settings, the lab's fields, the replay and the patches."""
+    return {
+        "settings": {**asdict(settings), "counts": asdict(settings.counts)},
+        "lab": {
+            "root": str(data),
+            "kind": split.lab.kind,
+            "fine_tune": split.train.describe(),
+            "held_out": split.held_out.describe(),
+            "held_out_how": split.how,
+            "fine_tune_fields": list(split.train.field_ids),
+            "held_out_fields": list(split.held_out.field_ids),
+        },
+        "replay": {"data": str(replay.root), "patches": len(patches.replay), "filter_fields": filter_fields},
+        "patches": {
+            "lab_train": len(patches.lab_train),
+            "replay": len(patches.replay),
+            "held_out": len(patches.held_out),
+        },
+    }
 
 
 def finetune(
@@ -275,8 +504,9 @@ def finetune(
     cache: Path = DEFAULT_CACHE,
     command: str = "",
 ) -> dict[str, Any]:
-    """Fine-tune the model of ``base_dir`` on the lab data in ``data`` into the model folder ``out`` (module
-    docstring); returns the record written to ``out/finetune.json``.
+    """Fine-tune the model of ``base_dir`` on the lab data in ``data`` into the model folder ``out``, in the seven
+    steps of the module docstring (each a function here; the base lab's replay data read once); returns the record
+    written to ``out/finetune.json``.
 
     Raises:
         ModelContractError: ``base_dir`` is not a model folder.
@@ -286,174 +516,44 @@ def finetune(
     keras.utils.set_random_seed(settings.seed)
     clock = Stopwatch()
     started = time.perf_counter()
-    base = open_folder(base_dir)
-    if not base.patch_model.is_file():
-        raise FileNotFoundError(f"{base.patch_model}: the base folder has no patch CNN to fine-tune from")
-    base_model = OnnxModel(base.dense, providers=("CPUExecutionProvider",))
-    normalisation = base_model.meta.normalisation
-
-    lab = read_lab(data)
-    if held_out is not None:
-        train_part, held_part = lab, read_lab(held_out)
-        how = f"held-out fields from {held_out}"
-    else:
-        train_ids, held_ids = split_by_field(lab.field_ids, settings.held_out_share, settings.seed)
-        train_part, held_part = lab.part(train_ids), lab.part(held_ids)
-        how = f"{len(held_ids)} of its {len(lab.field_ids)} fields held out at random (seed {settings.seed})"
-
-    def sample() -> tuple[PatchSet, PatchSet, PatchSet]:
-        lab_train = train_part.patches(normalisation, settings.counts, settings.seed)
-        replay = replay_patches(normalisation, replay_data, replay_split, len(lab_train), settings)
-        return lab_train, replay, held_part.patches(normalisation, settings.counts, settings.seed)
-
-    lab_train, replay, held_patches = clock.run("patches", sample)
-    recipe = replace(get_recipe("augmented"), name="finetuned", learning_rate=settings.learning_rate)
-    model = keras.models.load_model(base.patch_model)
-    reference = normalisation.reference if normalisation is not None else (255.0, 255.0, 255.0)
-    history, best = clock.run(
-        "training",
-        lambda: fit_patches(
-            model,
-            PatchSet.concatenate([lab_train, replay], PATCH_SIZE),
-            held_patches,
-            recipe,
-            settings.seed,
-            settings.epochs,
-            reference,
-        ),
-    )
+    base = Base.open(base_dir)
+    replay = Replay.read(replay_data, replay_split)
+    split = LabSplit.of(data, held_out, settings)  # 1
+    patches = clock.run("patches", lambda: Patches.draw(split, base, replay, settings))  # 2
+    model, history, best = clock.run("training", lambda: _train(base, patches, settings))  # 3
     out.mkdir(parents=True, exist_ok=True)
-    extra = {"base_model": base.model_id}
-    if normalisation is not None:
-        extra["input_normalisation"] = normalisation.to_json()
-    training_data = f"{base.model_id} fine-tuned on {data.name} ({train_part.describe()}), replay {replay_data.name}"
+    training_data = (
+        f"{base.folder.model_id} fine-tuned on {data.name} ({split.train.describe()}), replay {replay_data.name}"
+    )
     metrics: dict[str, object] = {
         "held_out_patch_loss": round(history["val_loss"][best], 5),
         "held_out_patch_accuracy": round(history["val_accuracy"][best], 5),
         "best_epoch": best + 1,
     }
     calibration: dict[str, Any] | None = None
-    if settings.pixel_calibration != "none":
-
-        def calibrate() -> dict[str, Any]:
-            nonlocal model
-            uncalibrated = out / ".uncalibrated.onnx"
-            export_onnx(model, uncalibrated, recipe="finetuned", training_data=training_data, validation_metrics={})
-            tuned = OnnxModel(uncalibrated, providers=("CPUExecutionProvider",))
-            z, y, w = held_part.pixels(tuned, settings.background_share, settings.seed, cache)
-            if settings.pixel_calibration == "balanced":
-                w = np.where(y, 0.5 / max(int(y.sum()), 1), 0.5 / max(int((~y).sum()), 1))
-                weights = "both classes weighted equally"
-            elif w is None:  # point-centred patches: weight the classes to the base lab's bacillus share
-                fields = {f.field_id: f for f in discover_fields(replay_data)}
-                ids = DatasetSplit.load(replay_split).validation
-                share = bacillus_share(
-                    FieldLab(replay_data, tuple(fields[i] for i in ids)), base_model, settings, cache
-                )
-                w = np.where(y, share / max(int(y.sum()), 1), (1 - share) / max(int((~y).sum()), 1))
-                weights = f"classes weighted to the base lab's bacillus pixel share {share:.5f}"
-            else:
-                weights = "the held-out fields' own bacillus share"
-            fit = fit_platt(z, y, w)
-            model = fold_into_last_conv(model, fit)
-            uncalibrated.unlink()
-            return {
-                "scale": round(fit.scale, 6),
-                "shift": round(fit.shift, 6),
-                "weights": weights,
-                "ece_before": round(expected_calibration_error(expit(z), y, w), 6),
-                "ece_after": round(expected_calibration_error(expit(fit.scale * z + fit.shift), y, w), 6),
-            }
-
-        calibration = clock.run("calibration", calibrate)
-        metrics["calibration"] = calibration
-    model.save(out / PATCH_KERAS)
-    meta = export_onnx(
-        model,
-        out / DENSE_ONNX,
-        recipe="finetuned",
-        training_data=training_data,
-        validation_metrics=metrics,
-        extra=extra,
-    )
-    tuned = OnnxModel(out / DENSE_ONNX, providers=("CPUExecutionProvider",))
-
-    def object_filter() -> dict[str, Any] | None:
-        samples, negative = train_part.candidates(tuned, cache)
-        fields = {f.field_id: f for f in discover_fields(replay_data)}
-        ids = DatasetSplit.load(replay_split).train
-        chosen = sorted(np.random.default_rng([settings.seed, 7]).choice(ids, settings.replay_filter_fields, False))
-        if chosen:
-            replay_lab = FieldLab(replay_data, tuple(fields[i] for i in chosen))
-            more, more_negative = replay_lab.candidates(tuned, cache)
-            samples = ObjectSamples.concatenate([samples, more])
-            negative = np.concatenate([negative, more_negative])
-        try:
-            fit = fit_filter(samples, TARGET_RECALL, settings.seed, negative)
-        except ValueError as exc:  # e.g. no debris candidate at all: nothing to learn a filter from
-            log.warning("no object filter: %s; the folder keeps every candidate", exc)
-            return None
-        fit = held_out_threshold(fit, *held_part.candidates(tuned, cache), settings.negative_budget)
-        written = export_filter(
-            fit,
-            out / OBJECT_FILTER_ONNX,
-            dense_model_id=tuned.meta.model_id,
-            candidate_threshold=0.5,
-            min_object_px=20,
-            trained_on=f"{data.name}: {train_part.describe()}; {replay_data.name}: fields {' '.join(chosen)}",
+    if settings.pixel_calibration != "none":  # 4
+        model, calibration = clock.run(
+            "calibration", lambda: _calibrate_pixels(model, out, base, split, replay, training_data, settings, cache)
         )
-        return {
-            "filter_id": written["filter_id"],
-            "threshold": written["threshold"],
-            "threshold_rule": fit.cross_validation["threshold_rule"],
-            "out_of_fold_threshold": fit.cross_validation.get("out_of_fold_threshold", fit.threshold),
-            "candidates": len(samples),
-            "replay_fields": [str(i) for i in chosen],
-        }
-
-    filter_record = clock.run("object filter", object_filter)
+        metrics["calibration"] = calibration
+    meta, tuned = _export_networks(model, out, base, training_data, metrics)  # 6: the object filter needs them
+    filter_record = clock.run(
+        "object filter", lambda: _object_filter(out, tuned, split, replay, data, settings, cache)
+    )  # 5
     replay_filter_fields = filter_record.pop("replay_fields") if filter_record else []
     finetune_seconds = round(time.perf_counter() - started, 1)
-    plot_curves(history, best, f"fine-tuned from {base.model_id}: best epoch {best + 1}", out / "curves.png")
-
-    base_pair = Pair("base", base.dense, base.object_filter)
-    tuned_pair = Pair("fine-tuned", out / DENSE_ONNX, out / OBJECT_FILTER_ONNX if filter_record else None)
-    comparison: dict[str, list[LabScores]] = {}
-    comparison["lab held-out"] = clock.run(
-        "held-out comparison", lambda: [held_part.score(p, cache) for p in (base_pair, tuned_pair)]
+    plot_curves(history, best, f"fine-tuned from {base.folder.model_id}: best epoch {best + 1}", out / "curves.png")
+    pairs = (
+        Pair("base", base.folder.dense, base.folder.object_filter),
+        Pair("fine-tuned", out / DENSE_ONNX, out / OBJECT_FILTER_ONNX if filter_record else None),
     )
-    if test is not None:
-        test_lab = read_lab(test)
-        comparison["lab test"] = clock.run(
-            "test comparison", lambda: [test_lab.score(p, cache) for p in (base_pair, tuned_pair)]
-        )
-    if znsm_test and (replay_data / "images").is_dir():
-        fields = {f.field_id: f for f in discover_fields(replay_data)}
-        znsm = FieldLab(replay_data, tuple(fields[i] for i in DatasetSplit.load(replay_split).test))
-        comparison["znsm-test"] = clock.run(
-            "ZNSM test comparison", lambda: [znsm.score(p, cache) for p in (base_pair, tuned_pair)]
-        )
-    record: dict[str, Any] = {
+    comparison = _compare(clock, pairs, split, test, replay, znsm_test, cache)  # 7
+    record = {
         "model_id": meta["model_id"],
-        "base_model_id": base.model_id,
-        "base_folder": str(base.path),
+        "base_model_id": base.folder.model_id,
+        "base_folder": str(base.folder.path),
         "command": command,
-        "settings": {**asdict(settings), "counts": asdict(settings.counts)},
-        "lab": {
-            "root": str(data),
-            "kind": lab.kind,
-            "fine_tune": train_part.describe(),
-            "held_out": held_part.describe(),
-            "held_out_how": how,
-            "fine_tune_fields": list(train_part.field_ids),
-            "held_out_fields": list(held_part.field_ids),
-        },
-        "replay": {
-            "data": str(replay_data),
-            "patches": len(replay),
-            "filter_fields": replay_filter_fields,
-        },
-        "patches": {"lab_train": len(lab_train), "replay": len(replay), "held_out": len(held_patches)},
+        **_record(settings, data, split, replay, patches, replay_filter_fields),
         "best_epoch": best + 1,
         "held_out_patch_loss": history["val_loss"][best],
         "history": history,
@@ -466,10 +566,10 @@ def finetune(
     }
     (out / "finetune.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
     write_card(out, record)
-    clock.run("fast networks", lambda: write_fast_networks(out, replay_data, replay_split))
+    clock.run("fast networks", lambda: write_fast_networks(out, replay))  # 6, last part
     log.info(
         "fine-tuned %s → %s in %.0f s (comparisons %.0f s more); folder %s",
-        base.model_id,
+        base.folder.model_id,
         meta["model_id"],
         finetune_seconds,
         sum(v for k, v in clock.seconds.items() if "comparison" in k),

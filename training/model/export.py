@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import keras
-import numpy as np
 import onnx
 import tensorflow as tf
 import tf2onnx
@@ -128,15 +127,6 @@ def export_onnx(
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata properties of an ONNX file."""
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-def reference_tensors(patch_model: keras.Model, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A small input and the dense output expected for it, for consumers to check they reproduce the trainer."""
-    rng = np.random.default_rng(seed)
-    halo = receptive_field_px(patch_model)[0] // 2
-    image = rng.random((1, 16 + 2 * halo, 20 + 2 * halo, 3), dtype=np.float32)
-    expected = np.asarray(patch_cnn_to_fcn(patch_model)(image, training=False))
-    return image, expected
 
 
 def patch_onnx(patch_model: keras.Model) -> onnx.ModelProto:

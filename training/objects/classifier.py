@@ -33,6 +33,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
 from service.engine.candidates import FEATURES
+from service.engine.defaults import THRESHOLD
 from service.engine.model import OnnxModel
 from service.engine.object_filter import FORMAT
 from training.data.dataset import discover_fields
@@ -210,7 +211,7 @@ def train_object_filter(
     subsets: tuple[str, ...] = ("train", "validation"),
     ufam: Path | None = None,
     ufam_split: Path | None = None,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     min_object_px: int = ObjectRules.min_object_px,
     target_recall: float = TARGET_RECALL,
     seed: int = 0,

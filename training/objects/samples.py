@@ -27,6 +27,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from service.engine.candidates import FEATURES, Candidates, find_candidates
+from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
 from service.engine.model import OnnxModel
 from service.engine.segmenter import Segmenter
 from training.data.annotations import Box, BoxLabel
@@ -85,7 +86,7 @@ def collect_samples(
     model: OnnxModel,
     fields: list[FieldFiles],
     *,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     rules: ObjectRules | None = None,
     cache: Path = DEFAULT_CACHE,
 ) -> ObjectSamples:
@@ -125,8 +126,8 @@ def collect_ufam_samples(
     model: OnnxModel,
     part: UfamSet,
     *,
-    threshold: float = 0.5,
-    min_object_px: int = 20,
+    threshold: float = THRESHOLD,
+    min_object_px: int = MIN_OBJECT_PX,
     cache: Path = DEFAULT_CACHE,
 ) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
     """Candidates of a part of the UFAM set, labelled (module docstring, step 3), grouped by slide.
