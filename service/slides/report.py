@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.engine.grading import SlideGrade, grade_slide
-from service.slides.model import Decision, ObjectSource, Slide
+from service.slides.model import Decision, ObjectSource, Slide, SlideField
 
 
 class SlideFieldOut(BaseModel):
@@ -131,30 +131,31 @@ def _review(slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...
     )
 
 
+def _field_out(slide_id: str, index: int, f: SlideField) -> SlideFieldOut:
+    return SlideFieldOut(
+        index=index,
+        name=f.name,
+        objects=f.kept_objects,
+        afb=f.afb,
+        estimated_bacilli=f.estimated_bacilli,
+        width=f.width,
+        height=f.height,
+        model_id=f.model_id,
+        filter_id=f.filter_id,
+        mode=f.mode,
+        added_at=f.added_at,
+        reviewable=f.reviewable,
+        reviewed_afb=f.reviewed_afb,
+        objects_reviewed=len(f.decisions),
+        image_url=f"/v1/slides/{slide_id}/fields/{index}/image" if f.job_id else None,
+        job_id=f.job_id,
+    )
+
+
 def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideReport:
     """The report of a slide, graded from its fields' AFB; ``more_reasons`` (e.g. fields that could not be read)
     are added to the review reasons and make it need review."""
-    fields = [
-        SlideFieldOut(
-            index=i,
-            name=f.name,
-            objects=f.kept_objects,
-            afb=f.afb,
-            estimated_bacilli=f.estimated_bacilli,
-            width=f.width,
-            height=f.height,
-            model_id=f.model_id,
-            filter_id=f.filter_id,
-            mode=f.mode,
-            added_at=f.added_at,
-            reviewable=f.reviewable,
-            reviewed_afb=f.reviewed_afb,
-            objects_reviewed=len(f.decisions),
-            image_url=f"/v1/slides/{slide.slide_id}/fields/{i}/image" if f.job_id else None,
-            job_id=f.job_id,
-        )
-        for i, f in enumerate(slide.fields)
-    ]
+    fields = [_field_out(slide.slide_id, i, f) for i, f in enumerate(slide.fields)]
     if not fields:
         return SlideReport(
             slide_id=slide.slide_id,
