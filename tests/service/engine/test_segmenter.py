@@ -29,11 +29,19 @@ def _filter_trained_with(source: Path, out: Path, threshold: float, min_object_p
     return out
 
 
-def test_the_candidate_cut_defaults_to_what_the_filter_was_trained_with(
-    random_dense_onnx: Path, random_object_filter: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def model_and_filter(
+    random_dense_onnx: Path, random_object_filter: Path, tmp_path: Path
+) -> tuple[OnnxModel, ObjectFilter]:
+    """The random model and a real filter of it whose candidates were cut at 0.6 and 30 px."""
     model = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
-    trained = ObjectFilter(_filter_trained_with(random_object_filter, tmp_path / "f.onnx", 0.6, 30))
+    return model, ObjectFilter(_filter_trained_with(random_object_filter, tmp_path / "f.onnx", 0.6, 30))
+
+
+def test_the_candidate_cut_defaults_to_what_the_filter_was_trained_with(
+    model_and_filter: tuple[OnnxModel, ObjectFilter], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, trained = model_and_filter
     with caplog.at_level(logging.WARNING):
         own = Segmenter(model, object_filter=trained)
     assert (own.threshold, own.min_object_px, own.overrides) == (0.6, 30, ())
@@ -45,10 +53,9 @@ def test_the_candidate_cut_defaults_to_what_the_filter_was_trained_with(
 
 
 def test_a_differing_cut_is_used_warned_once_and_listed(
-    random_dense_onnx: Path, random_object_filter: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    model_and_filter: tuple[OnnxModel, ObjectFilter], caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = OnnxModel(random_dense_onnx, providers=("CPUExecutionProvider",))
-    trained = ObjectFilter(_filter_trained_with(random_object_filter, tmp_path / "f.onnx", 0.6, 30))
+    model, trained = model_and_filter
     with caplog.at_level(logging.WARNING):
         segmenter = Segmenter(model, threshold=0.4, min_object_px=30, object_filter=trained)
     assert segmenter.threshold == 0.4 and segmenter.overrides == (Override("threshold", 0.6, 0.4),)
