@@ -46,6 +46,7 @@ from service.files import write_atomically
 from service.model_registry import DEFAULT_MODEL_SETTING
 from service.render import heatmap_png_array, mask_pngs, overlay
 from service.settings import Settings
+from service.slides.decision import ModelEvidence
 from service.slides.intake import slide_field
 from service.slides.model import SLIDE_ID, Slide
 from service.slides.report import slide_report
@@ -64,6 +65,7 @@ SUMMARY_FIELDS = (
     "bacillus_fraction",
     "inference_seconds",
     "mode",
+    "in_domain",
     "detail",
 )
 
@@ -166,6 +168,7 @@ class BatchRow:
                 "bacillus_fraction": r.bacillus_pixel_fraction,
                 "inference_seconds": round(r.timings.inference_ms / 1000, 3),
                 "mode": r.mode,
+                "in_domain": "" if r.domain is None else r.domain.in_domain,
             }
         return row
 
@@ -214,13 +217,16 @@ def default_slide_id(out: Path) -> str:
     return name if SLIDE_ID.match(name) else "slide"
 
 
-def write_slide(path: Path, slide_id: str, rows: Sequence[BatchRow], started_at: float) -> None:
+def write_slide(
+    path: Path, slide_id: str, rows: Sequence[BatchRow], started_at: float, evidence: ModelEvidence | None = None
+) -> None:
     """Grade the fields segmented (or found done before) as one slide into ``path``, in the schema of
     ``GET /v1/slides/{id}``; fields that failed are not counted and make the slide need review."""
     fields = [slide_field(r.file.name, r.result, r.added_at) for r in rows if r.result is not None]
     failures = sum(r.result is None for r in rows)
     more = (f"{failures} fields could not be read and were not counted",) if failures else ()
-    report = slide_report(Slide(slide_id, started_at, tuple(fields)), more)
+    models = {f.model_id for f in fields}
+    report = slide_report(Slide(slide_id, started_at, tuple(fields)), more, dict.fromkeys(models, evidence))
     write_atomically(path, (report.model_dump_json(indent=1) + "\n").encode())
     log.info(
         "slide: %s, %d AFB in %d fields (slide id %s)%s",
@@ -287,7 +293,8 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
     writer.writerows(r.csv_row() for r in rows)
     write_atomically(summary, table.getvalue().encode("utf-8"))
     if args.slide or args.slide_id is not None:
-        write_slide(args.out / "slide.json", args.slide_id or default_slide_id(args.out), rows, started_at)
+        slide_id = args.slide_id or default_slide_id(args.out)
+        write_slide(args.out / "slide.json", slide_id, rows, started_at, ModelEvidence.of(segmenter.domain))
     failures = sum(r.result is None for r in rows)
     log.info(
         "%d fields (%d failed), %d bacilli in all, %.1f s; summary in %s",

@@ -90,6 +90,15 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class DomainOut(BaseModel):
+    """The field against the model's training domain (:mod:`service.engine.domain`)."""
+
+    in_domain: bool = Field(description="every measurement of the field within the limit of the training fields'")
+    distance: float = Field(description="the largest robust z-score of its measurements against the training fields")
+    limit: float = Field(description="the distance above which a field is out of the domain")
+    reasons: list[str] = Field(description="each measurement beyond the limit, in words")
+
+
 class FieldSummary(BaseModel):
     """One field: where its result came from, the image, the counts and the bacilli."""
 
@@ -120,6 +129,11 @@ class FieldSummary(BaseModel):
     bacilli: list[BacillusOut]
     rejected: list[BacillusOut] | None = Field(
         None, description="candidates the object filter rejected (when asked for)"
+    )
+    domain: DomainOut | None = Field(
+        None,
+        description="whether the field looks like the model's training fields; null when its folder describes no "
+        "domain (a slide of out-of-domain fields is never decided automatically)",
     )
 
 
@@ -189,6 +203,16 @@ class FieldResult:
             estimated_bacilli=s.estimated_bacilli,
             bacilli=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.bacilli],
             rejected=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.rejected] if include_rejected else None,
+            domain=(
+                DomainOut(
+                    in_domain=s.domain.in_domain,
+                    distance=s.domain.distance,
+                    limit=s.domain.limit,
+                    reasons=list(s.domain.reasons),
+                )
+                if s.domain is not None
+                else None
+            ),
         )
 
     def analyzed(self, total_seconds: float, include_rejected: bool = False, outlines: bool = False) -> AnalyzedField:

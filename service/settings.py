@@ -244,4 +244,5 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
                 tile_px=self.fast_tile_px,
                 batch_tiles=self.fast_batch_tiles,
             ),
+            domain_path=folder.domain,
         )

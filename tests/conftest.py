@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.data.synthetic import SyntheticField, synthetic_field
-from training.paths import ZNSM_MS2
+from training.paths import UFAM_DDS1, ZNSM_MS2
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +17,14 @@ def znsm_ms2() -> Path:
     if not (ZNSM_MS2 / "images").is_dir():
         pytest.skip(f"real data not available: {ZNSM_MS2} is missing (tests on real fields need ../shared/data)")
     return ZNSM_MS2
+
+
+@pytest.fixture(scope="session")
+def ufam_dds1() -> Path:
+    """Another lab's shared fields (UFAM DDS1); skips the test, saying why, when they are not beside the checkout."""
+    if not (UFAM_DDS1 / "negatives").is_dir():
+        pytest.skip(f"real data not available: {UFAM_DDS1} is missing (tests on real fields need ../shared/data)")
+    return UFAM_DDS1
 
 
 @pytest.fixture(scope="session")

@@ -169,6 +169,7 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
         "bacilli_dense.int8.onnx",
         "bacilli_dense.onnx",
         "by_lab.json",
+        "domain.json",
         "fast_variants.json",
         "object_filter.onnx",
         "patch_cnn.keras",
@@ -185,6 +186,10 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
     assert (by_lab["model_id"], by_lab["filter_id"]) == (default, filter_meta["filter_id"])
     found = f"{by_lab['found_at_centre']} of {by_lab['positives']}"
     assert "## By lab" in card_text(folder) and found in card_text(folder)
+    from service.engine.domain import DomainModel
+
+    domain = DomainModel.load(folder / "domain.json")  # its training domain: spreads, limit, false-bacilli rates
+    assert domain.model_id == default and domain.z_limit > 0 and domain.foreign_false and domain.in_domain_false
     card = (folder / "MODEL_CARD.md").read_text()
     assert meta["model_id"] in card and f"Recipe `{meta['recipe']}`" in card
     assert (meta["receptive_field"], meta["halo"], meta["classes"]) == ("45", "22", "background,bacillus")

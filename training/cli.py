@@ -17,6 +17,8 @@ Commands:
     ship     copy the run with the best test bacillus F1 into models/<model_id>/ and write its model card
     finetune adapt a model folder to a lab's own annotated fields, into a new servable model folder
     fast     write a model folder's fast-mode networks: the coarse pass and int8 copies (mode=fast)
+    domain   write a model folder's training domain (domain.json): the per-field domain check's spreads, its limit
+             (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
 """
 
 from __future__ import annotations
@@ -570,6 +572,38 @@ def add_ship(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ship.add_argument("--card-only", action="store_true", help="rewrite the card only; leave the model files")
 
 
+def add_domain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    domain = commands.add_parser(
+        "domain", help="write a model folder's training domain (domain.json) and report how it separates labs"
+    )
+    domain.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    _add_data_arguments(domain)
+    domain.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
+    domain.add_argument("--ufam", type=Path, default=UFAM_DDS1, help="another lab (default: %(default)s)")
+    domain.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="its split by slide")
+    domain.add_argument(
+        "--more",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="more labs' fields to report (never used for a choice), e.g. znsm-ms1=../shared/data/znsm-ms1",
+    )
+    domain.add_argument("-o", "--out", type=Path, required=True, help="folder for domain_report.json, domain.png")
+
+
+def run_domain(args: argparse.Namespace) -> int:
+    from training.evaluation.domain_fit import build_domain
+
+    more = {}
+    for entry in args.more:
+        name, sep, folder = entry.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--more {entry!r}: expected NAME=FOLDER")
+        more[name] = Path(folder)
+    build_domain(args.model, args.data, args.split, args.ufam, args.ufam_split, args.out, more)
+    return 0
+
+
 def run_ship(args: argparse.Namespace) -> int:
     from training.fit.shipping import ship
 
@@ -591,6 +625,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "labs": (add_labs, run_labs),
     "finetune": (add_finetune, run_finetune),
     "fast": (add_fast, run_fast),
+    "domain": (add_domain, run_domain),
     "ship": (add_ship, run_ship),
 }
 

@@ -10,6 +10,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 ZNSM_MS2 = SHARED_DATA / "znsm-ms2"
 UFAM_DDS1 = SHARED_DATA / "ufam-dds1"
+ZNSM_MS1 = SHARED_DATA / "znsm-ms1"  # the same database's other microscope (another camera and scale)
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 ZNSM_MS2_SPLIT = SPLITS_DIR / "znsm-ms2.json"

@@ -15,6 +15,9 @@ from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.model_registry import LoadedModel, ModelRegistry, UnknownModel
 from service.settings import Settings
+from service.slides.decision import ModelEvidence
+from service.slides.model import Slide
+from service.slides.report import SlideReport, slide_report
 from service.slides.store import SlideStore
 
 
@@ -29,6 +32,11 @@ class Serving:
     slides: SlideStore
     jobs: JobStore
     job_runner: JobRunner
+
+    def report(self, slide: Slide) -> SlideReport:
+        """The slide's report, decided with the evidence of the served models (their ``domain.json``)."""
+        evidence = {m.model_id: ModelEvidence.of(m.segmenter.domain) for m in self.models.all()}
+        return slide_report(slide, evidence=evidence)
 
     def model(self, model_id: str | None) -> LoadedModel:
         """The model a request names (the default for None).

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.engine.defaults import BATCH_TILES, TILE_PX
+from service.engine.domain import DomainModel
+from service.engine.errors import ModelContractError
 from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
 from service.engine.model_folder import check_pair
@@ -39,6 +41,7 @@ class SegmenterConfig:
             (:meth:`ModelFolder.fast_networks <service.engine.model_folder.ModelFolder.fast_networks>`).
         fast_precision: their precision, ``fp32`` or ``int8``.
         fast_settings: how fast mode screens and refines.
+        domain_path: the folder's ``domain.json`` (None: fields are not checked against a domain).
     """
 
     model_path: Path
@@ -53,13 +56,14 @@ class SegmenterConfig:
     fast_paths: tuple[Path, Path] | None = None
     fast_precision: str = "fp32"
     fast_settings: FastSettings = field(default_factory=FastSettings)
+    domain_path: Path | None = None
 
 
 def load_segmenter(config: SegmenterConfig) -> Segmenter:
     """Load the model and its filter and wrap them in a segmenter.
 
     Raises:
-        ModelContractError: a missing or unreadable file, bad metadata, or a filter of another model.
+        ModelContractError: a missing or unreadable file, bad metadata, or a filter or domain of another model.
     """
     model = OnnxModel(config.model_path, providers=config.providers, intra_op_threads=config.intra_op_threads)
     log.info("model %s loaded from %s on %s", model.meta.model_id, config.model_path, ", ".join(model.providers))
@@ -83,6 +87,15 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         fast = FastNetworks.pair(model, coarse, refine, config.fast_precision)
         stride, name = fast.geometry.stride, refine_path.name
         log.info("fast mode: %s, coarse pass every %d px, refinement by %s", fast.precision, stride, name)
+    domain = None
+    if config.domain_path is not None:
+        domain = DomainModel.load(config.domain_path)
+        if domain.model_id != model.meta.model_id:
+            raise ModelContractError(
+                f"{config.domain_path}: describes the domain of {domain.model_id}, not of {model.meta.model_id}; "
+                "write it again (python -m training domain)"
+            )
+        log.info("domain check: %s, limit %.1f robust SD", domain.source, domain.z_limit)
     return Segmenter(
         model,
         tile_px=config.tile_px,
@@ -93,4 +106,5 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         object_threshold=config.object_threshold,
         fast=fast,
         fast_settings=config.fast_settings,
+        domain=domain,
     )

@@ -35,6 +35,7 @@ DENSE_ONNX = "bacilli_dense.onnx"
 OBJECT_FILTER_ONNX = "object_filter.onnx"
 CARD_MD = "MODEL_CARD.md"
 PATCH_KERAS = "patch_cnn.keras"
+DOMAIN_JSON = "domain.json"
 DEFAULT_MARKER = "DEFAULT_MODEL"
 COARSE_ONNX = "bacilli_coarse.onnx"
 DENSE_INT8_ONNX = "bacilli_dense.int8.onnx"
@@ -65,6 +66,12 @@ class ModelFolder:
     @property
     def object_filter(self) -> Path | None:
         path = self.path / OBJECT_FILTER_ONNX
+        return path if path.is_file() else None
+
+    @property
+    def domain(self) -> Path | None:
+        """Its training domain's description (``python -m training domain`` writes it), when it has one."""
+        path = self.path / DOMAIN_JSON
         return path if path.is_file() else None
 
     @property

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.engine.defaults import BATCH_TILES, MIN_OBJECT_PX, THRESHOLD, TILE_PX
+from service.engine.domain import DomainCheck, DomainModel
 from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
 from service.engine.modes import Mode as Mode
@@ -66,6 +67,7 @@ class Segmentation:
         tiles: tiles the field was cut into (fast mode: refinement tiles).
         refined_tiles: fast mode: the tiles that went through the dense network (None in exact mode).
         coarse_seconds: fast mode: the coarse pass's share of ``infer_seconds`` (None in exact mode).
+        domain: the field against the model's training domain (None when the model folder describes none).
     """
 
     origin: Origin
@@ -79,6 +81,7 @@ class Segmentation:
     tiles: int
     refined_tiles: int | None = None
     coarse_seconds: float | None = None
+    domain: DomainCheck | None = None
 
     @property
     def heatmap_exact(self) -> bool:
@@ -124,6 +127,7 @@ class Segmenter:
             :meth:`ObjectFilter.cut <service.engine.object_filter.ObjectFilter.cut>`).
         fast: fast mode's networks (None: this segmenter runs exact mode only).
         fast_settings: how fast mode screens and refines.
+        domain: the model's training domain: each field is checked against it (:mod:`service.engine.domain`).
 
     A ``threshold`` or ``min_object_px`` that differs from the filter's is used, logged once as a warning and
     listed in :attr:`overrides`.
@@ -140,6 +144,7 @@ class Segmenter:
         object_threshold: float | None = None,
         fast: FastNetworks | None = None,
         fast_settings: FastSettings | None = None,
+        domain: DomainModel | None = None,
     ) -> None:
         largest = model.largest_tile_px(batch_tiles)
         if largest is not None and tile_px > largest:
@@ -180,6 +185,7 @@ class Segmenter:
         self.object_threshold = object_filter.cut(object_threshold) if object_filter is not None else None
         self.fast = fast
         self.fast_settings = fast_settings or FastSettings()
+        self.domain = domain
         passes: list[InferencePass] = [ExactPass(model, tile_px, batch_tiles)]
         if fast is not None:
             passes.append(FastPass(fast, self.fast_settings))
@@ -267,6 +273,7 @@ class Segmenter:
         inference = self._pass(mode)
         started = time.perf_counter()
         origin = self.origin(object_threshold, inference.mode)
+        domain = self.domain.check(rgb) if self.domain is not None else None
         field = self.prepare(rgb, background)
         inferred_pass = inference.run(field, self.threshold)
         heatmap = inferred_pass.heatmap
@@ -292,6 +299,7 @@ class Segmenter:
             tiles=inferred_pass.tiles,
             refined_tiles=inferred_pass.refined_tiles,
             coarse_seconds=inferred_pass.coarse_seconds,
+            domain=domain,
         )
 
     def warm_up(self, mode: Mode = Mode.EXACT) -> float:

@@ -15,8 +15,9 @@ fields done, skipped and failed, fields per second, and each worker's throughput
 
 Per-field Parquet columns (:data:`FIELD_SCHEMA`): ``field_id`` (path or URI), ``slide_id``, ``name``, ``status``
 (done | failed), ``error``, ``model_id``, ``filter_id``, ``mode``, ``precision``, ``width``, ``height``, ``count``,
-``estimated_bacilli``, ``candidates``, ``inference_ms``, ``total_ms``, ``result`` (the field's ``/v1/analyze``
-answer as JSON: bacilli with boxes, centroids, scores; rejected candidates; timings), ``mask_png`` and
+``estimated_bacilli``, ``candidates``, ``in_domain`` (the domain check; null without one), ``inference_ms``,
+``total_ms``, ``result`` (the field's ``/v1/analyze`` answer as JSON: bacilli with boxes, centroids, scores;
+rejected candidates; the domain check; timings), ``mask_png`` and
 ``objects_png`` (paths, when masks are asked for), ``worker`` and ``finished_at`` (Unix time).
 """
 
@@ -30,7 +31,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs
 
+from service.engine.domain import DomainModel
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.segmenter import Mode
 from service.field_result import AnalyzedField, FieldOptions, segment_field
 from service.render import mask_pngs
 from service.scale.inputs import FieldInput, is_uri, read_field
+from service.slides.decision import ModelEvidence
 from service.slides.intake import slide_field
 from service.slides.model import Slide
 from service.slides.report import slide_report
@@ -67,6 +70,7 @@ FIELD_SCHEMA = pa.schema(
         ("count", pa.int32()),
         ("estimated_bacilli", pa.int32()),
         ("candidates", pa.int32()),
+        ("in_domain", pa.bool_()),
         ("inference_ms", pa.float64()),
         ("total_ms", pa.float64()),
         ("result", pa.string()),
@@ -176,6 +180,7 @@ class FieldSegmenter:
             "count": analyzed.count,
             "estimated_bacilli": analyzed.estimated_bacilli,
             "candidates": analyzed.candidates,
+            "in_domain": analyzed.domain.in_domain if analyzed.domain is not None else None,
             "inference_ms": analyzed.timings.inference_ms,
             "total_ms": analyzed.timings.total_ms,
             "result": analyzed.model_dump_json(),
@@ -220,8 +225,14 @@ def latest(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return by_field
 
 
-def write_slides(output: Output, fields: list[FieldInput], rows: dict[str, dict[str, Any]]) -> int:
-    """Grade every slide of ``fields`` from the latest rows into ``slides/<id>.json``; returns how many."""
+def write_slides(
+    output: Output,
+    fields: list[FieldInput],
+    rows: dict[str, dict[str, Any]],
+    evidence: Mapping[str, ModelEvidence | None] | None = None,
+) -> int:
+    """Grade and decide every slide of ``fields`` from the latest rows into ``slides/<id>.json`` (``evidence``: the
+    model's, by id); returns how many."""
     by_slide: dict[str, list[FieldInput]] = defaultdict(list)
     for f in fields:
         if f.slide_id is not None:
@@ -236,7 +247,7 @@ def write_slides(output: Output, fields: list[FieldInput], rows: dict[str, dict[
             read.append(slide_field(f.name, AnalyzedField.model_validate_json(row["result"]), row["finished_at"]))
         created = min((c.added_at for c in read), default=time.time())
         more = (f"{failed} fields could not be read and were not counted",) if failed else ()
-        report = slide_report(Slide(slide_id, created, tuple(read)), more)
+        report = slide_report(Slide(slide_id, created, tuple(read)), more, evidence)
         output.write(f"{SLIDES_DIR}/{slide_id}.json", (report.model_dump_json(indent=1) + "\n").encode())
     return len(by_slide)
 
@@ -323,7 +334,8 @@ def run_batch(
                 w = summary.workers.setdefault(str(worker), {"fields": 0, "seconds": 0.0})
                 w["fields"] += 1
                 w["seconds"] += float(seconds)
-    summary.slides = write_slides(output, fields, latest(read_rows(output)))
+    domain = DomainModel.load(plan.config.domain_path) if plan.config.domain_path is not None else None
+    summary.slides = write_slides(output, fields, latest(read_rows(output)), {model_id: ModelEvidence.of(domain)})
     summary.seconds = time.perf_counter() - started
     body = summary.as_json(plan, model_id, workers)
     output.write(SUMMARY_JSON, (json.dumps(body, indent=1) + "\n").encode())

@@ -204,9 +204,13 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t)) if t else "—"
 
 
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
 def report_html(report: SlideReport) -> str:
-    """A printable slide report: slide id, fields examined, AFB per field (automatic and reviewed), grades, model
-    and mode, who reviewed and signed."""
+    """A printable slide report: slide id, the decision with its reasons and evidence, fields examined, AFB per
+    field (automatic and reviewed), grades, model and mode, who reviewed and signed."""
     e = html.escape
     review = report.review
     signature = review.signature
@@ -223,6 +227,13 @@ def report_html(report: SlideReport) -> str:
         else "Not signed"
     )
     reasons = "".join(f"<li>{e(r)}</li>" for r in review.reasons) or "<li>none</li>"
+    why = "".join(f"<li>{e(r)}</li>" for r in report.decision_reasons)
+    evidence = report.decision_evidence
+    rates = "".join(
+        f"<li>{e(r.source)}: {r.false_bacilli} false bacilli in {r.fields} fields, at most {r.upper_95:.3g} per field "
+        f"(95%){f', taken {r.factor:g}×' if r.factor != 1 else ''}</li>"
+        for r in evidence.rates
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Slide {e(report.slide_id)}: ZN smear report</title>
 <style>
@@ -233,6 +244,12 @@ td:nth-child(2), th:nth-child(2) {{ text-align: left; }}
 @media print {{ body {{ margin: 0; }} }}
 </style></head><body>
 <h1>Ziehl-Neelsen smear: slide {e(report.slide_id)}</h1>
+<p class="grade">Decision: {e(report.decision)}</p>
+<ul>{why}</ul>
+<p>Fields in the model's domain: {evidence.fields_in_domain}, out of it: {evidence.fields_out_of_domain}, not checked:
+{evidence.fields_unchecked} · false bacilli these fields could hold: {_num(evidence.false_bacilli_ceiling)} · positive
+above {_num(evidence.positive_above)} AFB</p>
+<ul>{rates}</ul>
 <p class="grade">Grade (reviewed): {e(review.report or "—")}</p>
 <p>Automatic grade: {e(report.report or "—")} · fields examined: {report.fields_examined} ·
 AFB (automatic / reviewed): {report.total_afb} / {review.total_afb}</p>

@@ -50,4 +50,7 @@ def slide_field(
         job_field=job[1] if job else None,
         reviewable=reviewable,
         objects=kept + rejected if reviewable else (),
+        in_domain=summary.domain.in_domain if summary.domain else None,
+        domain_distance=summary.domain.distance if summary.domain else None,
+        domain_reasons=tuple(summary.domain.reasons) if summary.domain else (),
     )

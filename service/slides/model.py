@@ -92,6 +92,9 @@ class SlideField:
         job_id, job_field: the job (and its field) whose input holds the image; None when sent directly.
         reviewable: its objects are kept (:attr:`objects`), so they can be reviewed.
         objects: its kept objects, rejected candidates and added bacilli, with their review.
+        in_domain: whether it looked like the model's training fields; None when not checked.
+        domain_distance: its distance from them (robust SD); None when not checked.
+        domain_reasons: why it is out of the domain.
     """
 
     name: str
@@ -107,6 +110,9 @@ class SlideField:
     job_field: int | None = None
     reviewable: bool = False
     objects: tuple[SlideObject, ...] = ()
+    in_domain: bool | None = None
+    domain_distance: float | None = None
+    domain_reasons: tuple[str, ...] = ()
 
     @property
     def afb(self) -> int:

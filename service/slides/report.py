@@ -8,9 +8,14 @@ after a technician accepted, rejected or added objects (equal to the automatic o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from service.engine.grading import SlideGrade, grade_slide
+from service.slides.decision import ModelEvidence, SlideDecision, decide
 from service.slides.model import Decision, ObjectSource, Slide, SlideField
 
 
@@ -33,6 +38,11 @@ class SlideFieldOut(BaseModel):
     objects_reviewed: int = Field(description="objects accepted, rejected or added by a reviewer")
     image_url: str | None = Field(description="the field's image, while the job that read it is kept")
     job_id: str | None = Field(description="the job that read it (null: sent to /v1/slides directly)")
+    in_domain: bool | None = Field(
+        None, description="whether it looked like the model's training fields; null when it was not checked"
+    )
+    domain_distance: float | None = Field(None, description="its distance from them, in robust SD")
+    domain_reasons: list[str] = Field(default_factory=list, description="why it is out of the model's domain")
 
 
 class SignatureOut(BaseModel):
@@ -65,6 +75,28 @@ class SlideReviewOut(BaseModel):
     signature: SignatureOut | None = Field(description="the latest signature, if any")
 
 
+class FalseRateOut(BaseModel):
+    source: str = Field(description="the fields the rate was measured on")
+    fields: int
+    false_bacilli: int
+    upper_95: float = Field(description="one-sided 95% Poisson upper bound on false bacilli per field")
+    factor: float = Field(description="the factor it is taken with (an unmeasured lab's margin; 1 in the domain)")
+
+
+class DecisionEvidenceOut(BaseModel):
+    fields_in_domain: int
+    fields_out_of_domain: int
+    fields_unchecked: int = Field(description="fields its model's folder could not check (no domain.json)")
+    false_bacilli_ceiling: float | None = Field(
+        description="false bacilli the slide's fields could hold with no bacillus at all (the sum of their rates)"
+    )
+    positive_above: int | None = Field(
+        description="AFB above which the slide is beyond what false bacilli produce (99.9% Poisson quantile)"
+    )
+    rates: list[FalseRateOut]
+    lab_profile: str | None = Field(None, description="the lab profile the decision used (none yet)")
+
+
 class SlideReport(BaseModel):
     slide_id: str
     created_at: float = Field(description="Unix time")
@@ -80,6 +112,12 @@ class SlideReport(BaseModel):
     fields_needed: int | None = Field(description="fields the grade's definition asks for")
     needs_review: bool
     reasons: list[str]
+    decision: str = Field(
+        description="positive: more AFB than false bacilli can produce here; negative: within what the lab's own "
+        "negative fields produce (needs a lab profile); review: a person must read it (decision_reasons says why)"
+    )
+    decision_reasons: list[str]
+    decision_evidence: DecisionEvidenceOut
     review: SlideReviewOut
 
 
@@ -149,12 +187,34 @@ def _field_out(slide_id: str, index: int, f: SlideField) -> SlideFieldOut:
         objects_reviewed=len(f.decisions),
         image_url=f"/v1/slides/{slide_id}/fields/{index}/image" if f.job_id else None,
         job_id=f.job_id,
+        in_domain=f.in_domain,
+        domain_distance=f.domain_distance,
+        domain_reasons=list(f.domain_reasons),
     )
 
 
-def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideReport:
-    """The report of a slide, graded from its fields' AFB; ``more_reasons`` (e.g. fields that could not be read)
-    are added to the review reasons and make it need review."""
+def _decision_fields(decided: SlideDecision) -> dict[str, Any]:
+    return {
+        "decision": decided.decision,
+        "decision_reasons": list(decided.reasons),
+        "decision_evidence": DecisionEvidenceOut(
+            fields_in_domain=decided.fields_in_domain,
+            fields_out_of_domain=decided.fields_out_of_domain,
+            fields_unchecked=decided.fields_unchecked,
+            false_bacilli_ceiling=decided.false_bacilli_ceiling,
+            positive_above=decided.positive_above,
+            rates=[FalseRateOut(**asdict(rate), factor=factor) for rate, factor in decided.rates],
+        ),
+    }
+
+
+def slide_report(
+    slide: Slide, more_reasons: tuple[str, ...] = (), evidence: Mapping[str, ModelEvidence | None] | None = None
+) -> SlideReport:
+    """The report of a slide, graded from its fields' AFB and decided (:mod:`service.slides.decision`) with the
+    ``evidence`` of the models that read it (by model id; none: every slide is ``review``); ``more_reasons`` (e.g.
+    fields that could not be read) are added to the review reasons and make it need review."""
+    evidence = evidence or {}
     fields = [_field_out(slide.slide_id, i, f) for i, f in enumerate(slide.fields)]
     if not fields:
         return SlideReport(
@@ -172,6 +232,7 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
             fields_needed=None,
             needs_review=True,
             reasons=["no field examined yet", *more_reasons],
+            **_decision_fields(decide(slide, None, evidence)),
             review=_review(slide, None, more_reasons),
         )
     grade = grade_slide([f.afb for f in fields])
@@ -197,5 +258,6 @@ def slide_report(slide: Slide, more_reasons: tuple[str, ...] = ()) -> SlideRepor
         fields_needed=grade.fields_needed,
         needs_review=bool(reasons),
         reasons=reasons,
+        **_decision_fields(decide(slide, grade, evidence)),
         review=_review(slide, grade_slide([f.reviewed_afb for f in slide.fields]), (*mixed, *more_reasons)),
     )

@@ -91,6 +91,9 @@ FIELD_COLUMNS_ADDED = (
     ("job_id", "TEXT"),  # the job whose input holds the field's image
     ("job_field", "INTEGER"),
     ("objects_kept", "INTEGER NOT NULL DEFAULT 0"),  # 1 when its objects are in slide_objects (reviewable)
+    ("in_domain", "INTEGER"),  # the domain check: 1 in, 0 out, NULL not checked (a store from before it)
+    ("domain_distance", "REAL"),
+    ("domain_reasons", "TEXT"),  # JSON list
 )
 
 OBJECT_COLUMNS = "number, origin, x, y, bbox, outline, score, estimated_count, decision, reviewer, reviewed_at"
@@ -155,8 +158,8 @@ class SlideStore:
                 for offset, f in enumerate(fields, start=1):
                     self._db.execute(
                         "INSERT INTO slide_fields (slide_id, position, name, objects, estimated_bacilli, width, "
-                        "height, model_id, filter_id, added_at, mode, job_id, job_field, objects_kept) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "height, model_id, filter_id, added_at, mode, job_id, job_field, objects_kept, in_domain, "
+                        "domain_distance, domain_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             slide_id,
                             last + offset,
@@ -172,6 +175,9 @@ class SlideStore:
                             f.job_id,
                             f.job_field,
                             int(f.reviewable),
+                            None if f.in_domain is None else int(f.in_domain),
+                            f.domain_distance,
+                            json.dumps(list(f.domain_reasons)) if f.domain_reasons else None,
                         ),
                     )
                     for o in f.objects:
@@ -209,7 +215,8 @@ class SlideStore:
                 return None
             rows = self._db.execute(
                 "SELECT position, name, objects, estimated_bacilli, width, height, model_id, filter_id, added_at, "
-                "mode, job_id, job_field, objects_kept FROM slide_fields WHERE slide_id = ? ORDER BY position",
+                "mode, job_id, job_field, objects_kept, in_domain, domain_distance, domain_reasons FROM slide_fields "
+                "WHERE slide_id = ? ORDER BY position",
                 (slide_id,),
             ).fetchall()
             object_rows = self._db.execute(
@@ -239,6 +246,9 @@ class SlideStore:
                 job_field=r[11],
                 reviewable=bool(r[12]),
                 objects=tuple(objects.get(r[0], ())),
+                in_domain=None if r[13] is None else bool(r[13]),
+                domain_distance=r[14],
+                domain_reasons=tuple(json.loads(r[15])) if r[15] else (),
             )
             for r in rows
         )

@@ -246,7 +246,12 @@ function render() {
     if (entry.kind === "field") {
       const f = entry.field;
       counts.textContent = f.reviewed_afb === f.afb ? `${f.afb} AFB` : `${f.afb} → ${f.reviewed_afb} AFB`;
-      status.textContent = `read (${f.mode})${f.objects_reviewed ? ` · ${f.objects_reviewed} reviewed` : ""}`;
+      const domain = f.in_domain === false ? " · not like the model's training fields" : "";
+      status.textContent = `read (${f.mode})${f.objects_reviewed ? ` · ${f.objects_reviewed} reviewed` : ""}${domain}`;
+      if (f.in_domain === false) {
+        status.classList.add("error");
+        button.title = f.domain_reasons.join("\n");
+      }
       bar.value = 1;
       button.addEventListener("click", () => show(entry.index));
       if (entry.index === state.current) li.className = "current";
@@ -283,6 +288,13 @@ function renderGrade() {
   $("afb-auto").textContent = r?.total_afb ?? 0;
   $("afb-reviewed").textContent = review?.total_afb ?? 0;
   $("fields-examined").textContent = r?.fields_examined ?? 0;
+  // the decision first: whether the service may sign this slide at all, and why not
+  $("decision").hidden = !(r && r.fields_examined);
+  $("decision").dataset.decision = r?.decision || "none";
+  $("decision-value").textContent = r?.decision === "review" ? "a person must read this slide" : r?.decision || "—";
+  $("decision-reasons").replaceChildren(
+    ...(r?.decision_reasons || []).map((t) => Object.assign(document.createElement("li"), { textContent: t })),
+  );
   const reasons = review?.reasons || [];
   $("needs-review").hidden = !(r && review.needs_review);
   $("reasons").replaceChildren(...reasons.map((t) => Object.assign(document.createElement("li"), { textContent: t })));

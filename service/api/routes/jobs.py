@@ -25,7 +25,6 @@ from service.api.uploads import read_uploads
 from service.engine.image_io import decode_image
 from service.jobs.store import FieldState, IdempotencyConflict, Job, JobParams, JobState
 from service.slides.model import SLIDE_ID_PATTERN
-from service.slides.report import slide_report
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -163,7 +162,7 @@ def job_result(serving: ReadyDep, job: ExistingJob) -> JSONResponse:
     }
     if job.slide_id:
         slide = serving.slides.get(job.slide_id)
-        body["slide"] = slide_report(slide).model_dump(mode="json") if slide is not None else None
+        body["slide"] = serving.report(slide).model_dump(mode="json") if slide is not None else None
     return JSONResponse(body)
 
 

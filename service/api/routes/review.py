@@ -31,7 +31,7 @@ from service.api.schemas import (
 )
 from service.api.state import ReadyDep
 from service.slides.model import Signature
-from service.slides.report import SlideReport, slide_report
+from service.slides.report import SlideReport
 
 router = APIRouter(prefix="/v1/slides", tags=["review"])
 
@@ -88,7 +88,7 @@ def review_object(
     reviewed = serving.slides.review(slide_id, index, number, body.decision, _who(request, body.reviewer))
     if reviewed is None:
         raise NotFound(f"field {index} of slide {slide_id!r} has no object {number}")
-    return ObjectReviewed(object=ObjectOut.of(field, reviewed), slide=slide_report(existing_slide(serving, slide_id)))
+    return ObjectReviewed(object=ObjectOut.of(field, reviewed), slide=serving.report(existing_slide(serving, slide_id)))
 
 
 @router.post(
@@ -106,7 +106,7 @@ def add_object(
             f"the point ({body.x:g}, {body.y:g}) lies outside the {field.width}×{field.height} field", slug="outside"
         )
     added = serving.slides.add_object(slide_id, index, body.x, body.y, _who(request, body.reviewer))
-    result = ObjectReviewed(object=ObjectOut.of(field, added), slide=slide_report(existing_slide(serving, slide_id)))
+    result = ObjectReviewed(object=ObjectOut.of(field, added), slide=serving.report(existing_slide(serving, slide_id)))
     location = f"/v1/slides/{slide_id}/fields/{index}/objects"
     return JSONResponse(result.model_dump(mode="json"), status_code=201, headers={"Location": location})
 
@@ -133,7 +133,7 @@ def remove_object(
         if exists:
             raise Conflict(f"object {number} was found by the model: reject it instead", slug="not-added")
         raise NotFound(f"field {index} of slide {slide_id!r} has no object {number}")
-    return slide_report(existing_slide(serving, slide_id))
+    return serving.report(existing_slide(serving, slide_id))
 
 
 @router.post(
@@ -148,12 +148,12 @@ def sign_slide(request: Request, serving: ReadyDep, slide: ExistingSlide, body: 
         raise InvalidRequest("name who signs: 'signer' in the body (or an API key that names its user)")
     if not slide.fields:
         raise Conflict(f"slide {slide.slide_id!r} has no field to sign", slug="empty-slide")
-    review = slide_report(slide).review
+    review = serving.report(slide).review
     serving.slides.sign(
         slide.slide_id,
         Signature(time.time(), signer, review.grade, review.report, review.total_afb, len(slide.fields)),
     )
-    return slide_report(existing_slide(serving, slide.slide_id))
+    return serving.report(existing_slide(serving, slide.slide_id))
 
 
 @router.get(

@@ -22,7 +22,6 @@ from service.api.state import ReadyDep, Serving
 from service.engine.image_io import decode_image, encode_png
 from service.slides.exports import AnnotationFormat, annotations_zip, counts_csv, field_geojson, report_html
 from service.slides.model import SlideField
-from service.slides.report import slide_report
 
 router = APIRouter(prefix="/v1/slides", tags=["review"])
 
@@ -93,8 +92,8 @@ def _attachment(body: bytes, media_type: str, filename: str) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}, **ERRORS},
 )
-def slide_counts_csv(slide_id: SlideId, slide: ExistingSlide) -> Response:
-    body = counts_csv(slide_report(slide))
+def slide_counts_csv(serving: ReadyDep, slide_id: SlideId, slide: ExistingSlide) -> Response:
+    body = counts_csv(serving.report(slide))
     return _attachment(body.encode(), "text/csv; charset=utf-8", f"{slide_id}_counts.csv")
 
 
@@ -126,5 +125,5 @@ async def slide_annotations(
     response_class=HTMLResponse,
     responses=ERRORS,
 )
-def slide_report_html(slide: ExistingSlide) -> HTMLResponse:
-    return HTMLResponse(report_html(slide_report(slide)))
+def slide_report_html(serving: ReadyDep, slide: ExistingSlide) -> HTMLResponse:
+    return HTMLResponse(report_html(serving.report(slide)))

@@ -23,7 +23,7 @@ from service.api.state import ReadyDep, Serving
 from service.engine.segmenter import Mode
 from service.slides.intake import slide_field
 from service.slides.model import SLIDE_ID_PATTERN, SlideField
-from service.slides.report import SlideReport, slide_report
+from service.slides.report import SlideReport
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
 
@@ -77,7 +77,7 @@ async def create_slide(
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
     store.add_fields(new_id, fields)
     headers = {"Location": f"/v1/slides/{new_id}"}
-    report = slide_report(existing_slide(serving, new_id))
+    report = serving.report(existing_slide(serving, new_id))
     return JSONResponse(report.model_dump(mode="json"), status_code=201, headers=headers)
 
 
@@ -108,12 +108,12 @@ async def add_fields(
         )
     store.ensure(slide_id)
     store.add_fields(slide_id, fields)
-    return slide_report(existing_slide(serving, slide_id))
+    return serving.report(existing_slide(serving, slide_id))
 
 
 @router.get("/{slide_id}", summary="A slide's fields, counts and grade", response_model=SlideReport, responses=ERRORS)
-def get_slide(slide: ExistingSlide) -> SlideReport:
-    return slide_report(slide)
+def get_slide(serving: ReadyDep, slide: ExistingSlide) -> SlideReport:
+    return serving.report(slide)
 
 
 @router.delete("/{slide_id}", summary="Forget a slide", status_code=204, responses=ERRORS)

@@ -225,3 +225,29 @@ def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms
         assert model["input_normalisation"] is None
     else:  # the service reports the normalisation the model file declares, as it applies it
         assert model["input_normalisation"]["method"] == json.loads(declared)["method"]
+
+
+def test_the_shipped_model_says_which_fields_it_has_evidence_for(
+    shipped_server: LiveServer, znsm_ms2: Path, ufam_dds1: Path
+) -> None:
+    """A field of the model's own microscope reads as in its domain and a slide of it may be decided; another
+    lab's negative fields read as out of its domain, and their slide is ``review`` whatever it counts."""
+    url = shipped_server.url
+    own = (znsm_ms2 / "images" / "19.jpg").read_bytes()  # a test-split field
+    created = httpx.post(
+        f"{url}/v1/slides?slide_id=own-lab", files=[("files", ("19.jpg", own, "image/jpeg"))], timeout=600
+    )
+    assert created.status_code == 201, created.text
+    report = created.json()
+    assert report["fields"][0]["in_domain"] is True and report["decision_evidence"]["fields_in_domain"] == 1
+    negatives = sorted((ufam_dds1 / "negatives").glob("S04*.png"))[:2]  # a test slide's negative fields
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in negatives]
+    foreign = httpx.post(f"{url}/v1/slides?slide_id=other-lab", files=files, timeout=600).json()
+    assert [f["in_domain"] for f in foreign["fields"]] == [False, False]
+    assert all(f["domain_reasons"] for f in foreign["fields"])
+    assert foreign["decision"] == "review" and foreign["decision_evidence"]["fields_out_of_domain"] == 2
+    assert any("do not look like the model's training fields" in r for r in foreign["decision_reasons"])
+    analyzed = httpx.post(
+        f"{url}/v1/analyze", files={"file": (negatives[0].name, negatives[0].read_bytes(), "image/png")}, timeout=600
+    ).json()
+    assert analyzed["domain"]["in_domain"] is False and analyzed["domain"]["distance"] > analyzed["domain"]["limit"]

@@ -189,6 +189,7 @@ def _check_exports(url: str, slide: str, report: dict, tmp_path: Path) -> None:
     assert (
         f"slide {slide}" in html and "Reviewed by: bob" in html and "review changed after" in html
     )  # alice cleared hers
+    assert "Decision: review" in html and "domain.json" in html  # the decision and its evidence, first
 
     for fmt in ("points", "voc"):
         archive = httpx.get(

@@ -153,6 +153,10 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
             assert rows.nth(i).locator(".counts").inner_text() == f"{e['estimated_bacilli']} AFB"
         assert page.inner_text("#afb-auto") == str(sum(e["estimated_bacilli"] for e in expected.values()))
         assert page.inner_text("#grade-reviewed") == slide["review"]["report"]
+        # the decision comes first: this test model's folder has no domain.json, so nothing is signed for it
+        assert slide["decision"] == "review" and page.is_visible("#decision")
+        assert page.inner_text("#decision-value") == "a person must read this slide"
+        assert slide["decision_reasons"][0] in page.inner_text("#decision-reasons")
         first = expected[slide["fields"][0]["name"]]
         assert page.inner_text("#object-count") == str(first["count"] + len(first["rejected"]))
 
