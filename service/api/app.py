@@ -23,7 +23,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import problems
 from service.api.auth import ApiKeyMiddleware
 from service.api.gate import InferenceGate
-from service.api.routes import health, identity, jobs, models, page, review, segment, slide_exports, slides
+from service.api.routes import (
+    gallery,
+    health,
+    identity,
+    jobs,
+    models,
+    page,
+    review,
+    segment,
+    slide_exports,
+    slides,
+)
 from service.api.state import ServiceState, Serving
 from service.api.uploads import BodyLimitMiddleware
 from service.engine.image_io import ImageRejected
@@ -128,6 +139,7 @@ ROUTERS = (
     slides.router,
     review.router,
     slide_exports.router,
+    gallery.router,
     identity.router,
     jobs.router,
 )

@@ -223,3 +223,31 @@ class ObjectReviewed(BaseModel):
 class Me(BaseModel):
     user: str | None = Field(description="the user the API key names; null when it names nobody (or no key)")
     key_required: bool
+
+
+# The ranked gallery (service.api.routes.gallery)
+
+
+class GalleryItemOut(BaseModel):
+    rank: int = Field(description="1 = the best object-filter score of the slide")
+    field_index: int = Field(description="0-based, as in the slide report")
+    field_name: str
+    number: int = Field(description="the object's number in its field (the review routes take it)")
+    origin: ObjectSource = Field(description="kept (by the model) or rejected (by its object filter)")
+    score: float | None = Field(description="the object filter's P(bacillus); null without a filter")
+    bbox: tuple[int, int, int, int] = Field(description="x, y, width, height in the field")
+    counted: bool = Field(description="counted after review: accepted, or kept and not rejected")
+    decision: Decision | None = Field(description="the reviewer's, or null")
+    reviewer: str | None
+    thumbnail_url: str | None = Field(description="a crop around it; null when the field's image is not kept")
+
+
+class Gallery(BaseModel):
+    slide_id: str
+    candidates: int = Field(description="candidates in the slide's reviewable fields, kept and rejected")
+    shown: int
+    reviewed: int = Field(description="candidates with a reviewer's decision")
+    unreviewable_fields: int = Field(description="fields whose objects were not kept (not in the gallery)")
+    decision: str = Field(description="the slide's automatic decision")
+    grade: str | None = Field(description="the grade after review")
+    items: list[GalleryItemOut]

@@ -6,22 +6,18 @@ record, so the web page and a script export the same files.
 
 from __future__ import annotations
 
-import io
 from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
 
+from service.api.field_images import field_image_bytes, not_kept
 from service.api.lookups import ExistingField, ExistingSlide
 from service.api.openapi import Responses
 from service.api.params import FieldIndex, SlideId
-from service.api.problems import Gone
-from service.api.state import ReadyDep, Serving
-from service.engine.image_io import decode_image, encode_png
+from service.api.state import ReadyDep
 from service.slides.exports import AnnotationFormat, annotations_zip, counts_csv, field_geojson, report_html
-from service.slides.model import SlideField
 
 router = APIRouter(prefix="/v1/slides", tags=["review"])
 
@@ -30,22 +26,6 @@ ERRORS: Responses = {
     410: {"description": "the field's image is no longer kept (its job expired)"},
     422: {"description": "invalid parameters"},
 }
-BROWSER_FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg")}
-
-
-def _image(serving: Serving, field: SlideField) -> tuple[bytes, str, str] | None:
-    """The field's image as (bytes, media type, extension), as a browser shows it; None when no longer kept."""
-    if field.job_id is None or field.job_field is None:
-        return None
-    path = serving.jobs.input_path(field.job_id, field.job_field)
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as probe:
-        kind = BROWSER_FORMATS.get(probe.format or "")
-    if kind is not None:
-        return data, *kind
-    return encode_png(decode_image(data, serving.settings.max_pixels).rgb), "image/png", "png"  # TIFF
 
 
 @router.get(
@@ -55,16 +35,9 @@ def _image(serving: Serving, field: SlideField) -> tuple[bytes, str, str] | None
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, **ERRORS},
 )
 async def field_image(serving: ReadyDep, index: FieldIndex, field: ExistingField) -> Response:
-    image = await anyio.to_thread.run_sync(_image, serving, field)
+    image = await anyio.to_thread.run_sync(field_image_bytes, serving, field)
     if image is None:
-        raise Gone(
-            f"the image of field {index} ({field.name}) is not kept: "
-            + (
-                "it was sent to /v1/slides directly, and only jobs keep their images"
-                if field.job_id is None
-                else f"its job expired (jobs are kept {serving.settings.job_retention_s // 3600} h)"
-            )
-        )
+        raise not_kept(index, field, serving)
     return Response(image[0], media_type=image[1], headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -112,7 +85,7 @@ async def slide_annotations(
     ),
 ) -> Response:
     def image_of(index: int) -> tuple[bytes, str] | None:
-        image = _image(serving, slide.fields[index])
+        image = field_image_bytes(serving, slide.fields[index])
         return (image[0], image[2]) if image else None
 
     body = await anyio.to_thread.run_sync(annotations_zip, slide, format, image_of)

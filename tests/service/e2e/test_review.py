@@ -234,3 +234,49 @@ def test_the_page_and_its_files_need_no_key_but_the_api_does(random_dense_onnx: 
         assert httpx.get(server.url + "/v1/me", headers=_h("plain-key")).json() == {"user": None, "key_required": True}
     finally:
         stop_server(server)
+
+
+def test_the_ranked_gallery_and_its_thumbnails(
+    random_dense_onnx: Path, random_object_filter: Path, fields: list[bytes], tmp_path: Path
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    server = start_server(random_dense_onnx, tmp_path / "g.log", object_filter=random_object_filter, tile_px="96")
+    url, slide = server.url, "S-gallery"
+    try:
+        _read_slide(url, slide, fields)
+        objects = [
+            httpx.get(f"{url}/v1/slides/{slide}/fields/{i}/objects").json()["objects"] for i in range(len(fields))
+        ]
+        body = httpx.get(f"{url}/v1/slides/{slide}/gallery", params={"limit": 5}).json()
+        every = sum(len(o) for o in objects)
+        assert body["candidates"] == every and body["shown"] == min(5, every) and body["decision"] == "review"
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True) and [i["rank"] for i in body["items"]] == list(range(1, 6))
+        best = max((o for field in objects for o in field), key=lambda o: o["score"])
+        assert body["items"][0]["score"] == best["score"]
+        whole = httpx.get(f"{url}/v1/slides/{slide}/gallery", params={"limit": 500}).json()
+        assert {i["origin"] for i in whole["items"]} == {"kept", "rejected"} and whole["shown"] == every
+
+        top = body["items"][0]
+        thumb = httpx.get(f"{url}{top['thumbnail_url']}", params={"size": 64})
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+        assert len(thumb.content) < 20_000
+        image = np.asarray(Image.open(io.BytesIO(thumb.content)))
+        assert max(image.shape[:2]) <= 64 and image.shape[2] == 3
+
+        # rejecting it from the gallery is the review route; the gallery shows the decision
+        httpx.put(
+            f"{url}/v1/slides/{slide}/fields/{top['field_index']}/objects/{top['number']}/review",
+            json={"decision": "reject", "reviewer": "ann"},
+        )
+        again = httpx.get(f"{url}/v1/slides/{slide}/gallery", params={"limit": 1}).json()
+        assert again["items"][0]["decision"] == "reject" and again["reviewed"] == 1
+
+        missing = httpx.get(f"{url}/v1/slides/{slide}/fields/0/objects/999999/thumbnail.png")
+        assert missing.status_code == 404 and "no object 999999" in missing.json()["detail"]
+        assert httpx.get(f"{url}/v1/slides/{slide}/gallery", params={"limit": 501}).status_code == 422
+        assert httpx.get(f"{url}/v1/slides/nope/gallery").status_code == 404
+    finally:
+        stop_server(server)
