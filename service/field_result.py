@@ -130,6 +130,10 @@ class FieldSummary(BaseModel):
     rejected: list[BacillusOut] | None = Field(
         None, description="candidates the object filter rejected (when asked for)"
     )
+    lab_id: str | None = Field(
+        None, description="the lab profile it was read with (lab=: its operating point is the object threshold)"
+    )
+    lab_version: int | None = Field(None, description="that profile's version")
     domain: DomainOut | None = Field(
         None,
         description="whether the field looks like the model's training fields; null when its folder describes no "
@@ -153,12 +157,16 @@ class FieldOptions:
         mode: exact or fast, already resolved for the model (:meth:`Segmenter.resolve_mode
             <service.engine.segmenter.Segmenter.resolve_mode>`).
         microns_per_pixel: the field's pixel size, for measurements in µm (None: unknown).
+        lab_id, lab_version: the lab profile the field is read with (its operating point is the object threshold),
+            or None.
     """
 
     find_objects: bool = True
     object_threshold: float | None = None
     mode: Mode = Mode.EXACT
     microns_per_pixel: float | None = None
+    lab_id: str | None = None
+    lab_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,8 @@ class FieldResult:
             estimated_bacilli=s.estimated_bacilli,
             bacilli=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.bacilli],
             rejected=[BacillusOut.of(b, microns_per_pixel, outlines) for b in s.rejected] if include_rejected else None,
+            lab_id=self.options.lab_id,
+            lab_version=self.options.lab_version,
             domain=(
                 DomainOut(
                     in_domain=s.domain.in_domain,

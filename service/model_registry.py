@@ -22,6 +22,7 @@ from pathlib import Path
 from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
 from service.engine.segmenter import Segmenter
+from service.labs.registry import load_labs
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,11 +145,13 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 
 def check_models(settings: Settings) -> tuple[list[ModelFolder], str]:
-    """Open every model folder on the CPU and choose the default, without keeping them: the pre-flight check
-    before a server starts (one line naming the first broken file).
+    """Open every model folder on the CPU, choose the default and check the lab profiles against them, without
+    keeping them: the pre-flight check before a server starts (one line naming the first broken file).
 
     Raises:
         ModelContractError: as :func:`load_registry`.
     """
     folders = scan_models(settings.models_dir, settings.require_filter)
-    return folders, default_model_id(settings.models_dir, folders, settings.default_model, DEFAULT_MODEL_SETTING)
+    default = default_model_id(settings.models_dir, folders, settings.default_model, DEFAULT_MODEL_SETTING)
+    load_labs(settings.labs_dir, [f.model_id for f in folders], settings.key_lab_map)
+    return folders, default

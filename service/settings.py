@@ -21,9 +21,11 @@ from service.engine.fast import PRECISIONS, FastSettings
 from service.engine.loading import SegmenterConfig
 from service.engine.model_folder import ModelFolder
 from service.engine.segmenter import Mode
+from service.labs.registry import parse_key_labs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
+LABS_DIR = REPO_ROOT / "labs"
 REMOVED = {
     "TBSEG_MODEL_PATH": "a model is now a folder: set TBSEG_MODELS_DIR (a folder of model folders) and "
     "TBSEG_DEFAULT_MODEL (a model_id) instead",
@@ -57,7 +59,7 @@ class ServerSettings(BaseSettings):
 
 
 class ModelSettings(BaseSettings):
-    """Which model folders are served, and on what."""
+    """Which model folders and lab profiles are served, and on what."""
 
     model_config = CONFIG
 
@@ -84,6 +86,11 @@ class ModelSettings(BaseSettings):
         description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
     )
     intra_op_threads: int = Field(0, ge=0, description="threads per inference; 0 = all cores")
+    labs_dir: Path = Field(
+        LABS_DIR,
+        description="folder of lab profiles (<lab_id>/profile.json, python -m training lab-profile); each is checked "
+        "against the served models at start; a missing folder serves no lab",
+    )
 
     @field_validator("object_filter")
     @classmethod
@@ -193,6 +200,11 @@ class AccessSettings(BaseSettings):
         description="keys that name their users, 'name=key,name=key' (with or instead of api_key): a review made "
         "with such a key records who made it",
     )
+    key_labs: str = Field(
+        "",
+        description="the default lab of users named by api_keys, 'user=lab_id,user=lab_id': their requests that name "
+        "no lab= use it",
+    )
 
     @property
     def key_users(self) -> dict[str, str | None]:
@@ -222,7 +234,13 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
             if name in os.environ:
                 raise ValueError(f"{name} is no longer read: {instead}")
         self.key_users  # noqa: B018  (a malformed api_keys fails at start, not at the first request)
+        self.key_lab_map  # noqa: B018
         return self
+
+    @property
+    def key_lab_map(self) -> dict[str, str]:
+        """Each API-key user's default lab (:attr:`key_labs`)."""
+        return parse_key_labs(self.key_labs)
 
     def segmenter_config(self, folder: ModelFolder) -> SegmenterConfig:
         """What the engine needs to load the segmenter of a model folder, as plain values."""

@@ -19,6 +19,8 @@ Commands:
     fast     write a model folder's fast-mode networks: the coarse pass and int8 copies (mode=fast)
     domain   write a model folder's training domain (domain.json): the per-field domain check's spreads, its limit
              (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
+    lab-profile  write a lab's profile (labs/<lab_id>/profile.json) from its confirmed-negative fields and
+             annotated positives: its operating point and the false-bacilli rate its slides are decided on
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from training.evaluation.metrics import ObjectRules
 from training.fit.recipes import RECIPES
 from training.paths import (
     DEFAULT_CACHE,
+    LABS_DIR,
     MODELS_DIR,
     SHIPPED_DIR,
     SHIPPED_MODEL,
@@ -604,6 +607,47 @@ def run_domain(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_lab_profile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    profile = commands.add_parser(
+        "lab-profile", help="write a lab's profile from its confirmed-negative fields (and annotated positives)"
+    )
+    profile.add_argument("--lab-id", required=True, help="the lab's id (lower-case letters, digits, . _ -)")
+    profile.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    profile.add_argument(
+        "--negatives", type=Path, nargs="*", default=[], help="folders of confirmed-negative fields (any image type)"
+    )
+    profile.add_argument("--ufam", type=Path, help="a UFAM-style folder (negatives/, positives/)")
+    profile.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="its split by slide")
+    profile.add_argument(
+        "--subsets", nargs="+", default=["train", "validation"], choices=["train", "validation", "test"]
+    )
+    profile.add_argument(
+        "--budget",
+        type=float,
+        default=0.5,
+        help="false bacilli per negative field (95%% bound) the operating point may keep (default %(default)s)",
+    )
+    profile.add_argument("--pixel-size-um", type=float, help="the microscope's pixel size, when known")
+    profile.add_argument("-o", "--out", type=Path, default=LABS_DIR, help="labs folder (default: %(default)s)")
+
+
+def run_lab_profile(args: argparse.Namespace) -> int:
+    from training.evaluation.lab_profiles import make_lab_profile
+
+    make_lab_profile(
+        args.lab_id,
+        args.model,
+        args.out,
+        args.budget,
+        ufam=args.ufam,
+        ufam_split=args.ufam_split if args.ufam else None,
+        subsets=tuple(args.subsets),
+        negatives=tuple(args.negatives),
+        pixel_size_um=args.pixel_size_um,
+    )
+    return 0
+
+
 def run_ship(args: argparse.Namespace) -> int:
     from training.fit.shipping import ship
 
@@ -626,6 +670,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "finetune": (add_finetune, run_finetune),
     "fast": (add_fast, run_fast),
     "domain": (add_domain, run_domain),
+    "lab-profile": (add_lab_profile, run_lab_profile),
     "ship": (add_ship, run_ship),
 }
 

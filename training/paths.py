@@ -17,6 +17,7 @@ ZNSM_MS2_SPLIT = SPLITS_DIR / "znsm-ms2.json"
 UFAM_DDS1_SPLIT = SPLITS_DIR / "ufam-dds1.json"  # by slide
 
 MODELS_DIR = REPO_ROOT / "models"
+LABS_DIR = REPO_ROOT / "labs"  # lab profiles: labs/<lab_id>/profile.json
 
 
 def _default_folder(models: Path) -> Path:

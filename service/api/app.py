@@ -28,6 +28,7 @@ from service.api.routes import (
     health,
     identity,
     jobs,
+    labs,
     models,
     page,
     review,
@@ -41,6 +42,7 @@ from service.engine.image_io import ImageRejected
 from service.field_result import FieldResult
 from service.jobs.runner import JobFieldWork, JobRunner, file_into_slide
 from service.jobs.store import JobStore
+from service.labs.registry import load_labs
 from service.metrics import MetricsMiddleware
 from service.model_registry import ModelRegistry, load_registry
 from service.settings import Settings
@@ -99,6 +101,7 @@ def _start(settings: Settings, state: ServiceState, registry: ModelRegistry) -> 
         slides=slide_store,
         jobs=job_store,
         job_runner=runner,
+        labs=load_labs(settings.labs_dir, registry.ids, settings.key_lab_map),
     )
     runner.start()
     log.info("ready: %s (default %s)", ", ".join(registry.ids), registry.default_id)
@@ -141,6 +144,7 @@ ROUTERS = (
     slide_exports.router,
     gallery.router,
     identity.router,
+    labs.router,
     jobs.router,
 )
 

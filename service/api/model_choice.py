@@ -26,6 +26,14 @@ ModeParam = Annotated[
         "on the tiles around what it sees (the heatmap elsewhere is interpolated); default: TBSEG_MODE"
     ),
 ]
+LabParam = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="lab_id of a lab profile (GET /v1/labs): the field is read at the lab's operating point and its "
+        "slide decided on the lab's own negatives; default: the API key's user's lab (TBSEG_KEY_LABS), else none",
+    ),
+]
 MixedModels = Annotated[
     bool,
     Query(

@@ -251,3 +251,26 @@ class Gallery(BaseModel):
     decision: str = Field(description="the slide's automatic decision")
     grade: str | None = Field(description="the grade after review")
     items: list[GalleryItemOut]
+
+
+# Lab profiles (service.api.routes.labs)
+
+
+class LabSummary(BaseModel):
+    lab_id: str
+    version: int = Field(description="bumped each time the profile is made again; slides record it")
+    model_id: str = Field(description="the model it validated: requests with lab= use it")
+    filter_id: str | None
+    object_threshold: float = Field(description="the lab's operating point: lab= requests keep candidates above it")
+    budget: float = Field(description="false bacilli per negative field (95% bound) the operating point may keep")
+    negative_fields: int = Field(description="the lab's confirmed-negative fields it rests on")
+    false_bacilli_per_field: float = Field(description="on them, at the operating point")
+    false_bacilli_upper_95: float = Field(description="its one-sided 95% Poisson upper bound")
+    positives: int | None = Field(description="annotated bacilli it was measured on (null: none given)")
+    recall: float | None = Field(description="share of them kept at the operating point")
+    pixel_size_um: float | None
+    url: str
+
+
+class LabList(BaseModel):
+    labs: list[LabSummary]

@@ -10,8 +10,10 @@ from fastapi import Depends, Request
 
 from service.api.gate import InferenceGate
 from service.api.problems import NotFound, Unavailable
+from service.engine.lab_profile import LabProfile
 from service.jobs.runner import JobRunner
 from service.jobs.store import JobStore
+from service.labs.registry import LabRegistry, UnknownLab
 from service.metrics import Metrics
 from service.model_registry import LoadedModel, ModelRegistry, UnknownModel
 from service.settings import Settings
@@ -32,11 +34,24 @@ class Serving:
     slides: SlideStore
     jobs: JobStore
     job_runner: JobRunner
+    labs: LabRegistry
 
     def report(self, slide: Slide) -> SlideReport:
-        """The slide's report, decided with the evidence of the served models (their ``domain.json``)."""
+        """The slide's report, decided with the evidence of the served models (their ``domain.json``) and the
+        served lab profiles."""
         evidence = {m.model_id: ModelEvidence.of(m.segmenter.domain) for m in self.models.all()}
-        return slide_report(slide, evidence=evidence)
+        return slide_report(slide, evidence=evidence, labs=self.labs.profiles)
+
+    def lab(self, lab_id: str) -> LabProfile:
+        """The profile a request names.
+
+        Raises:
+            NotFound: no such lab (404 listing the labs).
+        """
+        try:
+            return self.labs.get(lab_id)
+        except UnknownLab as exc:
+            raise NotFound(str(exc), slug="unknown-lab") from exc
 
     def model(self, model_id: str | None) -> LoadedModel:
         """The model a request names (the default for None).

@@ -277,7 +277,7 @@ class DomainModel:
             )
         except ModelContractError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelContractError(f"{path}: not a readable domain description ({exc})") from exc
 
 

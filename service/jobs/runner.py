@@ -142,7 +142,13 @@ class JobFieldWork:
     def __call__(self, job: Job, position: int, data: bytes) -> JsonObject:
         started = time.perf_counter()
         segmenter = self.models.get(job.params.model_id).segmenter  # UnknownModel: the job fails, saying which
-        options = FieldOptions(object_threshold=job.params.object_threshold, mode=Mode(job.params.mode))
+        params = job.params
+        options = FieldOptions(
+            object_threshold=params.object_threshold,
+            mode=Mode(params.mode),
+            lab_id=params.lab_id,
+            lab_version=params.lab_version,
+        )
         result = self.run_on_worker(lambda: segment_field(segmenter, data, max_pixels=self.max_pixels, options=options))
         self.on_field(result)
         for kind, png in mask_pngs(result.segmentation).items():

@@ -74,12 +74,15 @@ JsonObject = dict[str, Any]
 class JobParams:
     """How a job's fields are segmented (stored with the job as JSON): the object threshold, the model (its id
     resolved at submission, so a later change of the default does not change the job) and whether its slide may
-    hold fields of another model; the mode (resolved at submission too)."""
+    hold fields of another model; the mode, and the lab profile whose operating point it reads at (resolved at
+    submission too)."""
 
     object_threshold: float | None = None
     model_id: str | None = None
     mixed_models: bool = False
     mode: str = "exact"
+    lab_id: str | None = None
+    lab_version: int | None = None
 
     @classmethod
     def from_json(cls, stored: JsonObject) -> JobParams:
@@ -90,6 +93,8 @@ class JobParams:
             model_id=stored.get("model_id"),
             mixed_models=bool(stored.get("mixed_models", False)),
             mode=str(stored.get("mode", "exact")),
+            lab_id=stored.get("lab_id"),
+            lab_version=stored.get("lab_version"),
         )
 
 
@@ -136,7 +141,8 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def request_digest(files: list[tuple[str, bytes]], params: JobParams, slide_id: str | None) -> str:
-    digest = hashlib.sha256(json.dumps([asdict(params), slide_id], sort_keys=True).encode())
+    named = {k: v for k, v in asdict(params).items() if v is not None or k not in ("lab_id", "lab_version")}
+    digest = hashlib.sha256(json.dumps([named, slide_id], sort_keys=True).encode())  # as before labs existed
     for name, data in files:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()

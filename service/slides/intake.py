@@ -53,4 +53,6 @@ def slide_field(
         in_domain=summary.domain.in_domain if summary.domain else None,
         domain_distance=summary.domain.distance if summary.domain else None,
         domain_reasons=tuple(summary.domain.reasons) if summary.domain else (),
+        lab_id=summary.lab_id,
+        lab_version=summary.lab_version,
     )

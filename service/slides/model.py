@@ -95,6 +95,7 @@ class SlideField:
         in_domain: whether it looked like the model's training fields; None when not checked.
         domain_distance: its distance from them (robust SD); None when not checked.
         domain_reasons: why it is out of the domain.
+        lab_id, lab_version: the lab profile it was read with (its operating point), or None.
     """
 
     name: str
@@ -113,6 +114,8 @@ class SlideField:
     in_domain: bool | None = None
     domain_distance: float | None = None
     domain_reasons: tuple[str, ...] = ()
+    lab_id: str | None = None
+    lab_version: int | None = None
 
     @property
     def afb(self) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.engine.grading import SlideGrade, grade_slide
+from service.engine.lab_profile import LabProfile
 from service.slides.decision import ModelEvidence, SlideDecision, decide
 from service.slides.model import Decision, ObjectSource, Slide, SlideField
 
@@ -41,6 +42,8 @@ class SlideFieldOut(BaseModel):
     in_domain: bool | None = Field(
         None, description="whether it looked like the model's training fields; null when it was not checked"
     )
+    lab_id: str | None = Field(None, description="the lab profile it was read with (lab=), or null")
+    lab_version: int | None = None
     domain_distance: float | None = Field(None, description="its distance from them, in robust SD")
     domain_reasons: list[str] = Field(default_factory=list, description="why it is out of the model's domain")
 
@@ -94,7 +97,7 @@ class DecisionEvidenceOut(BaseModel):
         description="AFB above which the slide is beyond what false bacilli produce (99.9% Poisson quantile)"
     )
     rates: list[FalseRateOut]
-    lab_profile: str | None = Field(None, description="the lab profile the decision used (none yet)")
+    lab_profile: str | None = Field(None, description="the lab profile the decision used, '<lab_id> v<version>'")
 
 
 class SlideReport(BaseModel):
@@ -190,6 +193,8 @@ def _field_out(slide_id: str, index: int, f: SlideField) -> SlideFieldOut:
         in_domain=f.in_domain,
         domain_distance=f.domain_distance,
         domain_reasons=list(f.domain_reasons),
+        lab_id=f.lab_id,
+        lab_version=f.lab_version,
     )
 
 
@@ -204,15 +209,20 @@ def _decision_fields(decided: SlideDecision) -> dict[str, Any]:
             false_bacilli_ceiling=decided.false_bacilli_ceiling,
             positive_above=decided.positive_above,
             rates=[FalseRateOut(**asdict(rate), factor=factor) for rate, factor in decided.rates],
+            lab_profile=decided.lab_profile,
         ),
     }
 
 
 def slide_report(
-    slide: Slide, more_reasons: tuple[str, ...] = (), evidence: Mapping[str, ModelEvidence | None] | None = None
+    slide: Slide,
+    more_reasons: tuple[str, ...] = (),
+    evidence: Mapping[str, ModelEvidence | None] | None = None,
+    labs: Mapping[str, LabProfile] | None = None,
 ) -> SlideReport:
     """The report of a slide, graded from its fields' AFB and decided (:mod:`service.slides.decision`) with the
-    ``evidence`` of the models that read it (by model id; none: every slide is ``review``); ``more_reasons`` (e.g.
+    ``evidence`` of the models that read it (by model id; none: every slide is ``review``) and the served lab
+    profiles (by lab id); ``more_reasons`` (e.g.
     fields that could not be read) are added to the review reasons and make it need review."""
     evidence = evidence or {}
     fields = [_field_out(slide.slide_id, i, f) for i, f in enumerate(slide.fields)]
@@ -232,7 +242,7 @@ def slide_report(
             fields_needed=None,
             needs_review=True,
             reasons=["no field examined yet", *more_reasons],
-            **_decision_fields(decide(slide, None, evidence)),
+            **_decision_fields(decide(slide, None, evidence, labs)),
             review=_review(slide, None, more_reasons),
         )
     grade = grade_slide([f.afb for f in fields])
@@ -258,6 +268,6 @@ def slide_report(
         fields_needed=grade.fields_needed,
         needs_review=bool(reasons),
         reasons=reasons,
-        **_decision_fields(decide(slide, grade, evidence)),
+        **_decision_fields(decide(slide, grade, evidence, labs)),
         review=_review(slide, grade_slide([f.reviewed_afb for f in slide.fields]), (*mixed, *more_reasons)),
     )

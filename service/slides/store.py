@@ -94,6 +94,8 @@ FIELD_COLUMNS_ADDED = (
     ("in_domain", "INTEGER"),  # the domain check: 1 in, 0 out, NULL not checked (a store from before it)
     ("domain_distance", "REAL"),
     ("domain_reasons", "TEXT"),  # JSON list
+    ("lab_id", "TEXT"),  # the lab profile the field was read with
+    ("lab_version", "INTEGER"),
 )
 
 OBJECT_COLUMNS = "number, origin, x, y, bbox, outline, score, estimated_count, decision, reviewer, reviewed_at"
@@ -159,7 +161,8 @@ class SlideStore:
                     self._db.execute(
                         "INSERT INTO slide_fields (slide_id, position, name, objects, estimated_bacilli, width, "
                         "height, model_id, filter_id, added_at, mode, job_id, job_field, objects_kept, in_domain, "
-                        "domain_distance, domain_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "domain_distance, domain_reasons, lab_id, lab_version) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             slide_id,
                             last + offset,
@@ -178,6 +181,8 @@ class SlideStore:
                             None if f.in_domain is None else int(f.in_domain),
                             f.domain_distance,
                             json.dumps(list(f.domain_reasons)) if f.domain_reasons else None,
+                            f.lab_id,
+                            f.lab_version,
                         ),
                     )
                     for o in f.objects:
@@ -215,8 +220,8 @@ class SlideStore:
                 return None
             rows = self._db.execute(
                 "SELECT position, name, objects, estimated_bacilli, width, height, model_id, filter_id, added_at, "
-                "mode, job_id, job_field, objects_kept, in_domain, domain_distance, domain_reasons FROM slide_fields "
-                "WHERE slide_id = ? ORDER BY position",
+                "mode, job_id, job_field, objects_kept, in_domain, domain_distance, domain_reasons, lab_id, "
+                "lab_version FROM slide_fields WHERE slide_id = ? ORDER BY position",
                 (slide_id,),
             ).fetchall()
             object_rows = self._db.execute(
@@ -249,6 +254,8 @@ class SlideStore:
                 in_domain=None if r[13] is None else bool(r[13]),
                 domain_distance=r[14],
                 domain_reasons=tuple(json.loads(r[15])) if r[15] else (),
+                lab_id=r[16],
+                lab_version=r[17],
             )
             for r in rows
         )

@@ -14,8 +14,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.inference import lab_of, plan_reading
 from service.api.lookups import ExistingJob
-from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model, choose_mode
+from service.api.model_choice import LabParam, MixedModels, ModelParam, ModeParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.params import JobId
 from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
@@ -23,6 +24,7 @@ from service.api.schemas import JobAccepted, JobFieldState, JobStatus
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
 from service.engine.image_io import decode_image
+from service.field_result import FieldOptions
 from service.jobs.store import FieldState, IdempotencyConflict, Job, JobParams, JobState
 from service.slides.model import SLIDE_ID_PATTERN
 
@@ -85,6 +87,7 @@ async def submit_job(
     model: ModelParam = None,
     mode: ModeParam = None,
     mixed_models: MixedModels = False,
+    lab: LabParam = None,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=200, description="a retried submit with the same key is safe")
     ] = None,
@@ -94,8 +97,10 @@ async def submit_job(
     model when absent, resolved now) in ``mode`` (TBSEG_MODE when absent, resolved now); a slide read by another
     model refuses it (409) unless ``mixed_models``."""
     store, settings = serving.jobs, serving.settings
-    served = serving.model(model)
-    model_id, chosen = served.model_id, choose_mode(served.segmenter, mode, settings.mode)
+    reading = plan_reading(
+        serving, model, mode, FieldOptions(object_threshold=object_threshold), lab_of(serving, request, lab)
+    )
+    model_id, chosen, options = reading.model_id, reading.options.mode, reading.options
     if slide_id is not None:
         check_one_model(serving.slides.get(slide_id), model_id, mixed_models)
     if store.queued_count() >= settings.max_queued_jobs:
@@ -108,7 +113,12 @@ async def submit_job(
     files = [(u.filename or f"field-{i}", u.data) for i, u in enumerate(uploads)]
     await anyio.to_thread.run_sync(_check_images, files, settings.max_pixels)
     params = JobParams(
-        object_threshold=object_threshold, model_id=model_id, mixed_models=mixed_models, mode=chosen.value
+        object_threshold=options.object_threshold,
+        model_id=model_id,
+        mixed_models=mixed_models,
+        mode=chosen.value,
+        lab_id=options.lab_id,
+        lab_version=options.lab_version,
     )
     try:
         job, new = await anyio.to_thread.run_sync(store.submit, files, params, slide_id, idempotency_key)

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.inference import plan_reading, result_headers, segment_upload
-from service.api.model_choice import ModelParam, ModeParam
+from service.api.inference import lab_of, plan_reading, result_headers, segment_upload
+from service.api.model_choice import LabParam, ModelParam, ModeParam
 from service.api.openapi import IMAGE_ERRORS, image_body
 from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
@@ -68,12 +68,14 @@ async def segment(
     object_threshold: ObjectThreshold = None,
     model: ModelParam = None,
     mode: ModeParam = None,
+    lab: LabParam = None,
 ) -> Response:
     """The image goes in the multipart field ``file`` or as the raw body (``image/png``, ``image/jpeg``,
     ``image/tiff``). The response has the input's width and height; headers carry the model id, the inference
     milliseconds and the bacillus pixel fraction, and with objects the number of bacilli kept."""
     with_objects = output in (SegmentOutput.OVERLAY, SegmentOutput.OBJECTS)
-    reading = plan_reading(serving, model, mode, FieldOptions(with_objects, object_threshold))
+    options = FieldOptions(with_objects, object_threshold)
+    reading = plan_reading(serving, model, mode, options, lab_of(serving, request, lab))
     done = await segment_upload(serving, request, reading)
     result, headers = done.segmentation, result_headers(done)
     if with_objects:
@@ -109,13 +111,15 @@ async def analyze(
     object_threshold: ObjectThreshold = None,
     model: ModelParam = None,
     mode: ModeParam = None,
+    lab: LabParam = None,
 ) -> Response:
     """Candidates are connected components of P(bacillus) > threshold with at least ``min_object_px`` pixels;
     the object filter scores each and keeps those scoring at least the object threshold as bacilli. A kept
     object of touching rods counts as ``estimated_count`` bacilli, from its area."""
     started = time.perf_counter()
     options = FieldOptions(object_threshold=object_threshold, microns_per_pixel=microns_per_pixel)
-    done = await segment_upload(serving, request, plan_reading(serving, model, mode, options))
+    reading = plan_reading(serving, model, mode, options, lab_of(serving, request, lab))
+    done = await segment_upload(serving, request, reading)
     result = done.segmentation
     headers = result_headers(done) | {
         "X-Bacilli-Count": str(len(result.bacilli)),

@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.inference import plan_reading, segment_uploads
+from service.api.inference import lab_of, plan_reading, segment_uploads
 from service.api.lookups import ExistingSlide, existing_slide
-from service.api.model_choice import MixedModels, ModelParam, ModeParam, check_one_model
+from service.api.model_choice import LabParam, MixedModels, ModelParam, ModeParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.params import SlideId
 from service.api.problems import Conflict, InvalidRequest, NotFound
@@ -40,11 +40,12 @@ ERRORS: Responses = {
 
 
 async def _read_fields(
-    serving: Serving, request: Request, first_index: int, model: str | None, mode: Mode | None
+    serving: Serving, request: Request, first_index: int, model: str | None, mode: Mode | None, lab: str | None
 ) -> list[SlideField]:
     """Read and segment every field of the request, keeping each field's objects for review; any bad field fails
     the whole request before anything is stored."""
-    done = await segment_uploads(serving, request, plan_reading(serving, model, mode))
+    reading = plan_reading(serving, model, mode, lab=lab_of(serving, request, lab))
+    done = await segment_uploads(serving, request, reading)
     return [
         slide_field(upload.filename or f"field-{first_index + i}", result.summary(include_rejected=True, outlines=True))
         for i, (upload, result) in enumerate(done)
@@ -65,13 +66,14 @@ async def create_slide(
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="default: a new id")] = None,
     model: ModelParam = None,
     mode: ModeParam = None,
+    lab: LabParam = None,
 ) -> JSONResponse:
     """Send the fields as multipart parts named ``files`` (or one image as the raw body). The response gives the
     per-field counts, the total, AFB per field and the WHO/IUATLD grade with ``needs_review``."""
     store = serving.slides
     if slide_id is not None and store.get(slide_id) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
-    fields = await _read_fields(serving, request, 0, model, mode)
+    fields = await _read_fields(serving, request, 0, model, mode, lab)
     new_id, created = store.ensure(slide_id)
     if not created:
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
@@ -95,13 +97,15 @@ async def add_fields(
     model: ModelParam = None,
     mode: ModeParam = None,
     mixed_models: MixedModels = False,
+    lab: LabParam = None,
 ) -> SlideReport:
     """One field as the raw body or the multipart part ``file``, or several as parts named ``files``. A slide is
     read by one model: fields for a slide read by another are refused (409) unless ``mixed_models``."""
     store = serving.slides
     existing = store.get(slide_id)
-    check_one_model(existing, serving.model(model).model_id, mixed_models)
-    fields = await _read_fields(serving, request, len(existing.fields) if existing else 0, model, mode)
+    profile = lab_of(serving, request, lab)
+    check_one_model(existing, profile.model_id if profile else serving.model(model).model_id, mixed_models)
+    fields = await _read_fields(serving, request, len(existing.fields) if existing else 0, model, mode, lab)
     if not fields:
         raise InvalidRequest(
             "the request has no image: send it as the body or as multipart 'files'", slug="missing-image"

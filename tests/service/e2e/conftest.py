@@ -80,6 +80,7 @@ def start_server(
         "TBSEG_PORT": str(port),
         "TBSEG_PROVIDERS": "CPUExecutionProvider",
         "TBSEG_DATA_DIR": str(log_path.parent / "data"),  # never the repository's var/
+        "TBSEG_LABS_DIR": str(log_path.parent / "no-labs"),  # nor its labs/ (profiles of the shipped model only)
         **{f"TBSEG_{k.upper()}": str(v) for k, v in settings.items()},
     }
     handle = log_path.open("wb")
