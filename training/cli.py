@@ -21,6 +21,8 @@ Commands:
              (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
     lab-profile  write a lab's profile (labs/<lab_id>/profile.json) from its confirmed-negative fields and
              annotated positives: its operating point and the false-bacilli rate its slides are decided on
+    simulate-slides  decide simulated slides of a lab's negative fields and annotated bacilli, and of the model's
+             own lab's test fields, by the service's rules, with and without a lab profile
 """
 
 from __future__ import annotations
@@ -648,6 +650,42 @@ def run_lab_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_simulate_slides(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = commands.add_parser(
+        "simulate-slides", help="decide simulated slides (negative, positive) by the service's rules; JSON + Markdown"
+    )
+    simulate.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    simulate.add_argument("--ufam", type=Path, default=UFAM_DDS1, help="the lab's data (default: %(default)s)")
+    simulate.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="its split by slide")
+    simulate.add_argument("--subset", default="test", choices=["train", "validation", "test"])
+    simulate.add_argument("--lab", type=Path, help="a lab profile (profile.json) made from the lab's other slides")
+    _add_data_arguments(simulate)
+    simulate.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
+    simulate.add_argument("--slides", type=int, default=200, help="simulated slides per kind (default 200)")
+    simulate.add_argument("--fields", type=int, default=100, help="fields per simulated slide (default 100)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("-o", "--out", type=Path, required=True, help="folder for slides.json and slides.md")
+
+
+def run_simulate_slides(args: argparse.Namespace) -> int:
+    from training.evaluation.slide_simulation import simulate, write_report
+
+    record = simulate(
+        args.model,
+        args.ufam,
+        args.ufam_split,
+        args.subset,
+        args.data,
+        args.split,
+        args.lab,
+        slides=args.slides,
+        fields_per_slide=args.fields,
+        seed=args.seed,
+    )
+    write_report(record, args.out)
+    return 0
+
+
 def run_ship(args: argparse.Namespace) -> int:
     from training.fit.shipping import ship
 
@@ -671,6 +709,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "fast": (add_fast, run_fast),
     "domain": (add_domain, run_domain),
     "lab-profile": (add_lab_profile, run_lab_profile),
+    "simulate-slides": (add_simulate_slides, run_simulate_slides),
     "ship": (add_ship, run_ship),
 }
 

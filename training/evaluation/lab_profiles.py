@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def _scores(segmenter: Segmenter, rgb: npt.NDArray[np.uint8]) -> tuple[list[float], tuple[DetectedObject, ...]]:
+def candidate_scores(
+    segmenter: Segmenter, rgb: npt.NDArray[np.uint8]
+) -> tuple[list[float], tuple[DetectedObject, ...]]:
     """Every candidate of the field and its filter score (1 without a filter: every candidate is kept)."""
     mode = Mode.FAST if Mode.FAST in segmenter.modes else Mode.EXACT
     result = segmenter.segment(rgb, object_threshold=0.0, mode=mode)
@@ -38,9 +40,9 @@ def _scores(segmenter: Segmenter, rgb: npt.NDArray[np.uint8]) -> tuple[list[floa
     return [o.score if o.score is not None else 1.0 for o in objects], objects
 
 
-def _centre_score(segmenter: Segmenter, rgb: npt.NDArray[np.uint8]) -> float | None:
+def centre_score(segmenter: Segmenter, rgb: npt.NDArray[np.uint8]) -> float | None:
     """The best score of a candidate within ``CENTRE_PX`` of the patch's centre; None when there is none."""
-    scores, objects = _scores(segmenter, rgb)
+    scores, objects = candidate_scores(segmenter, rgb)
     cy, cx = patch_centre(rgb)
     near = [
         s
@@ -92,7 +94,7 @@ def make_lab_profile(
         sources.append(f"{ufam.name} slides {' '.join(sorted(slides)) or 'all'}")
         images, _ = read_positives(part, None)
         scores = [
-            _centre_score(segmenter, images[p.patch_id])
+            centre_score(segmenter, images[p.patch_id])
             for p in tqdm(part.positives, desc="positive patches", unit="patch", leave=False)
         ]
         positives = PositiveEvidence(f"{ufam.name} positive centre patches, {sources[-1]}", len(scores), tuple(scores))
@@ -100,7 +102,7 @@ def make_lab_profile(
         raise ValueError("no confirmed-negative field: give --negatives folders or a UFAM folder with --ufam")
     per_field = []
     for path in tqdm(negative_images, desc="negative fields", unit="field", leave=False):
-        scores_here, _ = _scores(segmenter, decode_image(path.read_bytes(), 40_000_000).rgb)
+        scores_here, _ = candidate_scores(segmenter, decode_image(path.read_bytes(), 40_000_000).rgb)
         per_field.append(tuple(round(s, 4) for s in scores_here))
     evidence = NegativeEvidence("; ".join(sources), len(per_field), tuple(per_field))
     earlier = out / lab_id / PROFILE_JSON
