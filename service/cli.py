@@ -41,12 +41,12 @@ from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
 from service.engine.modes import resolve_mode
 from service.engine.segmenter import Mode, Segmenter
+from service.engine.slide_decision import ModelEvidence
 from service.field_result import AnalyzedField, FieldOptions, segment_field
 from service.files import write_atomically
 from service.model_registry import DEFAULT_MODEL_SETTING
 from service.render import heatmap_png_array, mask_pngs, overlay
 from service.settings import Settings
-from service.slides.decision import ModelEvidence
 from service.slides.intake import slide_field
 from service.slides.model import SLIDE_ID, Slide
 from service.slides.report import slide_report

@@ -21,7 +21,6 @@ from service.engine.fast import PRECISIONS, FastSettings
 from service.engine.loading import SegmenterConfig
 from service.engine.model_folder import ModelFolder
 from service.engine.segmenter import Mode
-from service.labs.registry import parse_key_labs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
@@ -30,6 +29,23 @@ REMOVED = {
     "TBSEG_MODEL_PATH": "a model is now a folder: set TBSEG_MODELS_DIR (a folder of model folders) and "
     "TBSEG_DEFAULT_MODEL (a model_id) instead",
 }
+
+
+def pairs(text: str, setting: str, form: str) -> list[tuple[str, str]]:
+    """``a=b,a=b`` as (a, b) pairs.
+
+    Raises:
+        ValueError: an entry without both parts, naming the setting and its form.
+    """
+    found = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        left, sep, right = entry.strip().partition("=")
+        if not sep or not left.strip() or not right.strip():
+            raise ValueError(f"{setting} must be '{form}' pairs separated by commas (an entry lacks one)")
+        found.append((left.strip(), right.strip()))
+    return found
 
 
 CONFIG = SettingsConfigDict(env_prefix="TBSEG_", extra="ignore", frozen=True)
@@ -213,14 +229,13 @@ class AccessSettings(BaseSettings):
         if self.api_key is not None and self.api_key.get_secret_value():
             keys[self.api_key.get_secret_value()] = None
         if self.api_keys is not None:
-            for entry in self.api_keys.get_secret_value().split(","):
-                if not entry.strip():
-                    continue
-                user, sep, key = entry.strip().partition("=")
-                if not sep or not user.strip() or not key.strip():
-                    raise ValueError("api_keys must be 'name=key' pairs separated by commas (an entry lacks one)")
-                keys[key.strip()] = user.strip()
+            keys |= {key: user for user, key in pairs(self.api_keys.get_secret_value(), "api_keys", "name=key")}
         return keys
+
+    @property
+    def key_lab_map(self) -> dict[str, str]:
+        """Each API-key user's default lab (:attr:`key_labs`)."""
+        return dict(pairs(self.key_labs, "key_labs", "user=lab_id"))
 
 
 class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, StorageSettings, AccessSettings):
@@ -236,11 +251,6 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
         self.key_users  # noqa: B018  (a malformed api_keys fails at start, not at the first request)
         self.key_lab_map  # noqa: B018
         return self
-
-    @property
-    def key_lab_map(self) -> dict[str, str]:
-        """Each API-key user's default lab (:attr:`key_labs`)."""
-        return parse_key_labs(self.key_labs)
 
     def segmenter_config(self, folder: ModelFolder) -> SegmenterConfig:
         """What the engine needs to load the segmenter of a model folder, as plain values."""

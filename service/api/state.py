@@ -11,13 +11,13 @@ from fastapi import Depends, Request
 from service.api.gate import InferenceGate
 from service.api.problems import NotFound, Unavailable
 from service.engine.lab_profile import LabProfile
+from service.engine.slide_decision import ModelEvidence
 from service.jobs.runner import JobRunner
 from service.jobs.store import JobStore
 from service.labs.registry import LabRegistry, UnknownLab
 from service.metrics import Metrics
 from service.model_registry import LoadedModel, ModelRegistry, UnknownModel
 from service.settings import Settings
-from service.slides.decision import ModelEvidence
 from service.slides.model import Slide
 from service.slides.report import SlideReport, slide_report
 from service.slides.store import SlideStore

@@ -11,7 +11,7 @@ standard deviations off is a reason a technician can read.
 
 The file also records what the model's false bacilli per field were on its own validation fields and on another
 lab's negative fields (train and validation slides only), with their Poisson upper bounds: the evidence the slide
-decision (:mod:`service.slides.decision`) rests on.
+decision (:mod:`service.engine.slide_decision`) rests on.
 
 The measurements (``FEATURES``), from the field's RGB:
 

@@ -6,7 +6,7 @@ showed: on its **confirmed-negative fields** (from slides the lab knows are nega
 hence the false bacilli per field at each object threshold; on its annotated positives (when given) the share of
 them found at each threshold. From those it sets the lab's **operating point** (the object threshold its requests
 use: the lowest at which the negatives' false bacilli per field, at their exact one-sided 95% Poisson upper bound,
-stay within the profile's budget) and the rate the slide decision rests on (:mod:`service.slides.decision`).
+stay within the profile's budget) and the rate the slide decision rests on (:mod:`service.engine.slide_decision`).
 
 A profile resting on too few negative fields to bound anything is refused when it is made: with no false bacillus
 at all, ``n`` fields bound the rate at ``3 / n`` per field (the rule of three), so a budget ``b`` needs at least

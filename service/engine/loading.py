@@ -15,7 +15,7 @@ from service.engine.domain import DomainModel
 from service.engine.errors import ModelContractError
 from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
-from service.engine.model_folder import check_pair
+from service.engine.model_folder import ModelFolder, check_pair
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 
@@ -57,6 +57,18 @@ class SegmenterConfig:
     fast_precision: str = "fp32"
     fast_settings: FastSettings = field(default_factory=FastSettings)
     domain_path: Path | None = None
+
+    @classmethod
+    def of_folder(cls, folder: ModelFolder, domain: bool = False) -> SegmenterConfig:
+        """A model folder's segmenter on the CPU with its object filter and fp32 fast networks, and (with
+        ``domain``) its domain check: how training reads fields through a folder as the service does."""
+        return cls(
+            model_path=folder.dense,
+            providers=("CPUExecutionProvider",),
+            object_filter_path=folder.object_filter,
+            fast_paths=folder.fast_networks("fp32")[0],
+            domain_path=folder.domain if domain else None,
+        )
 
 
 def load_segmenter(config: SegmenterConfig) -> Segmenter:

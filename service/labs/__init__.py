@@ -4,6 +4,6 @@
   the default lab of its API key's user).
 
 The profile's format and its statistics are in :mod:`service.engine.lab_profile` (training writes it with
-``python -m training lab-profile``); the slide decision that uses it is :mod:`service.slides.decision`; the routes
+``python -m training lab-profile``); the slide decision that uses it is :mod:`service.engine.slide_decision`; the routes
 are :mod:`service.api.routes.labs`.
 """

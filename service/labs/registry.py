@@ -45,23 +45,6 @@ class LabRegistry:
         return self.key_labs.get(user) if user else None
 
 
-def parse_key_labs(text: str) -> dict[str, str]:
-    """``user=lab,user=lab`` as a mapping.
-
-    Raises:
-        ValueError: an entry without both parts.
-    """
-    pairs: dict[str, str] = {}
-    for entry in text.split(","):
-        if not entry.strip():
-            continue
-        user, sep, lab = entry.strip().partition("=")
-        if not sep or not user.strip() or not lab.strip():
-            raise ValueError("key_labs must be 'user=lab_id' pairs separated by commas (an entry lacks one)")
-        pairs[user.strip()] = lab.strip()
-    return pairs
-
-
 def load_labs(root: Path, model_ids: Collection[str], key_labs: dict[str, str]) -> LabRegistry:
     """Every profile under ``root``, each checked to validate a served model, and each user's default lab checked
     to exist.

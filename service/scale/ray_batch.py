@@ -44,10 +44,10 @@ from pyarrow import fs
 from service.engine.domain import DomainModel
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.segmenter import Mode
+from service.engine.slide_decision import ModelEvidence
 from service.field_result import AnalyzedField, FieldOptions, segment_field
 from service.render import mask_pngs
 from service.scale.inputs import FieldInput, is_uri, read_field
-from service.slides.decision import ModelEvidence
 from service.slides.intake import slide_field
 from service.slides.model import Slide
 from service.slides.report import slide_report

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from service.engine.grading import SlideGrade, grade_slide
 from service.engine.lab_profile import LabProfile
-from service.slides.decision import ModelEvidence, SlideDecision, decide
+from service.engine.slide_decision import FieldEvidence, ModelEvidence, SlideDecision, decide
 from service.slides.model import Decision, ObjectSource, Slide, SlideField
 
 
@@ -198,6 +198,10 @@ def _field_out(slide_id: str, index: int, f: SlideField) -> SlideFieldOut:
     )
 
 
+def _evidence_of(slide: Slide) -> list[FieldEvidence]:
+    return [FieldEvidence(f.model_id, f.in_domain, f.lab_id, f.lab_version) for f in slide.fields]
+
+
 def _decision_fields(decided: SlideDecision) -> dict[str, Any]:
     return {
         "decision": decided.decision,
@@ -220,7 +224,7 @@ def slide_report(
     evidence: Mapping[str, ModelEvidence | None] | None = None,
     labs: Mapping[str, LabProfile] | None = None,
 ) -> SlideReport:
-    """The report of a slide, graded from its fields' AFB and decided (:mod:`service.slides.decision`) with the
+    """The report of a slide, graded from its fields' AFB and decided (:mod:`service.engine.slide_decision`) with the
     ``evidence`` of the models that read it (by model id; none: every slide is ``review``) and the served lab
     profiles (by lab id); ``more_reasons`` (e.g.
     fields that could not be read) are added to the review reasons and make it need review."""
@@ -242,7 +246,7 @@ def slide_report(
             fields_needed=None,
             needs_review=True,
             reasons=["no field examined yet", *more_reasons],
-            **_decision_fields(decide(slide, None, evidence, labs)),
+            **_decision_fields(decide(_evidence_of(slide), None, evidence, labs)),
             review=_review(slide, None, more_reasons),
         )
     grade = grade_slide([f.afb for f in fields])
@@ -268,6 +272,6 @@ def slide_report(
         fields_needed=grade.fields_needed,
         needs_review=bool(reasons),
         reasons=reasons,
-        **_decision_fields(decide(slide, grade, evidence, labs)),
+        **_decision_fields(decide(_evidence_of(slide), grade, evidence, labs)),
         review=_review(slide, grade_slide([f.reviewed_afb for f in slide.fields]), (*mixed, *more_reasons)),
     )

@@ -4,7 +4,7 @@ without a lab profile."""
 from __future__ import annotations
 
 from service.engine.domain import FalseRate
-from service.slides.decision import UNMEASURED_LAB_FACTOR, ModelEvidence
+from service.engine.slide_decision import UNMEASURED_LAB_FACTOR, ModelEvidence
 from service.slides.model import Slide, SlideField
 from service.slides.report import slide_report
 

@@ -145,13 +145,7 @@ def build_domain(
     )
     domain = replace(base, z_limit=round(limit, 3), source=source, z_limit_rule=rule)
 
-    config = SegmenterConfig(
-        model_path=folder.dense,
-        providers=("CPUExecutionProvider",),
-        object_filter_path=folder.object_filter,
-        fast_paths=folder.fast_networks("fp32")[0],
-    )
-    segmenter = load_segmenter(config)
+    segmenter = load_segmenter(SegmenterConfig.of_folder(folder))
     domain = replace(
         domain,
         in_domain_false=false_on_annotated(

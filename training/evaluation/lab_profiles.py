@@ -71,13 +71,7 @@ def make_lab_profile(
         ValueError: no negative field, too few for ``budget``, or an invalid lab id.
     """
     folder = open_folder(model_dir)
-    config = SegmenterConfig(
-        model_path=folder.dense,
-        providers=("CPUExecutionProvider",),
-        object_filter_path=folder.object_filter,
-        fast_paths=folder.fast_networks("fp32")[0],
-    )
-    segmenter = load_segmenter(config)
+    segmenter = load_segmenter(SegmenterConfig.of_folder(folder))
     negative_images: list[Path] = []
     for root in negatives:
         negative_images += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,7 +1,8 @@
 """Figures at the slide level (``python -m training simulate-slides``): what the service decides on whole slides.
 
 Each field is read once through the model folder (fast mode, every candidate scored, the domain check); slides are
-then drawn from them and decided by the service's own rules (:func:`service.slides.report.slide_report`):
+then drawn from them, graded and decided by the service's own rules (:mod:`service.engine.grading`,
+:mod:`service.engine.slide_decision`):
 
 * **negative slides**: 100 fields drawn with replacement from a lab's negative fields (UFAM DDS1, the slides of
   ``--subset``); the share decided ``positive`` (must be 0), ``negative`` and ``review``, and the review workload:
@@ -30,13 +31,12 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from service.engine.grading import grade_slide
 from service.engine.lab_profile import LabProfile
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model_folder import open_folder
 from service.engine.segmenter import Segmenter
-from service.slides.decision import ModelEvidence
-from service.slides.model import Slide, SlideField
-from service.slides.report import slide_report
+from service.engine.slide_decision import FieldEvidence, ModelEvidence, decide
 from training.data.annotations import Box
 from training.data.dataset import discover_fields, read_annotation, read_rgb
 from training.data.split import DatasetSplit
@@ -71,27 +71,29 @@ def _read(segmenter: Segmenter, rgb: npt.NDArray[np.uint8], name: str, boxes: tu
     return ReadField(name, tuple(scores), counts, true, domain.in_domain if domain else None)
 
 
+@dataclass(frozen=True)
+class SimulatedField:
+    """A read field on a simulated slide: its AFB at a threshold (estimated bacilli, as the service counts them)
+    and what the decision needs of it."""
+
+    afb: int
+    evidence: FieldEvidence
+
+
 def _slide_field(
     read: ReadField, threshold: float, model_id: str, lab: LabProfile | None, extra: int = 0
-) -> SlideField:
-    kept = sum(s >= threshold for s in read.scores) + extra
-    estimated = sum(c for s, c in zip(read.scores, read.counts, strict=True) if s >= threshold) + extra
-    return SlideField(
-        read.name,
-        kept,
-        estimated,
-        0,
-        0,
-        model_id,
-        "filter",
-        in_domain=read.in_domain,
-        lab_id=lab.lab_id if lab else None,
-        lab_version=lab.version if lab else None,
-    )
+) -> SimulatedField:
+    afb = sum(c for s, c in zip(read.scores, read.counts, strict=True) if s >= threshold) + extra
+    lab_id, version = (lab.lab_id, lab.version) if lab else (None, None)
+    return SimulatedField(afb, FieldEvidence(model_id, read.in_domain, lab_id, version))
 
 
-def _decide(fields: list[SlideField], evidence: dict[str, ModelEvidence | None], labs: dict[str, LabProfile]) -> str:
-    return slide_report(Slide("simulated", 0.0, tuple(fields)), evidence=evidence, labs=labs).decision
+def _decide(
+    fields: list[SimulatedField], evidence: dict[str, ModelEvidence | None], labs: dict[str, LabProfile]
+) -> str:
+    """The service's decision (:func:`service.engine.slide_decision.decide`) on the service's grade."""
+    grade = grade_slide([f.afb for f in fields])
+    return decide([f.evidence for f in fields], grade, evidence, labs).decision
 
 
 def _share(decisions: list[str]) -> dict[str, float]:
@@ -112,15 +114,7 @@ def simulate(
 ) -> dict[str, Any]:
     """The slide-level figures (module docstring), as a JSON-ready record."""
     folder = open_folder(model_dir)
-    segmenter = load_segmenter(
-        SegmenterConfig(
-            model_path=folder.dense,
-            providers=("CPUExecutionProvider",),
-            object_filter_path=folder.object_filter,
-            fast_paths=folder.fast_networks("fp32")[0],
-            domain_path=folder.domain,
-        )
-    )
+    segmenter = load_segmenter(SegmenterConfig.of_folder(folder, domain=True))
     own_threshold = segmenter.object_threshold if segmenter.object_threshold is not None else 0.0
     evidence = {folder.model_id: ModelEvidence.of(segmenter.domain)}
     part = read_ufam(ufam).of_slides(list(getattr(DatasetSplit.load(ufam_split), subset)))
@@ -157,7 +151,7 @@ def simulate(
             drawn = [negatives[i] for i in rng.integers(0, len(negatives), fields_per_slide)]
             fields = [_slide_field(f, threshold, folder.model_id, used) for f in drawn]
             negative_decisions.append(_decide(fields, evidence, labs))
-            workload.append(sum(f.kept_objects for f in fields))
+            workload.append(sum(sum(s >= threshold for s in f.scores) for f in drawn))
         for k in (1, 5, 20):
             ranks, decisions = [], []
             for _ in range(slides):

@@ -1,5 +1,8 @@
 """The slide decision: ``positive``, ``negative`` or ``review``, decided automatically only where evidence covers it.
 
+In the engine, beside the grading it builds on, so that the service's slides (:mod:`service.slides.report`) and
+training's slide simulation decide by the same rules from plain per-field values.
+
 A grade is proposed for every slide (:mod:`service.engine.grading`); whether the service may *sign* the
 presence of bacilli depends on what is known about the false bacilli its model makes on such fields:
 
@@ -34,13 +37,12 @@ a stored slide's decision silently.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service.engine.domain import DomainModel, FalseRate, poisson_quantile
 from service.engine.grading import Grade, SlideGrade
 from service.engine.lab_profile import LabProfile
-from service.slides.model import Slide
 
 UNMEASURED_LAB_FACTOR = 10.0
 POSITIVE_CONFIDENCE = 0.999
@@ -59,6 +61,17 @@ class ModelEvidence:
         if domain is None:
             return None
         return cls(domain.in_domain_false, domain.foreign_false)
+
+
+@dataclass(frozen=True)
+class FieldEvidence:
+    """What the decision needs of one of a slide's fields: the model that read it, its domain check (None: not
+    checked), and the lab profile it was read with."""
+
+    model_id: str
+    in_domain: bool | None = None
+    lab_id: str | None = None
+    lab_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +109,9 @@ def _positive(total: int, grade: SlideGrade) -> bool:
     return grade.grade is not Grade.SCANTY and not any(_boundary(r) for r in grade.reasons)
 
 
-def decide_with_lab(
-    slide: Slide, grade: SlideGrade, profile: LabProfile, counts: tuple[int, int, int]
-) -> SlideDecision:
-    """The decision on a lab's own negatives (module docstring)."""
-    fields, total = len(slide.fields), grade.total_afb
+def decide_with_lab(fields: int, grade: SlideGrade, profile: LabProfile, counts: tuple[int, int, int]) -> SlideDecision:
+    """The decision on a lab's own negatives (module docstring) for a slide of ``fields`` fields."""
+    total = grade.total_afb
     rate = FalseRate(
         f"lab {profile.lab_id} v{profile.version}: {profile.negatives.source}, at its operating point "
         f"{profile.object_threshold:g}",
@@ -142,14 +153,13 @@ def decide_with_lab(
 
 
 def decide(
-    slide: Slide,
+    fields: Sequence[FieldEvidence],
     grade: SlideGrade | None,
     evidence: Mapping[str, ModelEvidence | None],
     labs: Mapping[str, LabProfile] | None = None,
 ) -> SlideDecision:
-    """The decision for ``slide`` with its automatic ``grade`` (module docstring); ``evidence`` by model id, ``labs``
-    the served profiles by lab id."""
-    fields = slide.fields
+    """The decision for a slide of ``fields`` with its automatic ``grade`` (module docstring); ``evidence`` by model
+    id, ``labs`` the served profiles by lab id."""
     in_domain = sum(f.in_domain is True for f in fields)
     out = sum(f.in_domain is False for f in fields)
     unchecked = len(fields) - in_domain - out
@@ -170,7 +180,7 @@ def decide(
                 f"its fields were read with lab profile {lab_id} v{version}, {now}: read them again to decide with it"
             )
             return SlideDecision("review", (reason,), *counts, None, None, ())
-        return decide_with_lab(slide, grade, profile, counts)
+        return decide_with_lab(len(fields), grade, profile, counts)
     ceiling, used, missing = 0.0, {}, []
     for f in fields:
         known = evidence.get(f.model_id)
