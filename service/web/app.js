@@ -1,5 +1,6 @@
 // The lab's page: read a slide (fields as jobs), review its bacilli, sign the grade, export. API calls only.
 import { ApiError, auth, call, download, json, sendJson } from "./api.js";
+import { Gallery } from "./gallery.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -510,6 +511,9 @@ function wire() {
   $("clear").addEventListener("click", () => decide(null));
   $("remove").addEventListener("click", removeAdded);
   $("sign").addEventListener("click", sign);
+  $("gallery-load").addEventListener("click", () => openGallery());
+  $("gallery-more").addEventListener("click", () => openGallery(true));
+  $("gallery-reject-all").addEventListener("click", () => gallery.rejectAll());
   $("forget-key").addEventListener("click", () => { auth.key = null; location.reload(); });
   $("export-report").addEventListener("click", () => exporting(openReport));
   $("export-csv").addEventListener("click", () =>
@@ -547,6 +551,34 @@ async function openSlide() {
   }
   writeUrl();
   try { await poll(); } catch (error) { say(error.message); }
+}
+
+// ---------- the ranked gallery ----------
+const gallery = new Gallery($("gallery"), {
+  reviewer: () => reviewer(),
+  say,
+  count: (text) => { $("gallery-count").textContent = `(${text})`; },
+  onReviewed: (result, item) => {
+    if (state.current === item.field_index && state.field) applyReview(result); // the viewer's objects follow
+    else { state.report = result.slide; render(); }
+  },
+  onOpen: async (index, number) => {
+    await show(index);
+    selectObject(number);
+    $("viewer").focus();
+  },
+});
+
+async function openGallery(more = false) {
+  if (!state.slideId) { say("open a slide first"); return; }
+  try {
+    await (more ? gallery.more() : gallery.load(state.slideId));
+    $("gallery-more").disabled = gallery.items.length >= Math.min(gallery.total, 500);
+    $("gallery-reject-all").disabled = !gallery.items.length;
+    $("gallery").focus();
+  } catch (error) {
+    say(`Gallery: ${error.message}`);
+  }
 }
 
 async function main() {

@@ -13,6 +13,7 @@ import csv
 import io
 import os
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,68 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
 
     unexpected = [m for m in console if not any(p in m for p in provoked)]
     assert not unexpected, f"console errors: {unexpected}"
+
+
+def test_a_slide_is_signed_from_its_ranked_gallery(page_server: LiveServer, field_files: list[Path]) -> None:
+    """The gallery shows the slide's candidates best score first; a technician rejects one from the keyboard,
+    opens another in the viewer, rejects the rest with one button and signs the reviewed grade."""
+    slide = "G-2026-0002"
+    for path in field_files:  # read by jobs, as the page would; one at a time (room for one job)
+        deadline = time.monotonic() + 60
+        while True:
+            sent = httpx.post(
+                f"{page_server.url}/v1/jobs",
+                params={"slide_id": slide},
+                files={"files": (path.name, path.read_bytes(), "image/png")},
+                headers=_auth(),
+            )
+            if sent.status_code == 202 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert sent.status_code == 202, sent.text
+        while httpx.get(f"{page_server.url}{sent.json()['status_url']}", headers=_auth()).json()["state"] != "done":
+            assert time.monotonic() < deadline + 60, "the job did not finish"
+            time.sleep(0.2)
+    ranked = httpx.get(f"{page_server.url}/v1/slides/{slide}/gallery", params={"limit": 24}, headers=_auth()).json()
+    assert ranked["shown"] > 2
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+        page.goto(f"{page_server.url}/?slide={slide}")
+        page.locator("#key-dialog").wait_for(state="visible")
+        page.fill("#key-input", KEY)
+        page.click("#key-submit")
+        page.wait_for_function("document.querySelectorAll('#fields li[data-state=done]').length === 2")
+        page.click("#gallery-load")
+        page.wait_for_function(f"document.querySelectorAll('#gallery .tile').length === {ranked['shown']}")
+        page.wait_for_function("[...document.querySelectorAll('#gallery .tile img')].every((i) => i.complete && i.src)")
+        first = page.locator("#gallery .tile").first
+        assert first.get_attribute("aria-selected") == "true"
+        assert first.get_attribute("data-number") == str(ranked["items"][0]["number"])
+        _shot(page, "08-gallery")
+
+        page.focus("#gallery")
+        page.keyboard.press("r")  # the best-scoring candidate: rejected from the keyboard
+        page.wait_for_function("document.querySelector('#gallery .tile').dataset.decision === 'reject'")
+        page.keyboard.press("n")
+        page.keyboard.press("Enter")  # the next one opens in the viewer, selected
+        second = ranked["items"][1]
+        page.wait_for_function(f"document.querySelector('#object-info').textContent.startsWith('#{second['number']}')")
+        assert page.inner_text("#field-title").startswith(f"Field {second['field_index'] + 1}")
+
+        page.click("#gallery-reject-all")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#gallery .tile')].every((t) => t.dataset.decision === 'reject')"
+        )
+        page.click("#sign")
+        page.wait_for_function("document.querySelector('#signature').textContent.startsWith('Signed by alice')")
+        assert f"{ranked['shown']} reviewed" in page.inner_text("#gallery-count")
+        _shot(page, "09-gallery-signed")
+        browser.close()
+
+    after = httpx.get(f"{page_server.url}/v1/slides/{slide}/gallery", params={"limit": 24}, headers=_auth()).json()
+    assert all(i["decision"] == "reject" for i in after["items"]) and after["reviewed"] == ranked["shown"]
+    report = httpx.get(f"{page_server.url}/v1/slides/{slide}", headers=_auth()).json()
+    review = report["review"]
+    assert review["signature"]["signed_by"] == USER and review["objects_rejected"] >= ranked["shown"]
