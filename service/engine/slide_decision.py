@@ -104,7 +104,7 @@ def _boundary(reason: str) -> bool:
     return "of the boundary" in reason
 
 
-def _positive(total: int, grade: SlideGrade) -> bool:
+def _positive(grade: SlideGrade) -> bool:
     """Whether a count beyond the false bacilli may be signed: not scanty, not near a grade boundary."""
     return grade.grade is not Grade.SCANTY and not any(_boundary(r) for r in grade.reasons)
 
@@ -123,7 +123,7 @@ def decide_with_lab(fields: int, grade: SlideGrade, profile: LabProfile, counts:
     above = poisson_quantile(POSITIVE_CONFIDENCE, ceiling)
     tag = f"{profile.lab_id} v{profile.version}"
     common = (*counts, round(ceiling, 3), above, ((rate, 1.0),), tag)
-    if total > above and _positive(total, grade):
+    if total > above and _positive(grade):
         why = (
             f"{total} AFB in {fields} fields: more than lab {profile.lab_id}'s negative fields produce (up to {above})"
         )
@@ -207,7 +207,7 @@ def decide(
         return SlideDecision("review", tuple(reasons), *counts, None, None, tuple(used.values()))
     above = poisson_quantile(POSITIVE_CONFIDENCE, ceiling)
     total = grade.total_afb
-    if total > above and _positive(total, grade):
+    if total > above and _positive(grade):
         return SlideDecision(
             "positive",
             (
