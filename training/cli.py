@@ -485,6 +485,15 @@ def add_finetune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tune.add_argument(
         "--negative-budget", type=float, default=0.05, help="false bacilli per held-out negative field (0.05)"
     )
+    tune.add_argument(
+        "--lab-profile",
+        type=Path,
+        help="a lab profile (labs/<lab_id>) made with the base model: its false candidates on the lab's negative "
+        "fields join the patches as hard negatives",
+    )
+    tune.add_argument(
+        "--lab-negatives-root", type=Path, help="where the profile's negative fields are now, if they moved"
+    )
     tune.add_argument("--no-znsm-test", action="store_true", help="skip the comparison on the ZNSM test split")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="heatmap cache (default: %(default)s)")
@@ -516,6 +525,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         znsm_test=not args.no_znsm_test,
         cache=args.cache,
         command="python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        lab_profile=args.lab_profile,
+        lab_negatives_root=args.lab_negatives_root,
     )
     return 0
 

@@ -39,6 +39,21 @@ def fields_needed(budget: float) -> int:
 
 
 @dataclass(frozen=True)
+class NegativeField:
+    """Where one confirmed-negative field's candidates lie, so that ``finetune`` can take them as hard negatives.
+
+    Attributes:
+        path: the field's file, as it was given when the profile was made (relative to the working directory then).
+        sha256: its bytes' digest: a file of that name with other bytes is not this field.
+        centres_yx: each candidate's centroid (row, column), in the order of the field's scores.
+    """
+
+    path: str
+    sha256: str
+    centres_yx: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
 class NegativeEvidence:
     """The lab's confirmed-negative fields through the model.
 
@@ -46,11 +61,23 @@ class NegativeEvidence:
         source: which fields (folders, slides).
         fields: how many.
         scores: the filter score of every candidate on them, per field (each a false bacillus when kept).
+        files: each field's file and its candidates' centroids, in the order of ``scores`` (empty in a profile
+            written before they were recorded).
     """
 
     source: str
     fields: int
     scores: tuple[tuple[float, ...], ...]
+    files: tuple[NegativeField, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.scores) != self.fields or (self.files and len(self.files) != self.fields):
+            raise ValueError(
+                f"negatives: {self.fields} fields, but scores for {len(self.scores)} and files for {len(self.files)}"
+            )
+        for field, scores in zip(self.files, self.scores, strict=False):
+            if len(field.centres_yx) != len(scores):
+                raise ValueError(f"negatives: {field.path}: {len(scores)} scores but {len(field.centres_yx)} centres")
 
     def false_at(self, threshold: float) -> int:
         return sum(sum(s >= threshold for s in field) for field in self.scores)
@@ -198,6 +225,12 @@ class LabProfile:
                     str(negatives["source"]),
                     int(negatives["fields"]),
                     tuple(tuple(float(s) for s in field) for field in negatives["scores"]),
+                    tuple(
+                        NegativeField(
+                            str(f["path"]), str(f["sha256"]), tuple((int(y), int(x)) for y, x in f["centres_yx"])
+                        )
+                        for f in negatives.get("files", ())
+                    ),
                 ),
                 positives=(
                     PositiveEvidence(

@@ -9,6 +9,7 @@ read: a lab's test slides never make its profile.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from service.engine.image_io import decode_image
-from service.engine.lab_profile import PROFILE_JSON, LabProfile, NegativeEvidence, PositiveEvidence
+from service.engine.lab_profile import PROFILE_JSON, LabProfile, NegativeEvidence, NegativeField, PositiveEvidence
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model_folder import open_folder
 from service.engine.postprocess import DetectedObject
@@ -95,10 +96,14 @@ def make_lab_profile(
     if not negative_images:
         raise ValueError("no confirmed-negative field: give --negatives folders or a UFAM folder with --ufam")
     per_field = []
+    files = []
     for path in tqdm(negative_images, desc="negative fields", unit="field", leave=False):
-        scores_here, _ = candidate_scores(segmenter, decode_image(path.read_bytes(), 40_000_000).rgb)
+        data = path.read_bytes()
+        scores_here, objects = candidate_scores(segmenter, decode_image(data, 40_000_000).rgb)
         per_field.append(tuple(round(s, 4) for s in scores_here))
-    evidence = NegativeEvidence("; ".join(sources), len(per_field), tuple(per_field))
+        centres = tuple((round(o.centroid[1]), round(o.centroid[0])) for o in objects)
+        files.append(NegativeField(str(path), hashlib.sha256(data).hexdigest(), centres))
+    evidence = NegativeEvidence("; ".join(sources), len(per_field), tuple(per_field), tuple(files))
     earlier = out / lab_id / PROFILE_JSON
     version = LabProfile.load(earlier).version + 1 if earlier.is_file() else 1
     profile = LabProfile.make(

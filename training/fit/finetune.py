@@ -6,9 +6,11 @@ default one. The steps, each timed:
 
 1. **Split** the lab's fields into fine-tune and held-out ones (seeded, by field), unless ``--held-out`` names a
    folder of its own.
-2. **Patches**: the lab's fine-tune fields, plus a *replay* sample of the base model's own training fields (as many
-   patches as the lab's, by default), so that the model does not forget the microscope it learnt first. The
-   held-out fields' patches choose the epoch (lowest loss).
+2. **Patches**: the lab's fine-tune fields (and, with ``--lab-profile``, background patches on every candidate the
+   base made on the lab's confirmed-negative fields: free hard negatives, :mod:`training.fit.profile_negatives`),
+   plus a *replay* sample of the base model's own training fields (as many patches as the lab's, by default), so
+   that the model does not forget the microscope it learnt first. The held-out fields' patches choose the epoch
+   (lowest loss).
 3. **Train** from the base folder's ``patch_cnn.keras`` weights, with its field normalisation, a lower learning
    rate and a few epochs (:func:`training.fit.train.fit_patches`: same augmentation and optimiser as training).
 4. Optionally **recalibrate the pixels** on the held-out fields (``--pixel-calibration``: Platt, folded into the
@@ -48,6 +50,7 @@ import tensorflow as tf
 from scipy.special import expit
 
 from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
+from service.engine.lab_profile import LabProfile
 from service.engine.model import OnnxModel
 from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, ModelFolder, open_folder
 from service.engine.normalisation import InputNormalisation
@@ -56,6 +59,7 @@ from training.data.sampling import PATCH_SIZE, PatchSet
 from training.data.split import DatasetSplit
 from training.evaluation.labs import Pair
 from training.fit.lab_data import FieldLab, LabData, LabScores, PatchCounts, read_lab, split_by_field
+from training.fit.profile_negatives import open_profile, profile_hard_negatives
 from training.fit.recipes import get_recipe
 from training.fit.train import fit_patches, plot_curves
 from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv
@@ -320,17 +324,34 @@ class LabSplit:
 
 @dataclass(frozen=True)
 class Patches:
-    """Step 2: the lab's fine-tune patches, the replay patches and the held-out patches."""
+    """Step 2: the lab's fine-tune patches (with its profile's hard negatives, when given), the replay patches and
+    the held-out patches."""
 
     lab_train: PatchSet
     replay: PatchSet
     held_out: PatchSet
+    profile_negatives: int = 0
 
     @classmethod
-    def draw(cls, split: LabSplit, base: Base, replay: Replay, settings: FinetuneSettings) -> Patches:
+    def draw(
+        cls,
+        split: LabSplit,
+        base: Base,
+        replay: Replay,
+        settings: FinetuneSettings,
+        profile: LabProfile | None = None,
+        negatives_root: Path | None = None,
+    ) -> Patches:
         lab_train = split.train.patches(base.normalisation, settings.counts, settings.seed)
+        hard = 0
+        if profile is not None:
+            more = profile_hard_negatives(
+                profile, base.folder.model_id, base.normalisation, settings.seed, negatives_root
+            )
+            lab_train, hard = PatchSet.concatenate([lab_train, more], PATCH_SIZE), len(more)
         replayed = replay.patches(base.normalisation, len(lab_train), settings)
-        return cls(lab_train, replayed, split.held_out.patches(base.normalisation, settings.counts, settings.seed))
+        held = split.held_out.patches(base.normalisation, settings.counts, settings.seed)
+        return cls(lab_train, replayed, held, hard)
 
 
 def _train(base: Base, patches: Patches, settings: FinetuneSettings) -> tuple[Any, dict[str, list[float]], int]:
@@ -484,6 +505,7 @@ def _record(
         "replay": {"data": str(replay.root), "patches": len(patches.replay), "filter_fields": filter_fields},
         "patches": {
             "lab_train": len(patches.lab_train),
+            "lab_profile_hard_negatives": patches.profile_negatives,
             "replay": len(patches.replay),
             "held_out": len(patches.held_out),
         },
@@ -503,10 +525,15 @@ def finetune(
     znsm_test: bool = True,
     cache: Path = DEFAULT_CACHE,
     command: str = "",
+    lab_profile: Path | None = None,
+    lab_negatives_root: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the model of ``base_dir`` on the lab data in ``data`` into the model folder ``out``, in the seven
     steps of the module docstring (each a function here; the base lab's replay data read once); returns the record
-    written to ``out/finetune.json``.
+    written to ``out/finetune.json``. With ``lab_profile`` (a lab folder or its ``profile.json``, made with the base
+    model) the candidates the base made on the lab's confirmed-negative fields join the lab's patches as hard
+    negatives (:mod:`training.fit.profile_negatives`; fields that moved are looked for under
+    ``lab_negatives_root``).
 
     Raises:
         ModelContractError: ``base_dir`` is not a model folder.
@@ -519,7 +546,10 @@ def finetune(
     base = Base.open(base_dir)
     replay = Replay.read(replay_data, replay_split)
     split = LabSplit.of(data, held_out, settings)  # 1
-    patches = clock.run("patches", lambda: Patches.draw(split, base, replay, settings))  # 2
+    profile = open_profile(lab_profile) if lab_profile is not None else None
+    patches = clock.run(
+        "patches", lambda: Patches.draw(split, base, replay, settings, profile, lab_negatives_root)
+    )  # 2
     model, history, best = clock.run("training", lambda: _train(base, patches, settings))  # 3
     out.mkdir(parents=True, exist_ok=True)
     training_data = (
@@ -554,6 +584,9 @@ def finetune(
         "base_folder": str(base.folder.path),
         "command": command,
         **_record(settings, data, split, replay, patches, replay_filter_fields),
+        "lab_profile": (
+            {"lab_id": profile.lab_id, "version": profile.version, "path": str(lab_profile)} if profile else None
+        ),
         "best_epoch": best + 1,
         "held_out_patch_loss": history["val_loss"][best],
         "history": history,
