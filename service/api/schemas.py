@@ -223,6 +223,9 @@ class ObjectReviewed(BaseModel):
 class Me(BaseModel):
     user: str | None = Field(description="the user the API key names; null when it names nobody (or no key)")
     key_required: bool
+    lab: str | None = Field(
+        default=None, description="the user's default lab (TBSEG_KEY_LABS): requests without lab= use it"
+    )
 
 
 # The ranked gallery (service.api.routes.gallery)

@@ -229,6 +229,7 @@ def report_html(report: SlideReport) -> str:
     reasons = "".join(f"<li>{e(r)}</li>" for r in review.reasons) or "<li>none</li>"
     why = "".join(f"<li>{e(r)}</li>" for r in report.decision_reasons)
     evidence = report.decision_evidence
+    lab = f" · lab profile {e(evidence.lab_profile)}" if evidence.lab_profile else ""
     rates = "".join(
         f"<li>{e(r.source)}: {r.false_bacilli} false bacilli in {r.fields} fields, at most {r.upper_95:.3g} per field "
         f"(95%){f', taken {r.factor:g}×' if r.factor != 1 else ''}</li>"
@@ -244,12 +245,14 @@ td:nth-child(2), th:nth-child(2) {{ text-align: left; }}
 @media print {{ body {{ margin: 0; }} }}
 </style></head><body>
 <h1>Ziehl-Neelsen smear: slide {e(report.slide_id)}</h1>
-<p class="grade">Decision: {e(report.decision)}</p>
+<p class="grade">Automatic decision: {e(report.decision)}</p>
 <ul>{why}</ul>
 <p>Fields in the model's domain: {evidence.fields_in_domain}, out of it: {evidence.fields_out_of_domain}, not checked:
 {evidence.fields_unchecked} · false bacilli these fields could hold: {_num(evidence.false_bacilli_ceiling)} · positive
-above {_num(evidence.positive_above)} AFB</p>
+above {_num(evidence.positive_above)} AFB{lab}</p>
 <ul>{rates}</ul>
+<p class="grade">Decision after review: {e(review.decision)}</p>
+<ul>{"".join(f"<li>{e(r)}</li>" for r in review.decision_reasons)}</ul>
 <p class="grade">Grade (reviewed): {e(review.report or "—")}</p>
 <p>Automatic grade: {e(report.report or "—")} · fields examined: {report.fields_examined} ·
 AFB (automatic / reviewed): {report.total_afb} / {review.total_afb}</p>

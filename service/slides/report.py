@@ -18,6 +18,7 @@ from service.engine.grading import SlideGrade, grade_slide
 from service.engine.lab_profile import LabProfile
 from service.engine.slide_decision import FieldEvidence, ModelEvidence, SlideDecision, decide
 from service.slides.model import Decision, ObjectSource, Slide, SlideField
+from service.slides.review_decision import ReviewedDecision, reviewed_decision
 
 
 class SlideFieldOut(BaseModel):
@@ -73,6 +74,13 @@ class SlideReviewOut(BaseModel):
     report: str | None
     needs_review: bool
     reasons: list[str]
+    decision: str = Field(
+        description="the decision after review: positive once a person confirmed a bacillus; negative when a person "
+        "rejected every kept object and the gallery's best-scoring candidates on enough fields; else the automatic "
+        "rule on the reviewed counts, or review (decision_reasons says what is missing); the automatic decision "
+        "before any review"
+    )
+    decision_reasons: list[str]
     reviewed_by: list[str] = Field(description="users who made decisions (named by their API key or by the client)")
     last_reviewed_at: float | None
     signature: SignatureOut | None = Field(description="the latest signature, if any")
@@ -124,7 +132,9 @@ class SlideReport(BaseModel):
     review: SlideReviewOut
 
 
-def _review(slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...]) -> SlideReviewOut:
+def _review(
+    slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...], decided: ReviewedDecision
+) -> SlideReviewOut:
     decisions = [o for f in slide.fields for o in f.decisions]
     unreviewable = sum(not f.reviewable for f in slide.fields)
     reasons = [
@@ -153,6 +163,8 @@ def _review(slide: Slide, grade: SlideGrade | None, more_reasons: tuple[str, ...
         report=grade.report if grade else None,
         needs_review=bool(reasons),
         reasons=reasons,
+        decision=decided.decision,
+        decision_reasons=list(decided.reasons),
         reviewed_by=sorted({o.reviewer for o in decisions if o.reviewer}),
         last_reviewed_at=max((o.reviewed_at for o in decisions if o.reviewed_at), default=None),
         signature=(
@@ -231,6 +243,7 @@ def slide_report(
     evidence = evidence or {}
     fields = [_field_out(slide.slide_id, i, f) for i, f in enumerate(slide.fields)]
     if not fields:
+        automatic = decide(_evidence_of(slide), None, evidence, labs)
         return SlideReport(
             slide_id=slide.slide_id,
             created_at=slide.created_at,
@@ -246,8 +259,8 @@ def slide_report(
             fields_needed=None,
             needs_review=True,
             reasons=["no field examined yet", *more_reasons],
-            **_decision_fields(decide(_evidence_of(slide), None, evidence, labs)),
-            review=_review(slide, None, more_reasons),
+            **_decision_fields(automatic),
+            review=_review(slide, None, more_reasons, reviewed_decision(slide, None, automatic, automatic)),
         )
     grade = grade_slide([f.afb for f in fields])
     models = slide.model_ids
@@ -257,6 +270,9 @@ def slide_report(
         else ()
     )
     reasons = [*grade.reasons, *mixed, *more_reasons]
+    automatic = decide(_evidence_of(slide), grade, evidence, labs)
+    reviewed = grade_slide([f.reviewed_afb for f in slide.fields])
+    on_reviewed = decide(_evidence_of(slide), reviewed, evidence, labs)
     return SlideReport(
         slide_id=slide.slide_id,
         created_at=slide.created_at,
@@ -272,6 +288,8 @@ def slide_report(
         fields_needed=grade.fields_needed,
         needs_review=bool(reasons),
         reasons=reasons,
-        **_decision_fields(decide(_evidence_of(slide), grade, evidence, labs)),
-        review=_review(slide, grade_slide([f.reviewed_afb for f in slide.fields]), (*mixed, *more_reasons)),
+        **_decision_fields(automatic),
+        review=_review(
+            slide, reviewed, (*mixed, *more_reasons), reviewed_decision(slide, reviewed, automatic, on_reviewed)
+        ),
     )

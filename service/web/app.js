@@ -76,6 +76,7 @@ async function loadModels() {
   }));
   const me = await json("/v1/me");
   state.user = me.user;
+  await loadLabs(me.lab);
   $("who").textContent = me.user ? `Signed in as ${me.user}` : "";
   if (me.user) {
     $("reviewer").value = me.user;
@@ -83,6 +84,37 @@ async function loadModels() {
   } else {
     $("reviewer").value = sessionStorage.getItem("tbseg-reviewer") || "";
   }
+}
+
+// ---------- lab profiles ----------
+async function loadLabs(defaultLab) {
+  const { labs } = await json("/v1/labs");
+  const select = $("lab");
+  const options = labs.map((lab) => {
+    const text = `${lab.lab_id} (v${lab.version}): operating point ${lab.object_threshold}, ` +
+      `≤ ${lab.false_bacilli_upper_95} false bacilli per negative field`;
+    const option = new Option(text, lab.lab_id, lab.lab_id === defaultLab, lab.lab_id === defaultLab);
+    option.dataset.model = lab.model_id;
+    option.title = `validated ${lab.model_id} on ${lab.negative_fields} confirmed-negative fields`;
+    return option;
+  });
+  // a key with a default lab always reads with a lab (the service applies it when none is named)
+  if (defaultLab) select.replaceChildren(...options);
+  else select.replaceChildren(select.options[0], ...options);
+  select.disabled = labs.length === 0;
+  $("lab-help").textContent = labs.length === 0
+    ? "No lab profile is served (python -m training lab-profile makes one)."
+    : defaultLab ? `Your key's default lab is ${defaultLab}.` : $("lab-help").textContent;
+  select.addEventListener("change", followLab);
+  followLab();
+}
+
+/** A lab profile validated one model: choosing the lab chooses it. */
+function followLab() {
+  const chosen = $("lab").selectedOptions[0];
+  const model = chosen?.dataset.model;
+  if (model) $("model").value = model;
+  $("model").disabled = Boolean(model);
 }
 
 const reviewer = () => state.user || $("reviewer").value.trim() || undefined;
@@ -104,10 +136,12 @@ async function submit(files) {
 
 async function submitOne(item) {
   const params = new URLSearchParams({ slide_id: state.slideId });
-  if ($("model").value) params.set("model", $("model").value);
+  if ($("lab").value) params.set("lab", $("lab").value);
+  else if ($("model").value) params.set("model", $("model").value);
   if ($("mode").value) params.set("mode", $("mode").value);
-  // the same file dropped twice on a slide (same model and mode) is the same job: never counted twice
-  const key = [state.slideId, params.get("model"), params.get("mode"), item.file.size, item.file.lastModified, item.name]
+  // the same file dropped twice on a slide (same lab, model and mode) is the same job: never counted twice
+  const key = [state.slideId, params.get("lab"), params.get("model"), params.get("mode"), item.file.size,
+    item.file.lastModified, item.name]
     .join(":").slice(0, 200);
   for (;;) {
     const body = new FormData();
@@ -289,12 +323,17 @@ function renderGrade() {
   $("afb-auto").textContent = r?.total_afb ?? 0;
   $("afb-reviewed").textContent = review?.total_afb ?? 0;
   $("fields-examined").textContent = r?.fields_examined ?? 0;
-  // the decision first: whether the service may sign this slide at all, and why not
+  // the decision first: whether the service may sign this slide at all, and why not; after a review, the reviewed one
+  const reviewed = Boolean(review?.objects_reviewed);
+  const decision = reviewed ? review.decision : r?.decision;
+  const why = reviewed ? review.decision_reasons : r?.decision_reasons;
   $("decision").hidden = !(r && r.fields_examined);
-  $("decision").dataset.decision = r?.decision || "none";
-  $("decision-value").textContent = r?.decision === "review" ? "a person must read this slide" : r?.decision || "—";
+  $("decision").dataset.decision = decision || "none";
+  $("decision").dataset.reviewed = String(reviewed);
+  $("decision-value").textContent = (decision === "review" ? "a person must read this slide" : decision || "—") +
+    (reviewed ? ` (after review; automatic: ${r.decision})` : "");
   $("decision-reasons").replaceChildren(
-    ...(r?.decision_reasons || []).map((t) => Object.assign(document.createElement("li"), { textContent: t })),
+    ...(why || []).map((t) => Object.assign(document.createElement("li"), { textContent: t })),
   );
   const reasons = review?.reasons || [];
   $("needs-review").hidden = !(r && review.needs_review);

@@ -13,4 +13,5 @@ router = APIRouter(tags=["review"])
 
 @router.get("/v1/me", summary="Who the API key names (reviews and signatures record it)", response_model=Me)
 def me(request: Request, serving: ReadyDep) -> Me:
-    return Me(user=request_user(request), key_required=bool(serving.settings.key_users))
+    user = request_user(request)
+    return Me(user=user, key_required=bool(serving.settings.key_users), lab=serving.labs.for_user(user))

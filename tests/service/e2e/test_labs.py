@@ -73,6 +73,7 @@ def test_lab_reads_a_field_at_the_labs_operating_point(lab_server) -> None:
     # bob's key names lab-a as his default: the same field, no lab=, reads at the lab's point
     bobs = httpx.post(f"{url}/v1/analyze", files={"file": ("f.png", field, "image/png")}, headers=_h("key-bob"))
     assert bobs.json()["lab_id"] == "lab-a"
+    assert httpx.get(f"{url}/v1/me", headers=_h("key-bob")).json()["lab"] == "lab-a"  # the page preselects it
     explicit = httpx.post(
         f"{url}/v1/analyze?lab=lab-a&object_threshold=0.1",
         files={"file": ("f.png", field, "image/png")},

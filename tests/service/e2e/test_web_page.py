@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.e2e.conftest import REPO_ROOT, LiveServer, png_bytes, start_server, stop_server
+from service.engine.lab_profile import LabProfile, NegativeEvidence
+from service.engine.object_filter import ObjectFilter
+from tests.service.e2e.conftest import REPO_ROOT, LiveServer, model_id_of, png_bytes, start_server, stop_server
 from training.data.synthetic import synthetic_field
 
 playwright_api = pytest.importorskip(
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.skipif(
 )
 ARTIFACTS = Path(os.environ.get("TBSEG_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts")) / "web-page"
 KEY, USER = "alice-key-7f3", "alice"
+LAB = "lab-web"
 SLIDE = "T-2026-0001"
 CHROMIUM_ARGS = [
     "--headless",
@@ -51,14 +54,22 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def page_server(random_dense_onnx: Path, random_object_filter: Path, tmp_path_factory) -> Iterator[LiveServer]:
-    """The service with a real object filter (kept and rejected objects), a key that names its user, an upload
+    """The service with a real object filter (kept and rejected objects), a lab profile of its model, a key that
+    names its user, an upload
     limit of 1.5 MB (so a large field is refused with 413) and room for one job at a time (so the second field
     dropped meets a busy service, 503 with Retry-After: 1, and the page retries it)."""
+    root = tmp_path_factory.mktemp("web")
+    negatives = NegativeEvidence("confirmed-negative test fields", 200, ((0.62,), *([()] * 199)))
+    filter_id = ObjectFilter(random_object_filter).meta.filter_id
+    LabProfile.make(LAB, model_id_of(random_dense_onnx), filter_id, negatives, None, budget=0.02).write(
+        root / "labs" / LAB
+    )
     server = start_server(
         random_dense_onnx,
-        tmp_path_factory.mktemp("web") / "server.log",
+        root / "server.log",
         object_filter=random_object_filter,
         tile_px="96",
+        labs_dir=str(root / "labs"),
         api_keys=f"{USER}={KEY}",
         max_upload_bytes="1500000",
         max_queued_jobs="1",
@@ -366,3 +377,82 @@ def test_a_slide_is_signed_from_its_ranked_gallery(page_server: LiveServer, fiel
     report = httpx.get(f"{page_server.url}/v1/slides/{slide}", headers=_auth()).json()
     review = report["review"]
     assert review["signature"]["signed_by"] == USER and review["objects_rejected"] >= ranked["shown"]
+
+
+def _overlaps(bbox: list[int], box) -> bool:
+    x, y, w, h = bbox
+    return x < box.x + box.width and box.x < x + w and y < box.y + box.height and box.y < y + h
+
+
+def test_one_true_bacillus_among_many_false_candidates_is_found_in_the_gallery_and_signs_the_slide(
+    page_server: LiveServer, tmp_path: Path
+) -> None:
+    """A technician chooses the lab on the page, drops two fields holding one bacillus and much debris, finds the
+    bacillus in the gallery, accepts it, rejects everything else shown, and signs: the reviewed decision is
+    positive, and the printed report shows both decisions, who reviewed and the evidence."""
+    slide = "L-2026-0003"
+    true_field = synthetic_field(403, height=300, width=400, rods=1, clusters=0, debris=24, specks=60)
+    paths = []
+    for i, field in enumerate((true_field, synthetic_field(412, height=300, width=400, rods=0, clusters=0, debris=24))):
+        paths.append(tmp_path / f"debris-{i + 1}.png")
+        paths[-1].write_bytes(png_bytes(field.image))
+    (rod,) = [b for b in true_field.boxes if b.label.is_bacillus]
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(page_server.url)
+        page.locator("#key-dialog").wait_for(state="visible")
+        page.fill("#key-input", KEY)
+        page.click("#key-submit")
+        page.wait_for_function(f"document.querySelector('#lab option[value=\"{LAB}\"]') !== null")
+        page.select_option("#lab", LAB)
+        assert page.is_disabled("#model")  # the lab's profile validated one model: choosing the lab chooses it
+        page.fill("#slide-id", slide)
+        page.set_input_files("#files", [str(f) for f in paths])
+        page.wait_for_function("document.querySelectorAll('#fields li[data-state=done]').length === 2", timeout=120000)
+        report = httpx.get(f"{page_server.url}/v1/slides/{slide}", headers=_auth()).json()
+        assert {(f["lab_id"], f["lab_version"]) for f in report["fields"]} == {(LAB, 1)}  # read with the lab
+
+        ranked = httpx.get(f"{page_server.url}/v1/slides/{slide}/gallery", params={"limit": 500}, headers=_auth())
+        items = ranked.json()["items"]
+        true = [i for i in items if i["field_index"] == 0 and _overlaps(i["bbox"], rod)]
+        assert true, "the model made no candidate on the field's one bacillus"
+        false = [i for i in items if i not in true]
+        assert len(false) >= 5 * len(true)  # many false candidates around one true one
+        rank = true[0]["rank"]
+        page.click("#gallery-load")
+        page.wait_for_function(f"document.querySelectorAll('#gallery .tile').length === {min(24, len(items))}")
+        while (shown := page.locator("#gallery .tile").count()) < rank:
+            page.click("#gallery-more")
+            page.wait_for_function(f"document.querySelectorAll('#gallery .tile').length > {shown}")
+        page.focus("#gallery")
+        for _ in range(rank - 1):
+            page.keyboard.press("n")
+        tile = page.locator("#gallery .tile").nth(rank - 1)
+        assert tile.get_attribute("aria-selected") == "true"
+        assert (tile.get_attribute("data-field"), tile.get_attribute("data-number")) == ("0", str(true[0]["number"]))
+        page.keyboard.press("a")
+        page.wait_for_function(f"document.querySelectorAll('#gallery .tile')[{rank - 1}].dataset.decision === 'accept'")
+        page.click("#gallery-reject-all")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#gallery .tile')].every((t) => t.dataset.decision !== 'none')"
+        )
+        page.wait_for_function("document.querySelector('#decision').dataset.decision === 'positive'")
+        assert "after review" in page.inner_text("#decision-value")
+        assert "1 bacillus confirmed by alice" in page.inner_text("#decision-reasons")
+        page.click("#sign")
+        page.wait_for_function("document.querySelector('#signature').textContent.startsWith('Signed by alice')")
+        _shot(page, "10-one-bacillus-signed")
+        browser.close()
+    assert not [e for e in errors if "503" not in e], errors  # 503: room for one job, the page retries
+
+    report = httpx.get(f"{page_server.url}/v1/slides/{slide}", headers=_auth()).json()
+    assert report["review"]["decision"] == "positive" and report["review"]["signature"]["signed_by"] == USER
+    assert report["decision_evidence"]["lab_profile"] == f"{LAB} v1"
+    html = httpx.get(f"{page_server.url}/v1/slides/{slide}/report.html", headers=_auth()).text
+    assert f"Automatic decision: {report['decision']}" in html and "Decision after review: positive" in html
+    assert "Reviewed by: alice" in html and "Signed by <b>alice</b>" in html
+    assert f"lab profile {LAB} v1" in html  # the evidence the automatic decision rested on
