@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -66,8 +67,21 @@ SUMMARY_FIELDS = (
     "inference_seconds",
     "mode",
     "in_domain",
+    "scale_factor",
+    "scale_source",
     "detail",
 )
+
+
+MICRONS_HELP = "the fields' pixel size (µm): read at the model's scale (resampled) and measured in µm"
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a positive finite number."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--slide", action="store_true", help="grade the fields as one slide into slide.json")
     batch.add_argument("--slide-id", help="the slide's id in slide.json (implies --slide; default: OUTDIR's name)")
     batch.add_argument("--object-threshold", type=float, help="object filter score to keep a candidate")
+    batch.add_argument(
+        "--microns-per-pixel",
+        type=_positive_float,
+        help=MICRONS_HELP,
+    )
     batch.add_argument("--model", default="", help="model_id of a folder in TBSEG_MODELS_DIR (default: the default)")
     batch.add_argument(
         "--mode",
@@ -113,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--batch-fields", type=int, default=4, help="fields per batch, and per Parquet file (default 4)")
     scale.add_argument("--masks", action="store_true", help="also write each field's masks as PNG under masks/")
     scale.add_argument("--object-threshold", type=float, help="object filter score to keep a candidate")
+    scale.add_argument(
+        "--microns-per-pixel",
+        type=_positive_float,
+        help=MICRONS_HELP,
+    )
     scale.add_argument("--force", action="store_true", help="redo fields written before")
     return parser
 
@@ -169,6 +193,8 @@ class BatchRow:
                 "inference_seconds": round(r.timings.inference_ms / 1000, 3),
                 "mode": r.mode,
                 "in_domain": "" if r.domain is None else r.domain.in_domain,
+                "scale_factor": "" if r.scale is None else r.scale.factor,
+                "scale_source": "" if r.scale is None else r.scale.source,
             }
         return row
 
@@ -259,7 +285,7 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     folder, mode = chosen
     segmenter = load_segmenter(settings.segmenter_config(folder))
-    options = FieldOptions(object_threshold=args.object_threshold, mode=mode)
+    options = FieldOptions(object_threshold=args.object_threshold, mode=mode, microns_per_pixel=args.microns_per_pixel)
     log.info("model %s (%s), %s mode", folder.model_id, folder.path, mode.value)
     rows: list[BatchRow] = []
     started_at, started = time.time(), time.perf_counter()
@@ -361,6 +387,7 @@ def run_batch_ray(args: argparse.Namespace, settings: Settings) -> int:
         output=args.out,
         max_pixels=settings.max_pixels,
         object_threshold=args.object_threshold,
+        microns_per_pixel=args.microns_per_pixel,
         masks=args.masks,
     )
     log.info(

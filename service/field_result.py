@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field
 
 from service.engine.image_io import DecodedImage, decode_image
 from service.engine.postprocess import DetectedObject
+from service.engine.rescaled import segment_at_scale
+from service.engine.scale import resolve_scale
 from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
@@ -90,6 +92,21 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class ScaleOut(BaseModel):
+    """The scale the field was read at (:mod:`service.engine.scale`)."""
+
+    microns_per_pixel: float | None = Field(description="the uploaded field's pixel size; null when not known")
+    source: str = Field(
+        description="request (microns_per_pixel), lab (its profile), metadata (the image's resolution), assumed "
+        "(nothing known: the model's own scale), or model-scale-unknown (the model declares none: read as uploaded)"
+    )
+    factor: float = Field(
+        description="how much the field was enlarged (> 1) or reduced (< 1) for the model; 1: as sent"
+    )
+    model_microns_per_pixel: float | None = Field(description="the model's training fields' pixel size")
+    reasons: list[str]
+
+
 class DomainOut(BaseModel):
     """The field against the model's training domain (:mod:`service.engine.domain`)."""
 
@@ -120,7 +137,8 @@ class FieldSummary(BaseModel):
     min_object_px: int
     object_threshold: float | None = Field(description="filter score a candidate needed to be kept")
     image: ImageInfo
-    microns_per_pixel: float | None
+    microns_per_pixel: float | None = Field(description="the field's pixel size when known (µm measurements use it)")
+    scale: ScaleOut | None = Field(None, description="the scale the field was read at")
     tiles: int
     bacillus_pixel_fraction: float = Field(description="share of the image's pixels with P(bacillus) > threshold")
     candidates: int = Field(description="objects of at least min_object_px pixels before the object filter")
@@ -156,7 +174,9 @@ class FieldOptions:
         object_threshold: the filter score a candidate needs to be kept (None: the model's own).
         mode: exact or fast, already resolved for the model (:meth:`Segmenter.resolve_mode
             <service.engine.segmenter.Segmenter.resolve_mode>`).
-        microns_per_pixel: the field's pixel size, for measurements in µm (None: unknown).
+        microns_per_pixel: the field's pixel size given with the request: read at the model's scale and measured in
+            µm with it (None: the lab's, the image's metadata, else unknown).
+        lab_pixel_size_um: the lab profile's pixel size, when it declares one.
         lab_id, lab_version: the lab profile the field is read with (its operating point is the object threshold),
             or None.
     """
@@ -165,6 +185,7 @@ class FieldOptions:
     object_threshold: float | None = None
     mode: Mode = Mode.EXACT
     microns_per_pixel: float | None = None
+    lab_pixel_size_um: float | None = None
     lab_id: str | None = None
     lab_version: int | None = None
 
@@ -189,7 +210,8 @@ class FieldResult:
         """The per-field summary (µm measurements with the options' pixel size); ``rejected`` is listed only with
         ``include_rejected``, each object's outline only with ``outlines``."""
         s, origin = self.segmentation, self.segmentation.origin
-        microns_per_pixel = self.options.microns_per_pixel
+        scale = s.scale
+        microns_per_pixel = scale.microns_per_pixel if scale is not None else self.options.microns_per_pixel
         return FieldSummary(
             model_id=origin.model_id,
             filter_id=origin.filter_id,
@@ -204,6 +226,17 @@ class FieldResult:
                 width=self.image.width, height=self.image.height, format=self.image.format, mode=self.image.mode
             ),
             microns_per_pixel=microns_per_pixel,
+            scale=(
+                ScaleOut(
+                    microns_per_pixel=scale.microns_per_pixel,
+                    source=scale.source.value,
+                    factor=round(scale.factor, 6),
+                    model_microns_per_pixel=scale.model_microns_per_pixel,
+                    reasons=list(scale.reasons),
+                )
+                if scale is not None
+                else None
+            ),
             tiles=s.tiles,
             bacillus_pixel_fraction=round(s.bacillus_fraction, 6),
             candidates=len(s.bacilli) + len(s.rejected),
@@ -249,14 +282,28 @@ def segment_field(
     """Decode an image's bytes and segment it as ``options`` ask, on the calling thread.
 
     Raises:
-        ImageRejected: an image that cannot be read or is over ``max_pixels``.
+        ImageRejected: an image that cannot be read or is over ``max_pixels`` (as sent, or at the model's scale).
+        ValueError: a pixel size that is not a positive number.
         ModeUnavailable: ``options.mode`` is one this segmenter cannot run.
         EngineError: inference failed.
     """
     started = time.perf_counter()
     decoded = decode_image(data, max_pixels)
     decoded_at = time.perf_counter()
-    result = segmenter.segment(
-        decoded.rgb, find_objects=options.find_objects, object_threshold=options.object_threshold, mode=options.mode
+    scale = resolve_scale(
+        segmenter.scale,
+        request=options.microns_per_pixel,
+        lab=options.lab_pixel_size_um,
+        metadata=decoded.microns_per_pixel,
+        lab_id=options.lab_id,
+    )
+    result = segment_at_scale(
+        segmenter,
+        decoded.rgb,
+        scale,
+        find_objects=options.find_objects,
+        object_threshold=options.object_threshold,
+        mode=options.mode,
+        max_pixels=max_pixels,
     )
     return FieldResult(decoded, result, decoded_at - started, options)

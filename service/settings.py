@@ -273,4 +273,5 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
                 batch_tiles=self.fast_batch_tiles,
             ),
             domain_path=folder.domain,
+            scale_path=folder.scale,
         )

@@ -21,6 +21,8 @@ Commands:
              (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
     lab-profile  write a lab's profile (labs/<lab_id>/profile.json) from its confirmed-negative fields and
              annotated positives: its operating point and the false-bacilli rate its slides are decided on
+    pixel-size  measure a lab's rods in its single-bacillus boxes: its pixel size; with --model, write the folder's
+             scale.json (the pixel size of its training fields, which the service resamples every field to)
     simulate-slides  decide simulated slides of a lab's negative fields and annotated bacilli, and of the model's
              own lab's test fields, by the service's rules, with and without a lab profile
 """
@@ -661,6 +663,41 @@ def run_lab_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_pixel_size(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    size = commands.add_parser(
+        "pixel-size", help="a lab's pixel size from its annotated rods; with --model, write the folder's scale.json"
+    )
+    size.add_argument("--data", type=Path, default=ZNSM_MS2, help="annotated fields (default: %(default)s)")
+    size.add_argument("--split", type=Path, help="a split of them: only --subset's fields are measured")
+    size.add_argument("--subset", default="train", choices=["train", "validation", "test"])
+    size.add_argument("--model", type=Path, help="a model folder trained on these fields: write its scale.json")
+
+
+def run_pixel_size(args: argparse.Namespace) -> int:
+    import json
+
+    from service.engine.model_folder import open_folder
+    from service.engine.scale import ModelScale
+    from training.data.rod_sizes import ROD_LENGTH_UM, fields_of, measure_rods
+    from training.data.split import DatasetSplit
+
+    ids = tuple(getattr(DatasetSplit.load(args.split), args.subset)) if args.split else None
+    rods = measure_rods(fields_of(args.data, ids))
+    which = f"{args.subset} fields of {args.split.name}" if args.split else "all fields"
+    measured = {"data": str(args.data), "fields": which, "pixel_size_um": round(rods.pixel_size_um, 5)}
+    sys.stdout.write(json.dumps({**measured, **rods.evidence()}, indent=1) + "\n")
+    if args.model is not None:
+        folder = open_folder(args.model)
+        how = (
+            f"estimated from the {rods.rods} single bacilli annotated in the {which} of {args.data.name}: median rod "
+            f"length {rods.length_px_median:.1f} px against the {ROD_LENGTH_UM:g} µm typical of M. tuberculosis "
+            "(2-4 µm: about ±33% in absolute terms; the ratio between two labs measured alike is what resampling uses)"
+        )
+        scale = ModelScale(folder.model_id, round(rods.pixel_size_um, 5), how, rods.evidence())
+        log.info("%s: %.4g µm per pixel (%s)", scale.write(folder.path), scale.pixel_size_um, how)
+    return 0
+
+
 def add_simulate_slides(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     simulate = commands.add_parser(
         "simulate-slides", help="decide simulated slides (negative, positive) by the service's rules; JSON + Markdown"
@@ -720,6 +757,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "fast": (add_fast, run_fast),
     "domain": (add_domain, run_domain),
     "lab-profile": (add_lab_profile, run_lab_profile),
+    "pixel-size": (add_pixel_size, run_pixel_size),
     "simulate-slides": (add_simulate_slides, run_simulate_slides),
     "ship": (add_ship, run_ship),
 }

@@ -59,7 +59,13 @@ def plan_reading(
             )
         model = lab.model_id
         threshold = options.object_threshold if options.object_threshold is not None else lab.object_threshold
-        options = replace(options, lab_id=lab.lab_id, lab_version=lab.version, object_threshold=threshold)
+        options = replace(
+            options,
+            lab_id=lab.lab_id,
+            lab_version=lab.version,
+            object_threshold=threshold,
+            lab_pixel_size_um=lab.pixel_size_um,
+        )
     served = serving.model(model)
     chosen = choose_mode(served.segmenter, mode, serving.settings.mode)
     return Reading(served.model_id, served.segmenter, replace(options, mode=chosen))
@@ -93,12 +99,16 @@ def result_headers(result: FieldResult) -> dict[str, str]:
     """What every image answer says about the field in its headers."""
     s = result.segmentation
     fast = {} if s.refined_tiles is None else {"X-Refined-Tiles": f"{s.refined_tiles}/{s.tiles}"}
-    return fast | {
-        "X-Model-Id": s.origin.model_id,
-        "X-Mode": s.origin.mode.value,
-        "X-Precision": s.origin.precision,
-        "X-Heatmap": "exact" if s.heatmap_exact else "approximate outside refined tiles",
-        "X-Inference-Ms": f"{s.infer_seconds * 1000:.1f}",
-        "X-Bacillus-Fraction": f"{s.bacillus_fraction:.6f}",
-        "X-Image-Size": f"{result.image.width}x{result.image.height}",
-    }
+    return (
+        fast
+        | {
+            "X-Model-Id": s.origin.model_id,
+            "X-Mode": s.origin.mode.value,
+            "X-Precision": s.origin.precision,
+            "X-Heatmap": "exact" if s.heatmap_exact else "approximate outside refined tiles",
+            "X-Inference-Ms": f"{s.infer_seconds * 1000:.1f}",
+            "X-Bacillus-Fraction": f"{s.bacillus_fraction:.6f}",
+            "X-Image-Size": f"{result.image.width}x{result.image.height}",
+        }
+        | ({"X-Scale": f"{s.scale.factor:.4g} ({s.scale.source.value})"} if s.scale is not None else {})
+    )

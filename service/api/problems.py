@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engine.errors import EngineError, InvalidImage
-from service.engine.image_io import ImageRejected, ImageTooLarge, UnsupportedImageType
+from service.engine.image_io import ImageRejected, ImageTooLarge, ResampledTooLarge, UnsupportedImageType
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def problem(
 IMAGE_PROBLEMS: tuple[tuple[type[ImageRejected], int, str, str], ...] = (
     (ImageTooLarge, 413, "image-too-large", "Image too large"),
     (UnsupportedImageType, 415, "unsupported-media-type", "Unsupported image type"),
+    (ResampledTooLarge, 422, "resampled-too-large", "Too large at the model's scale"),
     (ImageRejected, 422, "undecodable-image", "Image cannot be decoded"),
 )
 

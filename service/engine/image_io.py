@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from service.engine.scale import metadata_microns
+
 READABLE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "MPO"})  # MPO: multi-picture JPEG from some cameras
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/tiff", "image/tif"}
@@ -39,6 +41,10 @@ class UndecodableImage(ImageRejected):
     """A format we read, but truncated or corrupt."""
 
 
+class ResampledTooLarge(ImageRejected):
+    """A field whose pixel size would make it larger than the pixel limit at the model's scale."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """An uploaded image as ``[y, x, 3]`` uint8 RGB, with what it was."""
@@ -46,6 +52,7 @@ class DecodedImage:
     rgb: npt.NDArray[np.uint8]
     format: str
     mode: str
+    microns_per_pixel: float | None = None  # from its resolution metadata, when credible for a microscope
 
     @property
     def width(self) -> int:
@@ -111,7 +118,9 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             rgb = _to_rgb8(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise UndecodableImage(f"the {img.format} image is truncated or corrupt ({exc})") from exc
-    return DecodedImage(rgb=rgb, format=str(img.format), mode=str(img.mode))
+    return DecodedImage(
+        rgb=rgb, format=str(img.format), mode=str(img.mode), microns_per_pixel=metadata_microns(img.info)
+    )
 
 
 def encode_png(array: npt.NDArray[np.uint8]) -> bytes:

@@ -17,6 +17,7 @@ from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
 from service.engine.model_folder import ModelFolder, check_pair
 from service.engine.object_filter import ObjectFilter
+from service.engine.scale import ModelScale
 from service.engine.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class SegmenterConfig:
         fast_precision: their precision, ``fp32`` or ``int8``.
         fast_settings: how fast mode screens and refines.
         domain_path: the folder's ``domain.json`` (None: fields are not checked against a domain).
+        scale_path: the folder's ``scale.json`` (None: the model declares no pixel size; fields are read as given).
     """
 
     model_path: Path
@@ -57,6 +59,7 @@ class SegmenterConfig:
     fast_precision: str = "fp32"
     fast_settings: FastSettings = field(default_factory=FastSettings)
     domain_path: Path | None = None
+    scale_path: Path | None = None
 
     @classmethod
     def of_folder(cls, folder: ModelFolder, domain: bool = False) -> SegmenterConfig:
@@ -68,6 +71,7 @@ class SegmenterConfig:
             object_filter_path=folder.object_filter,
             fast_paths=folder.fast_networks("fp32")[0],
             domain_path=folder.domain if domain else None,
+            scale_path=folder.scale,
         )
 
 
@@ -108,6 +112,15 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
                 "write it again (python -m training domain)"
             )
         log.info("domain check: %s, limit %.1f robust SD", domain.source, domain.z_limit)
+    scale = None
+    if config.scale_path is not None:
+        scale = ModelScale.load(config.scale_path)
+        if scale.model_id != model.meta.model_id:
+            raise ModelContractError(
+                f"{config.scale_path}: declares the pixel size of {scale.model_id}, not of {model.meta.model_id}; "
+                "write it again (python -m training pixel-size)"
+            )
+        log.info("model scale: %.4g µm per pixel (%s)", scale.pixel_size_um, scale.how)
     return Segmenter(
         model,
         tile_px=config.tile_px,
@@ -119,4 +132,5 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         fast=fast,
         fast_settings=config.fast_settings,
         domain=domain,
+        scale=scale,
     )

@@ -36,6 +36,7 @@ OBJECT_FILTER_ONNX = "object_filter.onnx"
 CARD_MD = "MODEL_CARD.md"
 PATCH_KERAS = "patch_cnn.keras"
 DOMAIN_JSON = "domain.json"
+SCALE_JSON = "scale.json"  # as service.engine.scale.SCALE_JSON
 DEFAULT_MARKER = "DEFAULT_MODEL"
 COARSE_ONNX = "bacilli_coarse.onnx"
 DENSE_INT8_ONNX = "bacilli_dense.int8.onnx"
@@ -66,6 +67,12 @@ class ModelFolder:
     @property
     def object_filter(self) -> Path | None:
         path = self.path / OBJECT_FILTER_ONNX
+        return path if path.is_file() else None
+
+    @property
+    def scale(self) -> Path | None:
+        """The pixel size of its training fields (``python -m training pixel-size`` writes it), when declared."""
+        path = self.path / SCALE_JSON
         return path if path.is_file() else None
 
     @property

@@ -22,6 +22,7 @@ from service.engine.modes import resolve_mode, unavailable
 from service.engine.object_filter import ObjectFilter
 from service.engine.passes import ExactPass, FastPass, InferencePass
 from service.engine.postprocess import DetectedObject, find_bacilli
+from service.engine.scale import FieldScale, ModelScale
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Segmentation:
         refined_tiles: fast mode: the tiles that went through the dense network (None in exact mode).
         coarse_seconds: fast mode: the coarse pass's share of ``infer_seconds`` (None in exact mode).
         domain: the field against the model's training domain (None when the model folder describes none).
+        scale: the scale it was read at (:func:`service.engine.rescaled.segment_at_scale`); None when read as given.
     """
 
     origin: Origin
@@ -82,6 +84,7 @@ class Segmentation:
     refined_tiles: int | None = None
     coarse_seconds: float | None = None
     domain: DomainCheck | None = None
+    scale: FieldScale | None = None
 
     @property
     def heatmap_exact(self) -> bool:
@@ -128,6 +131,7 @@ class Segmenter:
         fast: fast mode's networks (None: this segmenter runs exact mode only).
         fast_settings: how fast mode screens and refines.
         domain: the model's training domain: each field is checked against it (:mod:`service.engine.domain`).
+        scale: the pixel size of the model's training fields (:mod:`service.engine.scale`); None: not declared.
 
     A ``threshold`` or ``min_object_px`` that differs from the filter's is used, logged once as a warning and
     listed in :attr:`overrides`.
@@ -145,6 +149,7 @@ class Segmenter:
         fast: FastNetworks | None = None,
         fast_settings: FastSettings | None = None,
         domain: DomainModel | None = None,
+        scale: ModelScale | None = None,
     ) -> None:
         largest = model.largest_tile_px(batch_tiles)
         if largest is not None and tile_px > largest:
@@ -186,6 +191,7 @@ class Segmenter:
         self.fast = fast
         self.fast_settings = fast_settings or FastSettings()
         self.domain = domain
+        self.scale = scale
         passes: list[InferencePass] = [ExactPass(model, tile_px, batch_tiles)]
         if fast is not None:
             passes.append(FastPass(fast, self.fast_settings))

@@ -148,6 +148,8 @@ class JobFieldWork:
             mode=Mode(params.mode),
             lab_id=params.lab_id,
             lab_version=params.lab_version,
+            lab_pixel_size_um=params.lab_pixel_size_um,
+            microns_per_pixel=params.microns_per_pixel,
         )
         result = self.run_on_worker(lambda: segment_field(segmenter, data, max_pixels=self.max_pixels, options=options))
         self.on_field(result)

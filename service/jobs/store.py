@@ -75,7 +75,7 @@ class JobParams:
     """How a job's fields are segmented (stored with the job as JSON): the object threshold, the model (its id
     resolved at submission, so a later change of the default does not change the job) and whether its slide may
     hold fields of another model; the mode, and the lab profile whose operating point it reads at (resolved at
-    submission too)."""
+    submission too), with its pixel size; the pixel size the request gave (microns_per_pixel)."""
 
     object_threshold: float | None = None
     model_id: str | None = None
@@ -83,6 +83,8 @@ class JobParams:
     mode: str = "exact"
     lab_id: str | None = None
     lab_version: int | None = None
+    lab_pixel_size_um: float | None = None
+    microns_per_pixel: float | None = None
 
     @classmethod
     def from_json(cls, stored: JsonObject) -> JobParams:
@@ -95,6 +97,8 @@ class JobParams:
             mode=str(stored.get("mode", "exact")),
             lab_id=stored.get("lab_id"),
             lab_version=stored.get("lab_version"),
+            lab_pixel_size_um=stored.get("lab_pixel_size_um"),
+            microns_per_pixel=stored.get("microns_per_pixel"),
         )
 
 
@@ -141,7 +145,8 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def request_digest(files: list[tuple[str, bytes]], params: JobParams, slide_id: str | None) -> str:
-    named = {k: v for k, v in asdict(params).items() if v is not None or k not in ("lab_id", "lab_version")}
+    newer = ("lab_id", "lab_version", "lab_pixel_size_um", "microns_per_pixel")
+    named = {k: v for k, v in asdict(params).items() if v is not None or k not in newer}
     digest = hashlib.sha256(json.dumps([named, slide_id], sort_keys=True).encode())  # as before labs existed
     for name, data in files:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())

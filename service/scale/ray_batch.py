@@ -15,7 +15,8 @@ fields done, skipped and failed, fields per second, and each worker's throughput
 
 Per-field Parquet columns (:data:`FIELD_SCHEMA`): ``field_id`` (path or URI), ``slide_id``, ``name``, ``status``
 (done | failed), ``error``, ``model_id``, ``filter_id``, ``mode``, ``precision``, ``width``, ``height``, ``count``,
-``estimated_bacilli``, ``candidates``, ``in_domain`` (the domain check; null without one), ``inference_ms``,
+``estimated_bacilli``, ``candidates``, ``in_domain`` (the domain check; null without one), ``scale_factor`` and
+``scale_source`` (the scale it was read at), ``inference_ms``,
 ``total_ms``, ``result`` (the field's ``/v1/analyze`` answer as JSON: bacilli with boxes, centroids, scores;
 rejected candidates; the domain check; timings), ``mask_png`` and
 ``objects_png`` (paths, when masks are asked for), ``worker`` and ``finished_at`` (Unix time).
@@ -71,6 +72,8 @@ FIELD_SCHEMA = pa.schema(
         ("estimated_bacilli", pa.int32()),
         ("candidates", pa.int32()),
         ("in_domain", pa.bool_()),
+        ("scale_factor", pa.float64()),
+        ("scale_source", pa.string()),
         ("inference_ms", pa.float64()),
         ("total_ms", pa.float64()),
         ("result", pa.string()),
@@ -126,6 +129,7 @@ class BatchPlan:
         output: the output folder's location.
         max_pixels: largest image read.
         object_threshold: filter score to keep a candidate (None: the filter's own).
+        microns_per_pixel: the fields' pixel size (None: each image's metadata, else the model's scale assumed).
         masks: also write each field's masks as PNG.
     """
 
@@ -134,11 +138,14 @@ class BatchPlan:
     output: str
     max_pixels: int
     object_threshold: float | None = None
+    microns_per_pixel: float | None = None
     masks: bool = False
 
     @property
     def options(self) -> FieldOptions:
-        return FieldOptions(object_threshold=self.object_threshold, mode=self.mode)
+        return FieldOptions(
+            object_threshold=self.object_threshold, mode=self.mode, microns_per_pixel=self.microns_per_pixel
+        )
 
 
 def _slug(field: FieldInput) -> str:
@@ -181,6 +188,8 @@ class FieldSegmenter:
             "estimated_bacilli": analyzed.estimated_bacilli,
             "candidates": analyzed.candidates,
             "in_domain": analyzed.domain.in_domain if analyzed.domain is not None else None,
+            "scale_factor": analyzed.scale.factor if analyzed.scale is not None else None,
+            "scale_source": analyzed.scale.source if analyzed.scale is not None else None,
             "inference_ms": analyzed.timings.inference_ms,
             "total_ms": analyzed.timings.total_ms,
             "result": analyzed.model_dump_json(),

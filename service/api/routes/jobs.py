@@ -18,12 +18,13 @@ from service.api.inference import lab_of, plan_reading
 from service.api.lookups import ExistingJob
 from service.api.model_choice import LabParam, MixedModels, ModelParam, ModeParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
-from service.api.params import JobId
+from service.api.params import JobId, MicronsPerPixel
 from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
 from service.api.schemas import JobAccepted, JobFieldState, JobStatus
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
-from service.engine.image_io import decode_image
+from service.engine.image_io import ResampledTooLarge, decode_image
+from service.engine.scale import ModelScale, resolve_scale
 from service.field_result import FieldOptions
 from service.jobs.store import FieldState, IdempotencyConflict, Job, JobParams, JobState
 from service.slides.model import SLIDE_ID_PATTERN
@@ -62,10 +63,21 @@ def status(job: Job, serving: Serving) -> JobStatus:
     )
 
 
-def _check_images(uploads: list[tuple[str, bytes]], max_pixels: int) -> None:
+def _check_images(
+    uploads: list[tuple[str, bytes]], max_pixels: int, model: ModelScale | None, options: FieldOptions
+) -> None:
+    """Refuse at submission what the job could not read: an image that does not decode, is over the pixel limit,
+    or would be over it at the model's scale."""
     for name, data in uploads:
         try:
-            decode_image(data, max_pixels)
+            image = decode_image(data, max_pixels)
+            scale = resolve_scale(model, options.microns_per_pixel, options.lab_pixel_size_um, image.microns_per_pixel)
+            width, height = scale.resampled_size(image.width, image.height)
+            if width * height > max_pixels:
+                raise ResampledTooLarge(
+                    f"at the model's scale (×{scale.factor:.3g}, {scale.source.value}) it is {width}×{height}: over "
+                    f"the limit of {max_pixels} pixels"
+                )
         except Exception as exc:
             exc.args = (f"{name}: {exc}",)
             raise
@@ -84,6 +96,7 @@ async def submit_job(
     serving: ReadyDep,
     slide_id: Annotated[str | None, Query(pattern=SLIDE_ID_PATTERN, description="grade as this slide")] = None,
     object_threshold: Annotated[float | None, Query(ge=0, le=1, description="object filter score to keep")] = None,
+    microns_per_pixel: MicronsPerPixel = None,
     model: ModelParam = None,
     mode: ModeParam = None,
     mixed_models: MixedModels = False,
@@ -98,7 +111,11 @@ async def submit_job(
     model refuses it (409) unless ``mixed_models``."""
     store, settings = serving.jobs, serving.settings
     reading = plan_reading(
-        serving, model, mode, FieldOptions(object_threshold=object_threshold), lab_of(serving, request, lab)
+        serving,
+        model,
+        mode,
+        FieldOptions(object_threshold=object_threshold, microns_per_pixel=microns_per_pixel),
+        lab_of(serving, request, lab),
     )
     model_id, chosen, options = reading.model_id, reading.options.mode, reading.options
     if slide_id is not None:
@@ -111,7 +128,8 @@ async def submit_job(
             "the job has no image: send multipart 'files' or one image as the body", slug="missing-image"
         )
     files = [(u.filename or f"field-{i}", u.data) for i, u in enumerate(uploads)]
-    await anyio.to_thread.run_sync(_check_images, files, settings.max_pixels)
+    model_scale = serving.models.get(model_id).segmenter.scale
+    await anyio.to_thread.run_sync(_check_images, files, settings.max_pixels, model_scale, options)
     params = JobParams(
         object_threshold=options.object_threshold,
         model_id=model_id,
@@ -119,6 +137,8 @@ async def submit_job(
         mode=chosen.value,
         lab_id=options.lab_id,
         lab_version=options.lab_version,
+        lab_pixel_size_um=options.lab_pixel_size_um,
+        microns_per_pixel=options.microns_per_pixel,
     )
     try:
         job, new = await anyio.to_thread.run_sync(store.submit, files, params, slide_id, idempotency_key)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from service.api.inference import lab_of, plan_reading, result_headers, segment_upload
 from service.api.model_choice import LabParam, ModelParam, ModeParam
 from service.api.openapi import IMAGE_ERRORS, image_body
+from service.api.params import MicronsPerPixel
 from service.api.state import ReadyDep
 from service.engine.geojson import feature_collection
 from service.engine.image_io import encode_float_tiff, encode_png
@@ -66,6 +67,7 @@ async def segment(
     ] = SegmentOutput.MASK,
     format: Annotated[HeatmapFormat, Query(description="heatmap as 8-bit PNG or float32 TIFF")] = HeatmapFormat.PNG,
     object_threshold: ObjectThreshold = None,
+    microns_per_pixel: MicronsPerPixel = None,
     model: ModelParam = None,
     mode: ModeParam = None,
     lab: LabParam = None,
@@ -74,7 +76,7 @@ async def segment(
     ``image/tiff``). The response has the input's width and height; headers carry the model id, the inference
     milliseconds and the bacillus pixel fraction, and with objects the number of bacilli kept."""
     with_objects = output in (SegmentOutput.OVERLAY, SegmentOutput.OBJECTS)
-    options = FieldOptions(with_objects, object_threshold)
+    options = FieldOptions(with_objects, object_threshold, microns_per_pixel=microns_per_pixel)
     reading = plan_reading(serving, model, mode, options, lab_of(serving, request, lab))
     done = await segment_upload(serving, request, reading)
     result, headers = done.segmentation, result_headers(done)
@@ -101,7 +103,7 @@ async def segment(
 async def analyze(
     request: Request,
     serving: ReadyDep,
-    microns_per_pixel: Annotated[float | None, Query(gt=0, lt=1000, description="pixel size, for µm")] = None,
+    microns_per_pixel: MicronsPerPixel = None,
     format: Annotated[
         AnalyzeFormat, Query(description="json, or geojson (QuPath FeatureCollection)")
     ] = AnalyzeFormat.JSON,

@@ -17,10 +17,11 @@ from service.api.inference import lab_of, plan_reading, segment_uploads
 from service.api.lookups import ExistingSlide, existing_slide
 from service.api.model_choice import LabParam, MixedModels, ModelParam, ModeParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
-from service.api.params import SlideId
+from service.api.params import MicronsPerPixel, SlideId
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
 from service.engine.segmenter import Mode
+from service.field_result import FieldOptions
 from service.slides.intake import slide_field
 from service.slides.model import SLIDE_ID_PATTERN, SlideField
 from service.slides.report import SlideReport
@@ -40,11 +41,18 @@ ERRORS: Responses = {
 
 
 async def _read_fields(
-    serving: Serving, request: Request, first_index: int, model: str | None, mode: Mode | None, lab: str | None
+    serving: Serving,
+    request: Request,
+    first_index: int,
+    model: str | None,
+    mode: Mode | None,
+    lab: str | None,
+    microns_per_pixel: float | None = None,
 ) -> list[SlideField]:
     """Read and segment every field of the request, keeping each field's objects for review; any bad field fails
     the whole request before anything is stored."""
-    reading = plan_reading(serving, model, mode, lab=lab_of(serving, request, lab))
+    options = FieldOptions(microns_per_pixel=microns_per_pixel)
+    reading = plan_reading(serving, model, mode, options, lab=lab_of(serving, request, lab))
     done = await segment_uploads(serving, request, reading)
     return [
         slide_field(upload.filename or f"field-{first_index + i}", result.summary(include_rejected=True, outlines=True))
@@ -67,13 +75,14 @@ async def create_slide(
     model: ModelParam = None,
     mode: ModeParam = None,
     lab: LabParam = None,
+    microns_per_pixel: MicronsPerPixel = None,
 ) -> JSONResponse:
     """Send the fields as multipart parts named ``files`` (or one image as the raw body). The response gives the
     per-field counts, the total, AFB per field and the WHO/IUATLD grade with ``needs_review``."""
     store = serving.slides
     if slide_id is not None and store.get(slide_id) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
-    fields = await _read_fields(serving, request, 0, model, mode, lab)
+    fields = await _read_fields(serving, request, 0, model, mode, lab, microns_per_pixel)
     new_id, created = store.ensure(slide_id)
     if not created:
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
@@ -98,6 +107,7 @@ async def add_fields(
     mode: ModeParam = None,
     mixed_models: MixedModels = False,
     lab: LabParam = None,
+    microns_per_pixel: MicronsPerPixel = None,
 ) -> SlideReport:
     """One field as the raw body or the multipart part ``file``, or several as parts named ``files``. A slide is
     read by one model: fields for a slide read by another are refused (409) unless ``mixed_models``."""
@@ -105,7 +115,8 @@ async def add_fields(
     existing = store.get(slide_id)
     profile = lab_of(serving, request, lab)
     check_one_model(existing, profile.model_id if profile else serving.model(model).model_id, mixed_models)
-    fields = await _read_fields(serving, request, len(existing.fields) if existing else 0, model, mode, lab)
+    first = len(existing.fields) if existing else 0
+    fields = await _read_fields(serving, request, first, model, mode, lab, microns_per_pixel)
     if not fields:
         raise InvalidRequest(
             "the request has no image: send it as the body or as multipart 'files'", slug="missing-image"

@@ -1,0 +1,152 @@
+"""Recall by scale (issue 26): the shipped model on fields of another scale, read with and without their pixel size.
+
+* ``ms1``: ZNSM-iDB Microscope 1's validation fields (``training/splits/znsm-ms1.json``) at their measured pixel
+  size (``--ms1-um``, from ``python -m training pixel-size --data ../shared/data/znsm-ms1``), as uploaded (scale
+  ignored), and at a sweep of factors (chosen after looking: the sweep is reported, not used to pick anything);
+* ``resized``: ZNSM-iDB MS-2's test fields resized by each factor, read with the matching pixel size given (the
+  model's ÷ factor) and without it.
+
+A marked bacillus (``single bacillus`` or ``bacilli cluster`` box) is found when a kept object's centroid lies in
+its box; precision is the share of kept objects whose centroid lies in any box. Fast mode (fp32), 2 CPU cores.
+Prints JSON; ``--figure`` draws recall against the factor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from service.engine.loading import SegmenterConfig, load_segmenter
+from service.engine.model_folder import open_folder
+from service.engine.rescaled import segment_at_scale
+from service.engine.scale import FieldScale, ScaleSource, resolve_scale
+from service.engine.segmenter import Mode, Segmenter
+from training.data.annotations import BoxLabel
+from training.data.dataset import discover_fields, read_annotation, read_rgb
+from training.data.split import DatasetSplit
+from training.paths import SHIPPED_DIR, ZNSM_MS1, ZNSM_MS2, ZNSM_MS2_SPLIT
+
+BACILLI = (BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER)
+
+
+def score(
+    segmenter: Segmenter,
+    rgb: np.ndarray,
+    boxes: list[tuple[float, float, float, float]],
+    every: list[tuple[float, float, float, float]],
+    scale: FieldScale,
+) -> dict[str, int]:
+    result = segment_at_scale(segmenter, rgb, scale, mode=Mode.FAST)
+    centres = [o.centroid for o in result.bacilli]
+
+    def inside(c: tuple[float, float], b: tuple[float, float, float, float]) -> bool:
+        return b[0] <= c[0] < b[0] + b[2] and b[1] <= c[1] < b[1] + b[3]
+
+    return {
+        "boxes": len(boxes),
+        "found": sum(any(inside(c, b) for c in centres) for b in boxes),
+        "kept": len(centres),
+        "kept_in_boxes": sum(any(inside(c, b) for b in every) for c in centres),
+    }
+
+
+def total(rows: list[dict[str, int]]) -> dict[str, float]:
+    s = {k: sum(r[k] for r in rows) for k in ("boxes", "found", "kept", "kept_in_boxes")}
+    return {
+        **s,
+        "recall": round(s["found"] / max(s["boxes"], 1), 4),
+        "precision": round(s["kept_in_boxes"] / s["kept"], 4) if s["kept"] else None,
+    }
+
+
+def boxes_of(files, factor: float = 1.0):
+    a = read_annotation(files)
+    bac = [(b.x * factor, b.y * factor, b.width * factor, b.height * factor) for b in a.boxes_with(*BACILLI)]
+    every = [(b.x * factor, b.y * factor, b.width * factor, b.height * factor) for b in a.boxes]
+    return bac, every
+
+
+def resize(rgb: np.ndarray, factor: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    size = (round(w * factor), round(h * factor))
+    return np.asarray(
+        Image.fromarray(rgb).resize(size, Image.Resampling.BOX if factor < 1 else Image.Resampling.BICUBIC)
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=SHIPPED_DIR)
+    parser.add_argument("--ms1-um", type=float, default=0.1357)
+    parser.add_argument("--sweep", type=float, nargs="*", default=[1.5, 2.5, 3.0])
+    parser.add_argument("--factors", type=float, nargs="*", default=[0.25, 0.5, 0.75, 1.5, 2.0])
+    parser.add_argument("--figure", type=Path)
+    args = parser.parse_args()
+    folder = open_folder(args.model)
+    segmenter = load_segmenter(SegmenterConfig.of_folder(folder))
+    model = segmenter.scale
+    assert model is not None, "the folder declares no pixel size (python -m training pixel-size --model …)"
+    started = time.perf_counter()
+    record: dict[str, object] = {"model_id": folder.model_id, "model_um": model.pixel_size_um, "mode": "fast fp32"}
+
+    ms1_split = DatasetSplit.load(Path("training/splits/znsm-ms1.json"))
+    ms1 = [f for f in discover_fields(ZNSM_MS1) if f.field_id in set(ms1_split.validation)]
+    runs = {"pixel size given": resolve_scale(model, request=args.ms1_um), "scale ignored": resolve_scale(None)}
+    for factor in args.sweep:
+        runs[f"factor {factor:g}"] = FieldScale(
+            model.pixel_size_um * factor, ScaleSource.REQUEST, factor, model.pixel_size_um
+        )
+    ms1_out = {}
+    for name, scale in runs.items():
+        rows = [score(segmenter, read_rgb(f.image), *boxes_of(f), scale) for f in ms1]
+        ms1_out[name] = {"factor": scale.factor, **total(rows)}
+        print(f"ms1 {name}: {ms1_out[name]}", file=sys.stderr)
+    record["ms1_validation"] = {"fields": len(ms1), "microns_per_pixel": args.ms1_um, "runs": ms1_out}
+
+    split = DatasetSplit.load(ZNSM_MS2_SPLIT)
+    tests = [f for f in discover_fields(ZNSM_MS2) if f.field_id in set(split.test)]
+    resized: dict[str, dict[str, object]] = {}
+    for factor in [1.0, *args.factors]:
+        given, ignored = [], []
+        for f in tests:
+            rgb = resize(read_rgb(f.image), factor) if factor != 1.0 else read_rgb(f.image)
+            boxes = boxes_of(f, factor)
+            given.append(score(segmenter, rgb, *boxes, resolve_scale(model, request=model.pixel_size_um / factor)))
+            if factor != 1.0:
+                ignored.append(score(segmenter, rgb, *boxes, resolve_scale(model)))
+        resized[f"{factor:g}"] = {"given": total(given), "ignored": total(ignored) if ignored else total(given)}
+        print(f"resized {factor:g}: {resized[f'{factor:g}']}", file=sys.stderr)
+    record["znsm_test_resized"] = {"fields": len(tests), "by_factor": resized}
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    sys.stdout.write(json.dumps(record, indent=1) + "\n")
+    if args.figure is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        xs = sorted(float(k) for k in resized)
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for key, label in (("given", "pixel size given"), ("ignored", "pixel size not given")):
+            ax.plot(xs, [resized[f"{x:g}"][key]["recall"] for x in xs], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:g}×" for x in xs])
+        ax.set_xlabel("ZNSM-iDB MS-2 test fields resized by")
+        ax.set_ylabel("bacillus recall (fast mode)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(f"{folder.model_id}: recall by scale")
+        fig.tight_layout()
+        fig.savefig(args.figure, dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
