@@ -38,7 +38,7 @@ from pathlib import Path
 
 from service.engine.defaults import THRESHOLD
 from service.engine.errors import ModelContractError
-from training.data.annotations import AnnotationError
+from training.data.annotations import AnnotationError, parse_label_map, use_labels
 from training.data.box_masks import MaskDerivation
 from training.data.dataset import AnnotationKind
 from training.data.sampling import SamplerConfig
@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_arguments, _ in COMMANDS.values():
         add_arguments(commands)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--labels",
+            help="map the annotation files' own label names onto ours: OURS=THEIRS pairs, comma-separated "
+            "(e.g. bacillus=TBbacillus,artifact=debris), or a file of such lines or a JSON {THEIRS: OURS}",
+        )
     return parser
 
 
@@ -488,6 +494,13 @@ def add_finetune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--negative-budget", type=float, default=0.05, help="false bacilli per held-out negative field (0.05)"
     )
     tune.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="the lab's fields are annotated exhaustively: with no negative field, candidates off the boxes of the "
+        "held-out fields count as false bacilli for --negative-budget (without it and without negative fields the "
+        "base filter's threshold is kept)",
+    )
+    tune.add_argument(
         "--lab-profile",
         type=Path,
         help="a lab profile (labs/<lab_id>) made with the base model: its false candidates on the lab's negative "
@@ -513,6 +526,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         held_out_share=args.held_out_share,
         pixel_calibration=args.pixel_calibration,
         negative_budget=args.negative_budget,
+        exhaustive=args.exhaustive,
         seed=args.seed,
     )
     finetune(
@@ -771,7 +785,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return COMMANDS[args.command][1](args)
+        with use_labels(parse_label_map(args.labels) if args.labels else {}):
+            return COMMANDS[args.command][1](args)
     except (AnnotationError, ValueError, FileNotFoundError, FileExistsError, ModelContractError) as exc:
         log.error("%s", exc)
         return 2

@@ -12,9 +12,11 @@ from training.data.annotations import (
     AnnotationError,
     Box,
     BoxLabel,
+    parse_label_map,
     read_mask_png,
     read_voc_xml,
     read_znsm_csv,
+    use_labels,
     write_mask_png,
     write_voc_xml,
     write_znsm_csv,
@@ -172,3 +174,48 @@ def test_mask_png_errors(tmp_path: Path) -> None:
     (tmp_path / "text.png").write_text("not a png", encoding="utf-8")
     with pytest.raises(AnnotationError, match="cannot read mask"):
         read_mask_png(tmp_path / "text.png", IMAGE, SIZE)
+
+
+def _voc_with(path: Path, *names: str) -> Path:
+    objects = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{11 + 40 * i}</xmin><ymin>21</ymin><xmax>{40 + 40 * i}</xmax>"
+        "<ymax>35</ymax></bndbox></object>"
+        for i, n in enumerate(names)
+    )
+    path.write_text(f"<annotation><filename>7.jpg</filename>{objects}</annotation>", encoding="utf-8")
+    return path
+
+
+def test_public_sets_label_names_are_read_and_others_are_mapped(tmp_path: Path) -> None:
+    path = _voc_with(tmp_path / "7.xml", "TBbacillus", "debris")
+    with pytest.raises(AnnotationError, match=r"unknown label 'debris'.*--labels bacillus=debris") as info:
+        read_voc_xml(path, IMAGE, SIZE)
+    assert str(path) in str(info.value) and "tbbacillus" in str(info.value)  # the known names, Makerere's too
+    with use_labels(parse_label_map("artifact=Debris")):
+        labels = [b.label for b in read_voc_xml(path, IMAGE, SIZE).boxes]
+    assert labels == [BoxLabel.SINGLE_BACILLUS, BoxLabel.ARTIFACT]
+    with pytest.raises(AnnotationError):  # the map holds only where it is used
+        read_voc_xml(path, IMAGE, SIZE)
+    as_file = tmp_path / "labels.txt"
+    as_file.write_text("# our label = theirs\nartifact = debris\nbacillus=AFB+\n", encoding="utf-8")
+    assert parse_label_map(str(as_file)) == {"debris": BoxLabel.ARTIFACT, "afb+": BoxLabel.SINGLE_BACILLUS}
+    as_json = tmp_path / "labels.json"
+    as_json.write_text('{"debris": "artifacts"}', encoding="utf-8")
+    assert parse_label_map(str(as_json)) == {"debris": BoxLabel.ARTIFACT}
+    with pytest.raises(ValueError, match="'yeast' is not one of our labels"):
+        parse_label_map("yeast=debris")
+    with pytest.raises(ValueError, match="expected OURS=THEIRS"):
+        parse_label_map("debris")
+
+
+def test_the_training_commands_take_a_label_map(tmp_path: Path) -> None:
+    from training.cli import main
+    from training.data.dataset import AnnotationKind
+    from training.data.synthetic import synthetic_field, write_dataset
+
+    data = write_dataset(tmp_path / "lab", [synthetic_field(i, 96, 128) for i in range(4)], AnnotationKind.VOC_XML)
+    for xml in data.rglob("*.xml"):
+        xml.write_text(xml.read_text().replace("single bacillus", "TB-rod"), encoding="utf-8")
+    split = ["split", "--data", str(data), "-o", str(tmp_path / "split.json"), "--test-fraction", "0.5"]
+    assert main(split) == 2  # unknown label TB-rod
+    assert main([*split, "--labels", "bacillus=TB-rod"]) == 0

@@ -159,3 +159,29 @@ def test_the_held_out_threshold_keeps_the_negative_budget() -> None:
     lower = tuned.threshold - 0.01
     assert ((negative != "") & (scores >= lower)).sum() / 4 > 0.5  # the lowest such threshold
     assert held_out_threshold(fit, samples, np.full(200, ""), budget=0.5) is fit  # no negative field: unchanged
+
+
+def test_without_negative_fields_the_filter_never_keeps_whatever_the_debris_costs() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from training.fit.finetune import _no_negative_rule, held_out_threshold
+    from training.objects.classifier import FilterFit
+    from training.objects.samples import ObjectSamples
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(120, 3)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(np.int8)
+    classifier = RandomForestClassifier(n_estimators=20, random_state=0).fit(features, labels)
+    fit = FilterFit(classifier, 0.05, {"threshold_rule": "highest keeping 95% of bacillus candidates"}, 100.0)
+    raised = _no_negative_rule(fit, base_threshold=0.31)  # no negative field, not exhaustive: the base's threshold
+    assert raised.threshold == 0.31 and raised.cross_validation["out_of_fold_threshold"] == 0.05
+    assert "annotate negative fields" in raised.cross_validation["threshold_rule"]
+    assert _no_negative_rule(fit, base_threshold=None).threshold == 0.05  # nothing better known: said so
+    # exhaustively annotated: every candidate off a box on the 3 held-out fields is a false bacillus
+    fields = np.asarray([f"h{i % 3}" for i in range(120)])
+    samples = ObjectSamples(features, labels, fields, np.zeros(120, bool))
+    off_box = np.where(labels == 0, fields, "").astype(str)
+    tuned = held_out_threshold(fit, samples, off_box, 0.5, fields=3, which="fields (annotated exhaustively)")
+    scores = classifier.predict_proba(features)[:, 1]
+    assert ((labels == 0) & (scores >= tuned.threshold)).sum() / 3 <= 0.5 < ((labels == 0) & (scores >= 0.05)).sum()
+    assert "3 held-out fields (annotated exhaustively)" in tuned.cross_validation["threshold_rule"]

@@ -15,7 +15,11 @@ Every reader raises :class:`AnnotationError` naming the file for anything it can
 from __future__ import annotations
 
 import csv
+import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -63,19 +67,71 @@ _LABEL_ALIASES: dict[str, BoxLabel] = {
     "artifacts": BoxLabel.ARTIFACT,
     "artifact": BoxLabel.ARTIFACT,
     "artefact": BoxLabel.ARTIFACT,
+    # public sets' own names
+    "tbbacillus": BoxLabel.SINGLE_BACILLUS,  # Makerere AI lab's phone-camera ZN set (Pascal VOC)
+    "tb bacillus": BoxLabel.SINGLE_BACILLUS,
+    "mtb": BoxLabel.SINGLE_BACILLUS,
+    "mycobacterium tuberculosis": BoxLabel.SINGLE_BACILLUS,
 }
+_EXTRA_LABELS: ContextVar[Mapping[str, BoxLabel] | None] = ContextVar("extra_labels", default=None)
+
+
+def parse_label_map(text: str) -> dict[str, BoxLabel]:
+    """A label map from ``--labels``: ``OURS=THEIRS`` pairs separated by commas (``bacillus=TBbacillus,artifact=
+    debris``), or the path of a file holding such pairs one per line (``#`` comments) or a JSON object
+    ``{"THEIRS": "OURS"}``. ``OURS`` is any spelling of our four labels; ``THEIRS`` the name in the files.
+
+    Raises:
+        ValueError: a pair without ``=``, or ``OURS`` not one of our labels (naming it and the known spellings).
+    """
+    path = Path(text)
+    pairs: list[tuple[str, str]]
+    if path.is_file():
+        body = path.read_text(encoding="utf-8")
+        if body.lstrip().startswith("{"):
+            pairs = [(str(ours), str(theirs)) for theirs, ours in json.loads(body).items()]
+        else:
+            lines = [line.split("#", 1)[0].strip() for line in body.splitlines()]
+            pairs = [tuple(line.split("=", 1)) for line in lines if line]  # type: ignore[misc]
+    else:
+        pairs = [tuple(item.split("=", 1)) for item in text.split(",") if item.strip()]  # type: ignore[misc]
+    mapping = {}
+    for pair in pairs:
+        if len(pair) != 2 or not pair[0].strip() or not pair[1].strip():
+            raise ValueError(f"--labels {text!r}: expected OURS=THEIRS pairs (e.g. bacillus=TBbacillus)")
+        ours, theirs = pair[0].strip().lower(), pair[1].strip().lower()
+        if ours not in _LABEL_ALIASES:
+            known = ", ".join(sorted(_LABEL_ALIASES))
+            raise ValueError(f"--labels: {pair[0].strip()!r} is not one of our labels (known: {known})")
+        mapping[theirs] = _LABEL_ALIASES[ours]
+    return mapping
+
+
+@contextmanager
+def use_labels(mapping: Mapping[str, BoxLabel]) -> Iterator[None]:
+    """Read annotations with ``mapping`` (their name, lower-cased → our label) besides the known names."""
+    token = _EXTRA_LABELS.set({k.strip().lower(): v for k, v in mapping.items()})
+    try:
+        yield
+    finally:
+        _EXTRA_LABELS.reset(token)
 
 
 def parse_label(text: str, path: Path) -> BoxLabel:
-    """Map a label string from an annotation file onto :class:`BoxLabel`.
+    """Map a label string from an annotation file onto :class:`BoxLabel`: the names of :func:`use_labels`' map,
+    then the known spellings (ours and public sets').
 
     Raises:
         AnnotationError: the label is not one we know, naming the file and the accepted spellings.
     """
-    label = _LABEL_ALIASES.get(text.strip().lower())
+    key = text.strip().lower()
+    extra = _EXTRA_LABELS.get() or {}
+    label = extra.get(key) or _LABEL_ALIASES.get(key)
     if label is None:
-        known = ", ".join(sorted(_LABEL_ALIASES))
-        raise AnnotationError(path, f"unknown label {text!r} (known labels: {known})")
+        known = ", ".join(sorted({*_LABEL_ALIASES, *extra}))
+        raise AnnotationError(
+            path, f"unknown label {text!r} (known labels: {known}; map others with --labels bacillus={text.strip()})"
+        )
     return label
 
 

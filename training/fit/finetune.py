@@ -96,6 +96,8 @@ class FinetuneSettings:
             ``lab`` (to the held-out fields' own bacillus share; for point-centred patches, the base lab's) or
             ``balanced`` (both classes weigh the same).
         negative_budget: false bacilli per negative field the object threshold may keep on the held-out fields.
+        exhaustive: the lab's fields are annotated exhaustively (every bacillus boxed): with no negative field, every
+            candidate off a box on a held-out field is a false bacillus, and the budget holds per held-out field.
         background_share: share of background pixels drawn for calibration.
         seed: seeds the split, the sampling and the training.
     """
@@ -108,6 +110,7 @@ class FinetuneSettings:
     held_out_share: float = 0.3
     pixel_calibration: str = "none"
     negative_budget: float = NEGATIVE_BUDGET
+    exhaustive: bool = False
     background_share: float = 0.05
     seed: int = 0
 
@@ -167,11 +170,17 @@ def bacillus_share(lab: FieldLab, model: OnnxModel, settings: FinetuneSettings, 
 
 
 def held_out_threshold(
-    fit: FilterFit, samples: ObjectSamples, negative_field: npt.NDArray[np.str_], budget: float
+    fit: FilterFit,
+    samples: ObjectSamples,
+    negative_field: npt.NDArray[np.str_],
+    budget: float,
+    fields: int | None = None,
+    which: str = "negative fields",
 ) -> FilterFit:
     """``fit`` with its threshold recalibrated on held-out candidates: the lowest (on a 0.01 grid) keeping at most
-    ``budget`` false bacilli per held-out negative field; unchanged without held-out negative fields."""
-    negative_fields = len(set(negative_field.tolist()) - {""})
+    ``budget`` false bacilli per held-out negative field (``fields`` of them: by default those ``negative_field``
+    names); unchanged without held-out negative fields."""
+    negative_fields = fields if fields is not None else len(set(negative_field.tolist()) - {""})
     if negative_fields == 0 or not len(samples):
         return fit
     classes = list(fit.classifier.classes_)
@@ -182,8 +191,8 @@ def held_out_threshold(
     figures = {
         **fit.cross_validation,
         "out_of_fold_threshold": fit.threshold,
-        "threshold_rule": f"lowest keeping at most {budget} false bacilli per negative field on the lab's "
-        f"{negative_fields} held-out negative fields",
+        "threshold_rule": f"lowest keeping at most {budget} false bacilli per field on the lab's "
+        f"{negative_fields} held-out {which}",
         "held_out_candidate_recall": round(float((positives >= threshold).mean()), 4) if positives.size else "n/a",
         "held_out_false_bacilli_per_negative_field": round(
             negative_rate(scores, negative_field, negative_fields, threshold), 4
@@ -192,20 +201,24 @@ def held_out_threshold(
     return replace(fit, threshold=threshold, cross_validation=figures)
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
+
+
 def table(rows: list[LabScores]) -> list[str]:
     def pct(value: float | None) -> str:
         return "n/a" if value is None or value != value else f"{100 * value:.1f}"
 
     lines = [
-        "| model | filter | bacilli found | recall | precision | false bacilli per negative field (fields) | "
-        "100-field negative slide |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | filter | bacilli found | recall | precision | false components per field | false bacilli per "
+        "negative field (fields) | 100-field negative slide |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         per_field = r["false_bacilli_per_negative_field"]
         lines.append(
             f"| {r['name']} (`{r['model_id']}`) | `{r['filter_id'] or 'none'}` | {r['found']} / {r['positives']} | "
-            f"{pct(r['recall'])} | {pct(r['precision'])} | "
+            f"{pct(r['recall'])} | {pct(r['precision'])} | {_num(r.get('false_components_per_field'))} | "
             f"{'n/a' if per_field != per_field else f'{per_field:.2f}'} ({r['negative_fields']}) | "
             f"{r['negative_slide_grade']} |"
         )
@@ -230,8 +243,14 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
         f"- replay: {record['replay']['patches']} patches of {record['replay']['data']} (training fields), "
         f"object candidates of {len(record['replay']['filter_fields'])} of them "
         f"({' '.join(record['replay']['filter_fields'])})",
-        f"- patches: {record['patches']['lab_train']} of the lab, {record['patches']['replay']} replay, "
-        f"{record['patches']['held_out']} held out",
+        f"- patches: {record['patches']['lab_train']} of the lab"
+        + (
+            f" (of them {record['patches']['lab_profile_hard_negatives']} hard negatives on the candidates of lab "
+            f"profile {record['lab_profile']['lab_id']} v{record['lab_profile']['version']})"
+            if record.get("lab_profile")
+            else ""
+        )
+        + f", {record['patches']['replay']} replay, {record['patches']['held_out']} held out",
         "",
         "## Training",
         "",
@@ -301,6 +320,14 @@ class Base:
     @property
     def normalisation(self) -> InputNormalisation | None:
         return self.model.meta.normalisation
+
+    @property
+    def filter_threshold(self) -> float | None:
+        """The base filter's score threshold (None without a filter)."""
+        from service.engine.object_filter import ObjectFilter
+
+        path = self.folder.object_filter
+        return float(ObjectFilter(path).meta.threshold) if path is not None else None
 
 
 @dataclass(frozen=True)
@@ -426,8 +453,30 @@ def _export_networks(
     return meta, OnnxModel(out / DENSE_ONNX, providers=("CPUExecutionProvider",))
 
 
+def _no_negative_rule(fit: FilterFit, base_threshold: float | None) -> FilterFit:
+    """No negative field anywhere, none declared exhaustive: the out-of-fold rule keeps 95% of the boxes' candidates
+    whatever the debris costs (measured on 4 phone-camera fields: 107 false components per field), so the threshold
+    is raised to the base filter's, the one rule that was checked on negative fields."""
+    if base_threshold is None or base_threshold <= fit.threshold:
+        rule = "no negative field: the out-of-fold rule (the base has no higher filter threshold)"
+        return replace(fit, cross_validation={**fit.cross_validation, "threshold_rule": rule})
+    rule = (
+        f"no negative field and no --exhaustive: the base filter's threshold {base_threshold:g} (the out-of-fold "
+        f"{fit.threshold:g} keeps whatever debris the lab's fields hold); annotate negative fields to calibrate it"
+    )
+    figures = {**fit.cross_validation, "out_of_fold_threshold": fit.threshold, "threshold_rule": rule}
+    return replace(fit, threshold=base_threshold, cross_validation=figures)
+
+
 def _object_filter(
-    out: Path, tuned: OnnxModel, split: LabSplit, replay: Replay, data: Path, settings: FinetuneSettings, cache: Path
+    out: Path,
+    tuned: OnnxModel,
+    split: LabSplit,
+    replay: Replay,
+    data: Path,
+    settings: FinetuneSettings,
+    cache: Path,
+    base_threshold: float | None = None,
 ) -> dict[str, Any] | None:
     """Step 5: the object filter refitted on the lab's and a few replay fields' candidates, its threshold
     recalibrated on the held-out fields; None when there is nothing to learn a filter from."""
@@ -444,7 +493,17 @@ def _object_filter(
     except ValueError as exc:  # e.g. no debris candidate at all: nothing to learn a filter from
         log.warning("no object filter: %s; the folder keeps every candidate", exc)
         return None
-    fit = held_out_threshold(fit, *split.held_out.candidates(tuned, cache), settings.negative_budget)
+    held, held_negative = split.held_out.candidates(tuned, cache)
+    if (negative != "").any() or (held_negative != "").any():
+        fit = held_out_threshold(fit, held, held_negative, settings.negative_budget)
+    elif settings.exhaustive:  # every candidate off a box on a held-out field is debris
+        off_box = np.where(held.labels == 0, held.fields, "").astype(str)
+        fields = len(split.held_out.field_ids)
+        fit = held_out_threshold(
+            fit, held, off_box, settings.negative_budget, fields, "fields (annotated exhaustively)"
+        )
+    else:
+        fit = _no_negative_rule(fit, base_threshold)
     written = export_filter(
         fit,
         out / OBJECT_FILTER_ONNX,
@@ -458,6 +517,7 @@ def _object_filter(
         "threshold": written["threshold"],
         "threshold_rule": fit.cross_validation["threshold_rule"],
         "out_of_fold_threshold": fit.cross_validation.get("out_of_fold_threshold", fit.threshold),
+        "held_out_false_components_per_field": fit.cross_validation.get("held_out_false_bacilli_per_negative_field"),
         "candidates": len(samples),
         "replay_fields": [str(i) for i in chosen],
     }
@@ -568,7 +628,7 @@ def finetune(
         metrics["calibration"] = calibration
     meta, tuned = _export_networks(model, out, base, training_data, metrics)  # 6: the object filter needs them
     filter_record = clock.run(
-        "object filter", lambda: _object_filter(out, tuned, split, replay, data, settings, cache)
+        "object filter", lambda: _object_filter(out, tuned, split, replay, data, settings, cache, base.filter_threshold)
     )  # 5
     replay_filter_fields = filter_record.pop("replay_fields") if filter_record else []
     finetune_seconds = round(time.perf_counter() - started, 1)

@@ -47,6 +47,7 @@ class LabScores(TypedDict):
     network_at_points: float | None  # share of point-centred patches where P(bacillus) > 0.5 at the point
     negative_fields: int
     false_bacilli_per_negative_field: float
+    false_components_per_field: float | None  # kept objects off every box, per field (annotated fields only)
     negative_slide_grade: str
 
 
@@ -160,6 +161,7 @@ class FieldLab:
         method = next((m for m in methods if m.get("filter_id")), methods[0])
         b = method["bacillus"]
         negatives = [f for f, scores in method["per_field"].items() if scores["boxes"] == 0]
+        every = [s["bacillus"]["false_positives"] for s in method["per_field"].values()]
         per_field = (
             float(np.mean([method["per_field"][f]["bacillus"]["false_positives"] for f in negatives]))
             if negatives
@@ -176,6 +178,7 @@ class FieldLab:
             "network_at_points": None,
             "negative_fields": len(negatives),
             "false_bacilli_per_negative_field": per_field,
+            "false_components_per_field": round(float(np.mean(every)), 3) if every else None,
             "negative_slide_grade": negative_slide(per_field)["grade_expected"] if negatives else "n/a",
         }
 
@@ -241,6 +244,7 @@ class PatchLab:
             "network_at_points": report["centre_p_above_0_5"],
             "negative_fields": report["negative_fields"],
             "false_bacilli_per_negative_field": per_field,
+            "false_components_per_field": None,
             "negative_slide_grade": report["negative_slide"]["grade_expected"],
         }
 
