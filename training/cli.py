@@ -494,6 +494,12 @@ def add_finetune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--negative-budget", type=float, default=0.05, help="false bacilli per held-out negative field (0.05)"
     )
     tune.add_argument(
+        "--microns-per-pixel",
+        type=float,
+        help="the lab's pixel size (µm): its fields are resampled to the base model's scale first, as the service "
+        "reads them",
+    )
+    tune.add_argument(
         "--exhaustive",
         action="store_true",
         help="the lab's fields are annotated exhaustively: with no negative field, candidates off the boxes of the "
@@ -527,6 +533,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         pixel_calibration=args.pixel_calibration,
         negative_budget=args.negative_budget,
         exhaustive=args.exhaustive,
+        microns_per_pixel=args.microns_per_pixel,
         seed=args.seed,
     )
     finetune(

@@ -185,3 +185,37 @@ def test_without_negative_fields_the_filter_never_keeps_whatever_the_debris_cost
     scores = classifier.predict_proba(features)[:, 1]
     assert ((labels == 0) & (scores >= tuned.threshold)).sum() / 3 <= 0.5 < ((labels == 0) & (scores >= 0.05)).sum()
     assert "3 held-out fields (annotated exhaustively)" in tuned.cross_validation["threshold_rule"]
+
+
+def test_a_labs_fields_at_another_scale_are_fine_tuned_at_the_bases(
+    tmp_path: Path, base_folder: Path, replay: tuple[Path, Path], caplog
+) -> None:
+    from service.engine.scale import ModelScale
+    from training.data.dataset import discover_fields, read_annotation
+    from training.data.rescale import rescaled_copy
+
+    fields = [synthetic_field(60 + i, height=96, width=128) for i in range(4)]
+    lab = write_dataset(tmp_path / "lab", fields, AnnotationKind.VOC_XML)
+    copy = rescaled_copy(lab, 2.0, tmp_path / "cache")
+    assert rescaled_copy(lab, 2.0, tmp_path / "cache") == copy and rescaled_copy(lab, 1.0, tmp_path) == lab
+    (first,) = [f for f in discover_fields(copy) if f.field_id == fields[0].field_id]
+    annotation = read_annotation(first)
+    assert annotation.image_size == (256, 192)
+    assert [(b.x, b.y) for b in annotation.boxes] == [(2 * b.x, 2 * b.y) for b in fields[0].boxes]
+    with pytest.raises(ValueError, match="UFAM-style folder cannot be rescaled"):
+        rescaled_copy(write_synthetic_ufam(tmp_path / "ufam", slides=1), 2.0, tmp_path / "cache")
+
+    assert _finetune(base_folder, lab, tmp_path / "no-scale", replay, "--microns-per-pixel", "0.2") == 2
+    assert "the base declares no pixel size" in caplog.text
+    scaled_base = tmp_path / "scaled-base"
+    scaled_base.mkdir()
+    for f in base_folder.iterdir():
+        (scaled_base / f.name).symlink_to(f.resolve())
+    ModelScale(open_folder(base_folder).model_id, 0.1, "test", {}).write(scaled_base)
+    out = tmp_path / "scaled-model"
+    assert _finetune(scaled_base, lab, out, replay, "--microns-per-pixel", "0.2", "--no-znsm-test") == 0
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["scale"] == {"lab_microns_per_pixel": 0.2, "factor": 2.0, "source": "request"}
+    assert record["lab"]["root"].endswith(copy.name)  # trained on the fields at the base's scale
+    inherited = ModelScale.load(out / "scale.json")
+    assert inherited.model_id == record["model_id"] and inherited.pixel_size_um == 0.1

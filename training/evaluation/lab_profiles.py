@@ -4,7 +4,8 @@ The model folder's segmenter (with its object filter, in fast mode as the servic
 threshold lowered to 0 so every candidate is scored) reads the lab's confirmed-negative fields, where every candidate
 is debris, and, for a UFAM-style folder, its positive centre patches, where the candidate at the centre (within
 ``CENTRE_PX``) is the expert's bacillus. Only the slides named (``--subsets``: train and validation by default) are
-read: a lab's test slides never make its profile.
+read: a lab's test slides never make its profile. With the lab's pixel size (``--pixel-size-um``) every field is read
+at the model's scale, as the service reads the lab's fields with ``lab=``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from service.engine.lab_profile import PROFILE_JSON, LabProfile, NegativeEvidenc
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model_folder import open_folder
 from service.engine.postprocess import DetectedObject
+from service.engine.rescaled import segment_at_scale
+from service.engine.scale import resolve_scale
 from service.engine.segmenter import Mode, Segmenter
 from training.data.split import DatasetSplit
 from training.data.ufam import CENTRE_PX, patch_centre, read_positives, read_ufam
@@ -32,18 +35,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def candidate_scores(
-    segmenter: Segmenter, rgb: npt.NDArray[np.uint8]
+    segmenter: Segmenter, rgb: npt.NDArray[np.uint8], pixel_size_um: float | None = None
 ) -> tuple[list[float], tuple[DetectedObject, ...]]:
-    """Every candidate of the field and its filter score (1 without a filter: every candidate is kept)."""
+    """Every candidate of the field and its filter score (1 without a filter: every candidate is kept), the field
+    read at the model's scale when the lab's pixel size is known (as the service reads the lab's fields)."""
     mode = Mode.FAST if Mode.FAST in segmenter.modes else Mode.EXACT
-    result = segmenter.segment(rgb, object_threshold=0.0, mode=mode)
+    scale = resolve_scale(segmenter.scale, lab=pixel_size_um)
+    result = segment_at_scale(segmenter, rgb, scale, object_threshold=0.0, mode=mode)
     objects = (*result.bacilli, *result.rejected)
     return [o.score if o.score is not None else 1.0 for o in objects], objects
 
 
-def centre_score(segmenter: Segmenter, rgb: npt.NDArray[np.uint8]) -> float | None:
+def centre_score(segmenter: Segmenter, rgb: npt.NDArray[np.uint8], pixel_size_um: float | None = None) -> float | None:
     """The best score of a candidate within ``CENTRE_PX`` of the patch's centre; None when there is none."""
-    scores, objects = candidate_scores(segmenter, rgb)
+    scores, objects = candidate_scores(segmenter, rgb, pixel_size_um)
     cy, cx = patch_centre(rgb)
     near = [
         s
@@ -89,7 +94,7 @@ def make_lab_profile(
         sources.append(f"{ufam.name} slides {' '.join(sorted(slides)) or 'all'}")
         images, _ = read_positives(part, None)
         scores = [
-            centre_score(segmenter, images[p.patch_id])
+            centre_score(segmenter, images[p.patch_id], pixel_size_um)
             for p in tqdm(part.positives, desc="positive patches", unit="patch", leave=False)
         ]
         positives = PositiveEvidence(f"{ufam.name} positive centre patches, {sources[-1]}", len(scores), tuple(scores))
@@ -99,7 +104,7 @@ def make_lab_profile(
     files = []
     for path in tqdm(negative_images, desc="negative fields", unit="field", leave=False):
         data = path.read_bytes()
-        scores_here, objects = candidate_scores(segmenter, decode_image(data, 40_000_000).rgb)
+        scores_here, objects = candidate_scores(segmenter, decode_image(data, 40_000_000).rgb, pixel_size_um)
         per_field.append(tuple(round(s, 4) for s in scores_here))
         centres = tuple((round(o.centroid[1]), round(o.centroid[0])) for o in objects)
         files.append(NegativeField(str(path), hashlib.sha256(data).hexdigest(), centres))

@@ -59,8 +59,14 @@ class ReadField:
     in_domain: bool | None
 
 
-def _read(segmenter: Segmenter, rgb: npt.NDArray[np.uint8], name: str, boxes: tuple[Box, ...] = ()) -> ReadField:
-    scores, objects = candidate_scores(segmenter, rgb)
+def _read(
+    segmenter: Segmenter,
+    rgb: npt.NDArray[np.uint8],
+    name: str,
+    boxes: tuple[Box, ...] = (),
+    pixel_size_um: float | None = None,
+) -> ReadField:
+    scores, objects = candidate_scores(segmenter, rgb, pixel_size_um)
     bacillus_boxes = [b for b in boxes if b.label.is_bacillus]
     true = tuple(
         any(b.x <= o.centroid[0] < b.x + b.width and b.y <= o.centroid[1] < b.y + b.height for b in bacillus_boxes)
@@ -118,16 +124,23 @@ def simulate(
     own_threshold = segmenter.object_threshold if segmenter.object_threshold is not None else 0.0
     evidence = {folder.model_id: ModelEvidence.of(segmenter.domain)}
     part = read_ufam(ufam).of_slides(list(getattr(DatasetSplit.load(ufam_split), subset)))
-    negatives = [
-        _read(segmenter, read_rgb(n.path), n.field_id)
-        for n in tqdm(part.negatives, desc="negative fields", unit="field", leave=False)
-    ]
     images, _ = read_positives(part, None)
-    true_scores = [  # None: the model has no candidate at that bacillus, so no gallery can show it
-        centre_score(segmenter, images[p.patch_id])
-        for p in tqdm(part.positives, desc="positive patches", unit="patch", leave=False)
-    ]
+
+    def reading(pixel_size_um: float | None) -> tuple[list[ReadField], list[float | None]]:
+        """The lab's fields and bacilli read as the service reads them (at the model's scale with a pixel size)."""
+        fields = [
+            _read(segmenter, read_rgb(n.path), n.field_id, pixel_size_um=pixel_size_um)
+            for n in tqdm(part.negatives, desc="negative fields", unit="field", leave=False)
+        ]
+        truths = [  # None: the model has no candidate at that bacillus, so no gallery can show it
+            centre_score(segmenter, images[p.patch_id], pixel_size_um)
+            for p in tqdm(part.positives, desc="positive patches", unit="patch", leave=False)
+        ]
+        return fields, truths
+
+    negatives, true_scores = reading(None)
     profile = LabProfile.load(lab) if lab is not None else None
+    at_lab_scale = reading(profile.pixel_size_um) if profile is not None and profile.pixel_size_um else None
     record: dict[str, Any] = {
         "model_id": folder.model_id,
         "lab": f"{ufam.name} {subset} slides {' '.join(part.slides)}",
@@ -143,6 +156,12 @@ def simulate(
     if profile is not None:
         configurations.append((f"lab profile {profile.lab_id} v{profile.version}", profile.object_threshold, profile))
     for name, threshold, used in configurations:
+        if used is not None and at_lab_scale is not None:
+            negatives, true_scores = at_lab_scale
+            record.setdefault("at_lab_scale", {})[name] = {
+                "pixel_size_um": used.pixel_size_um,
+                "bacilli_with_a_candidate": sum(s is not None for s in true_scores),
+            }
         labs = {used.lab_id: used} if used else {}
         rng = np.random.default_rng(seed)
         negative_decisions, workload = [], []

@@ -54,7 +54,9 @@ from service.engine.lab_profile import LabProfile
 from service.engine.model import OnnxModel
 from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, ModelFolder, open_folder
 from service.engine.normalisation import InputNormalisation
+from service.engine.scale import FieldScale, ModelScale, resolve_scale
 from training.data.dataset import FieldFiles, discover_fields, read_rgb
+from training.data.rescale import rescaled_copy
 from training.data.sampling import PATCH_SIZE, PatchSet
 from training.data.split import DatasetSplit
 from training.evaluation.labs import Pair
@@ -96,6 +98,8 @@ class FinetuneSettings:
             ``lab`` (to the held-out fields' own bacillus share; for point-centred patches, the base lab's) or
             ``balanced`` (both classes weigh the same).
         negative_budget: false bacilli per negative field the object threshold may keep on the held-out fields.
+        microns_per_pixel: the lab's pixel size: its fields are resampled to the base's scale before anything else
+            (:mod:`training.data.rescale`), as the service reads them.
         exhaustive: the lab's fields are annotated exhaustively (every bacillus boxed): with no negative field, every
             candidate off a box on a held-out field is a false bacillus, and the budget holds per held-out field.
         background_share: share of background pixels drawn for calibration.
@@ -111,6 +115,7 @@ class FinetuneSettings:
     pixel_calibration: str = "none"
     negative_budget: float = NEGATIVE_BUDGET
     exhaustive: bool = False
+    microns_per_pixel: float | None = None
     background_share: float = 0.05
     seed: int = 0
 
@@ -320,6 +325,28 @@ class Base:
     @property
     def normalisation(self) -> InputNormalisation | None:
         return self.model.meta.normalisation
+
+    def lab_scale(self, microns_per_pixel: float | None) -> FieldScale:
+        """The scale the lab's fields are read at (the base's when the lab's pixel size is not given).
+
+        Raises:
+            ValueError: a pixel size for a base that declares none (nothing to resample to).
+        """
+        model = ModelScale.load(self.folder.scale) if self.folder.scale is not None else None
+        if microns_per_pixel is not None and model is None:
+            raise ValueError(
+                f"{self.folder.path}: the base declares no pixel size (scale.json): write it with python -m training "
+                "pixel-size --model, or leave --microns-per-pixel out"
+            )
+        return resolve_scale(model, request=microns_per_pixel)
+
+    def write_scale(self, out: Path, model_id: str) -> None:
+        """The base's scale, for the fine-tuned model (trained at it)."""
+        if self.folder.scale is None:
+            return
+        model = ModelScale.load(self.folder.scale)
+        how = f"the base's ({self.folder.model_id}: {model.how}); fine-tuned at that scale"
+        ModelScale(model_id, model.pixel_size_um, how, model.evidence).write(out)
 
     @property
     def filter_threshold(self) -> float | None:
@@ -605,6 +632,10 @@ def finetune(
     started = time.perf_counter()
     base = Base.open(base_dir)
     replay = Replay.read(replay_data, replay_split)
+    scale = base.lab_scale(settings.microns_per_pixel)
+    data = rescaled_copy(data, scale.factor, cache)
+    held_out = rescaled_copy(held_out, scale.factor, cache) if held_out is not None else None
+    test = rescaled_copy(test, scale.factor, cache) if test is not None else None
     split = LabSplit.of(data, held_out, settings)  # 1
     profile = open_profile(lab_profile) if lab_profile is not None else None
     patches = clock.run(
@@ -644,6 +675,7 @@ def finetune(
         "base_folder": str(base.folder.path),
         "command": command,
         **_record(settings, data, split, replay, patches, replay_filter_fields),
+        "scale": {"lab_microns_per_pixel": scale.microns_per_pixel, "factor": scale.factor, "source": scale.source},
         "lab_profile": (
             {"lab_id": profile.lab_id, "version": profile.version, "path": str(lab_profile)} if profile else None
         ),
@@ -657,6 +689,7 @@ def finetune(
         "finetune_seconds": finetune_seconds,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
     }
+    base.write_scale(out, meta["model_id"])
     (out / "finetune.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
     write_card(out, record)
     clock.run("fast networks", lambda: write_fast_networks(out, replay))  # 6, last part
