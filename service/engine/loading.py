@@ -75,6 +75,14 @@ class SegmenterConfig:
         )
 
 
+def _same_model(path: Path, described: str, model_id: str, command: str) -> None:
+    """A file of the folder describes its model, not another (``command`` writes it again)."""
+    if described != model_id:
+        raise ModelContractError(
+            f"{path}: describes {described}, not {model_id}; write it again (python -m training {command})"
+        )
+
+
 def load_segmenter(config: SegmenterConfig) -> Segmenter:
     """Load the model and its filter and wrap them in a segmenter.
 
@@ -106,20 +114,12 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
     domain = None
     if config.domain_path is not None:
         domain = DomainModel.load(config.domain_path)
-        if domain.model_id != model.meta.model_id:
-            raise ModelContractError(
-                f"{config.domain_path}: describes the domain of {domain.model_id}, not of {model.meta.model_id}; "
-                "write it again (python -m training domain)"
-            )
+        _same_model(config.domain_path, domain.model_id, model.meta.model_id, "domain")
         log.info("domain check: %s, limit %.1f robust SD", domain.source, domain.z_limit)
     scale = None
     if config.scale_path is not None:
         scale = ModelScale.load(config.scale_path)
-        if scale.model_id != model.meta.model_id:
-            raise ModelContractError(
-                f"{config.scale_path}: declares the pixel size of {scale.model_id}, not of {model.meta.model_id}; "
-                "write it again (python -m training pixel-size)"
-            )
+        _same_model(config.scale_path, scale.model_id, model.meta.model_id, "pixel-size")
         log.info("model scale: %.4g µm per pixel (%s)", scale.pixel_size_um, scale.how)
     return Segmenter(
         model,

@@ -76,7 +76,7 @@ def test_a_domain_is_written_and_read_back_and_a_bad_one_refused(tmp_path: Path)
 def test_a_domain_of_another_model_is_refused_at_load(random_dense_onnx: Path, tmp_path: Path) -> None:
     _domain().write(tmp_path / "domain.json")  # describes model "m"
     config = SegmenterConfig(model_path=random_dense_onnx, providers=("CPUExecutionProvider",))
-    with pytest.raises(ModelContractError, match="describes the domain of m, not of tbseg-random"):
+    with pytest.raises(ModelContractError, match="describes m, not tbseg-random"):
         load_segmenter(SegmenterConfig(**{**config.__dict__, "domain_path": tmp_path / "domain.json"}))
 
 
