@@ -80,6 +80,31 @@ def resize(rgb: np.ndarray, factor: float) -> np.ndarray:
     )
 
 
+def plot(record: dict[str, object], path: Path) -> None:
+    """Recall of the resized MS-2 test fields against the factor, with and without the pixel size."""
+    resized = record["znsm_test_resized"]["by_factor"]  # type: ignore[index]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = sorted(float(k) for k in resized)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key, label in (("given", "pixel size given"), ("ignored", "pixel size not given")):
+        ax.plot(xs, [resized[f"{x:g}"][key]["recall"] for x in xs], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(xs, [f"{x:g}×" for x in xs])
+    ax.set_xlabel("ZNSM-iDB MS-2 test fields resized by")
+    ax.set_ylabel("bacillus recall (fast mode)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{record['model_id']}: recall by scale")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=SHIPPED_DIR)
@@ -87,7 +112,11 @@ def main() -> int:
     parser.add_argument("--sweep", type=float, nargs="*", default=[1.5, 2.5, 3.0])
     parser.add_argument("--factors", type=float, nargs="*", default=[0.25, 0.5, 0.75, 1.5, 2.0])
     parser.add_argument("--figure", type=Path)
+    parser.add_argument("--plot", type=Path, help="only draw --figure from this JSON (a run's output)")
     args = parser.parse_args()
+    if args.plot is not None:
+        plot(json.loads(args.plot.read_text()), args.figure)
+        return 0
     folder = open_folder(args.model)
     segmenter = load_segmenter(SegmenterConfig.of_folder(folder))
     model = segmenter.scale
@@ -126,25 +155,7 @@ def main() -> int:
     record["seconds"] = round(time.perf_counter() - started, 1)
     sys.stdout.write(json.dumps(record, indent=1) + "\n")
     if args.figure is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        xs = sorted(float(k) for k in resized)
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for key, label in (("given", "pixel size given"), ("ignored", "pixel size not given")):
-            ax.plot(xs, [resized[f"{x:g}"][key]["recall"] for x in xs], marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_xticks(xs, [f"{x:g}×" for x in xs])
-        ax.set_xlabel("ZNSM-iDB MS-2 test fields resized by")
-        ax.set_ylabel("bacillus recall (fast mode)")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ax.set_title(f"{folder.model_id}: recall by scale")
-        fig.tight_layout()
-        fig.savefig(args.figure, dpi=120)
+        plot(record, args.figure)
     return 0
 
 

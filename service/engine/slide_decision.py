@@ -46,6 +46,7 @@ from service.engine.lab_profile import LabProfile
 
 UNMEASURED_LAB_FACTOR = 10.0
 POSITIVE_CONFIDENCE = 0.999
+GALLERY_DEPTH = 50  # candidates a reviewer rejects, best score first, to sign a negative (issue 25: ≤ 50 per slide)
 ZERO_EXPECTED = 3.0  # λ·N at which no false bacillus at all is still within the 95% range (e^-3 ≈ 0.05)
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.engine.grading import SlideGrade
-from service.engine.slide_decision import SlideDecision
+from service.engine.slide_decision import GALLERY_DEPTH, SlideDecision
 from service.slides.gallery import ranked_candidates
 from service.slides.model import Decision, ObjectSource, Slide
-
-GALLERY_DEPTH = 50  # candidates a reviewer rejects, best score first, to sign a negative (issue 25: ≤ 50 per slide)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from service.engine.slide_decision import GALLERY_DEPTH
 from service.slides.model import Decision, ObjectSource, Slide, SlideField, SlideObject
 from service.slides.report import slide_report
-from service.slides.review_decision import GALLERY_DEPTH
 
 
 def _object(number: int, source: ObjectSource, score: float | None, decision: Decision | None = None) -> SlideObject:

@@ -6,7 +6,8 @@ then drawn from them, graded and decided by the service's own rules (:mod:`servi
 
 * **negative slides**: 100 fields drawn with replacement from a lab's negative fields (UFAM DDS1, the slides of
   ``--subset``); the share decided ``positive`` (must be 0), ``negative`` and ``review``, and the review workload:
-  the gallery items a person must reject to sign one negative (its kept objects);
+  the gallery items a person must reject to sign one negative (its kept objects, and at least the gallery's
+  GALLERY_DEPTH best candidates: :mod:`service.slides.review_decision`'s rule);
 * **positive slides**: the same, plus ``k`` of the lab's annotated bacilli drawn from all of them (each the candidate
   found at its positive patch's centre; a bacillus the model has no candidate for cannot be shown by any gallery);
   the share of slides whose first true bacillus is in the top 5 of the gallery (all candidates, best score first),
@@ -36,7 +37,7 @@ from service.engine.lab_profile import LabProfile
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model_folder import open_folder
 from service.engine.segmenter import Segmenter
-from service.engine.slide_decision import FieldEvidence, ModelEvidence, decide
+from service.engine.slide_decision import GALLERY_DEPTH, FieldEvidence, ModelEvidence, decide
 from training.data.annotations import Box
 from training.data.dataset import discover_fields, read_annotation, read_rgb
 from training.data.split import DatasetSplit
@@ -170,7 +171,9 @@ def simulate(
             drawn = [negatives[i] for i in rng.integers(0, len(negatives), fields_per_slide)]
             fields = [_slide_field(f, threshold, folder.model_id, used) for f in drawn]
             negative_decisions.append(_decide(fields, evidence, labs))
-            workload.append(sum(sum(s >= threshold for s in f.scores) for f in drawn))
+            # a person signs a negative having rejected every kept object and the gallery's best candidates
+            kept = sum(sum(s >= threshold for s in f.scores) for f in drawn)
+            workload.append(max(kept, min(GALLERY_DEPTH, sum(len(f.scores) for f in drawn))))
         for k in (1, 5, 20):
             ranks, decisions = [], []
             for _ in range(slides):

@@ -56,7 +56,11 @@ def test_review_over_http_is_recorded_with_who_and_survives_a_restart(
     server = start_server(random_dense_onnx, log, object_filter=random_object_filter, tile_px="96", api_keys=KEYS)
     url, slide = server.url, "S-review-1"
     try:
-        assert httpx.get(f"{url}/v1/me", headers=_h("key-bob")).json() == {"user": "bob", "key_required": True, "lab": None}
+        assert httpx.get(f"{url}/v1/me", headers=_h("key-bob")).json() == {
+            "user": "bob",
+            "key_required": True,
+            "lab": None,
+        }
         assert httpx.get(f"{url}/v1/me").status_code == 401
         _read_slide(url, slide, fields)
         report = httpx.get(f"{url}/v1/slides/{slide}", headers=_h("key-alice")).json()
@@ -231,7 +235,11 @@ def test_the_page_and_its_files_need_no_key_but_the_api_does(random_dense_onnx: 
         for path in ("/ui/app.js", "/ui/api.js", "/ui/viewer.js", "/ui/style.css"):
             assert httpx.get(server.url + path).status_code == 200, path
         assert httpx.get(server.url + "/v1/slides/x").status_code == 401
-        assert httpx.get(server.url + "/v1/me", headers=_h("plain-key")).json() == {"user": None, "key_required": True, "lab": None}
+        assert httpx.get(server.url + "/v1/me", headers=_h("plain-key")).json() == {
+            "user": None,
+            "key_required": True,
+            "lab": None,
+        }
     finally:
         stop_server(server)
 
