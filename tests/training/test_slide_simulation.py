@@ -13,7 +13,7 @@ def test_simulated_slides_by_the_services_rules(znsm_ms2: Path, ufam_dds1: Path,
     lab = LABS_DIR / "ufam-dds1" / "profile.json"
     record = simulate(SHIPPED_DIR, ufam_dds1, UFAM_DDS1_SPLIT, "test", znsm_ms2, ZNSM_MS2_SPLIT, lab, slides=10)
     assert record["negative_fields"] == 8
-    assert set(record["by_profile"]) == {"no lab profile", "lab profile ufam-dds1 v2"}
+    assert set(record["by_profile"]) == {"no lab profile", "lab profile ufam-dds1 v3"}
     for figures in record["by_profile"].values():
         assert figures["negative_slides"]["positive"] == 0.0  # never a negative slide signed positive
         assert set(figures["positive_slides"]) == {"1 bacilli", "5 bacilli", "20 bacilli"}
