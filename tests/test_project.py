@@ -173,7 +173,11 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
         "fast_variants.json",
         "object_filter.onnx",
         "patch_cnn.keras",
+        "scale.json",
     ]
+    scale = json.loads((folder / "scale.json").read_text())  # the pixel size it was trained at, and how it is known
+    assert scale["model_id"] == default and scale["pixel_size_um"] > 0 and "estimated from" in scale["how"]
+    assert "## Scale" in card_text(folder) and f"{scale['pixel_size_um']:.4g} µm per pixel" in card_text(folder)
     for fast in ("bacilli_coarse.onnx", "bacilli_coarse.int8.onnx", "bacilli_dense.int8.onnx"):
         fast_meta = {p.key: p.value for p in onnx.load(str(folder / fast)).metadata_props}
         assert fast_meta["dense_model_id"] == default, fast

@@ -697,10 +697,11 @@ def add_pixel_size(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 def run_pixel_size(args: argparse.Namespace) -> int:
     import json
 
-    from service.engine.model_folder import open_folder
+    from service.engine.model_folder import CARD_MD, open_folder
     from service.engine.scale import ModelScale
     from training.data.rod_sizes import ROD_LENGTH_UM, fields_of, measure_rods
     from training.data.split import DatasetSplit
+    from training.model.card_sections import replace_section
 
     ids = tuple(getattr(DatasetSplit.load(args.split), args.subset)) if args.split else None
     rods = measure_rods(fields_of(args.data, ids))
@@ -716,6 +717,12 @@ def run_pixel_size(args: argparse.Namespace) -> int:
         )
         scale = ModelScale(folder.model_id, round(rods.pixel_size_um, 5), how, rods.evidence())
         log.info("%s: %.4g µm per pixel (%s)", scale.write(folder.path), scale.pixel_size_um, how)
+        section = (
+            f"## Scale\n\nTrained on fields of **{scale.pixel_size_um:.4g} µm per pixel** (`scale.json`), {how}. The "
+            "service reads every field at this scale: give a field's pixel size (`microns_per_pixel`, a lab "
+            "profile's, or the image's resolution) and it is resampled to it; with none, this scale is assumed.\n"
+        )
+        replace_section(folder.path / CARD_MD, "## Scale", section)
     return 0
 
 

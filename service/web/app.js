@@ -139,9 +139,10 @@ async function submitOne(item) {
   if ($("lab").value) params.set("lab", $("lab").value);
   else if ($("model").value) params.set("model", $("model").value);
   if ($("mode").value) params.set("mode", $("mode").value);
-  // the same file dropped twice on a slide (same lab, model and mode) is the same job: never counted twice
-  const key = [state.slideId, params.get("lab"), params.get("model"), params.get("mode"), item.file.size,
-    item.file.lastModified, item.name]
+  if ($("microns").value && $("microns").checkValidity()) params.set("microns_per_pixel", $("microns").value);
+  // the same file dropped twice on a slide (same lab, model, mode and scale) is the same job: never counted twice
+  const key = [state.slideId, params.get("lab"), params.get("model"), params.get("mode"),
+    params.get("microns_per_pixel"), item.file.size, item.file.lastModified, item.name]
     .join(":").slice(0, 200);
   for (;;) {
     const body = new FormData();

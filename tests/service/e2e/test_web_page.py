@@ -410,11 +410,15 @@ def test_one_true_bacillus_among_many_false_candidates_is_found_in_the_gallery_a
         page.wait_for_function(f"document.querySelector('#lab option[value=\"{LAB}\"]') !== null")
         page.select_option("#lab", LAB)
         assert page.is_disabled("#model")  # the lab's profile validated one model: choosing the lab chooses it
+        page.fill("#microns", "0.2")  # the microscope's pixel size, measured once
         page.fill("#slide-id", slide)
         page.set_input_files("#files", [str(f) for f in paths])
         page.wait_for_function("document.querySelectorAll('#fields li[data-state=done]').length === 2", timeout=120000)
         report = httpx.get(f"{page_server.url}/v1/slides/{slide}", headers=_auth()).json()
         assert {(f["lab_id"], f["lab_version"]) for f in report["fields"]} == {(LAB, 1)}  # read with the lab
+        for f in report["fields"]:  # each field's job was sent with the pixel size typed on the page
+            (result,) = httpx.get(f"{page_server.url}/v1/jobs/{f['job_id']}/result", headers=_auth()).json()["results"]
+            assert result["scale"]["microns_per_pixel"] == 0.2 and result["microns_per_pixel"] == 0.2
 
         ranked = httpx.get(f"{page_server.url}/v1/slides/{slide}/gallery", params={"limit": 500}, headers=_auth())
         items = ranked.json()["items"]
