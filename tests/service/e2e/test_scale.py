@@ -69,6 +69,8 @@ def test_a_microscopes_resolution_metadata_is_used_and_a_screens_is_not(scaled_s
         image.save(buffer, format="PNG", dpi=dpi)
         scale = _analyze(scaled_server.url, buffer.getvalue()).json()["scale"]
         assert scale["source"] == source
+        geojson = _analyze(scaled_server.url, buffer.getvalue(), format="geojson").json()
+        assert geojson["properties"]["microns_per_pixel"] == (0.2 if source == "metadata" else None)
     assert scale["factor"] == 1.0
 
 
