@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from service.engine.image_io import DecodedImage, decode_image
 from service.engine.postprocess import DetectedObject
 from service.engine.rescaled import segment_at_scale
-from service.engine.scale import resolve_scale
+from service.engine.scale import FieldScale, ModelScale, resolve_scale
 from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
@@ -189,6 +189,17 @@ class FieldOptions:
     lab_id: str | None = None
     lab_version: int | None = None
 
+    def scale_of(self, model: ModelScale | None, image: DecodedImage) -> FieldScale:
+        """The scale ``image`` is read at for a model of scale ``model`` (:func:`~service.engine.scale.resolve_scale`:
+        the request's pixel size, the lab's, the image's metadata, else assumed)."""
+        return resolve_scale(
+            model,
+            request=self.microns_per_pixel,
+            lab=self.lab_pixel_size_um,
+            metadata=image.microns_per_pixel,
+            lab_id=self.lab_id,
+        )
+
 
 @dataclass(frozen=True)
 class FieldResult:
@@ -290,17 +301,10 @@ def segment_field(
     started = time.perf_counter()
     decoded = decode_image(data, max_pixels)
     decoded_at = time.perf_counter()
-    scale = resolve_scale(
-        segmenter.scale,
-        request=options.microns_per_pixel,
-        lab=options.lab_pixel_size_um,
-        metadata=decoded.microns_per_pixel,
-        lab_id=options.lab_id,
-    )
     result = segment_at_scale(
         segmenter,
         decoded.rgb,
-        scale,
+        options.scale_of(segmenter.scale, decoded),
         find_objects=options.find_objects,
         object_threshold=options.object_threshold,
         mode=options.mode,

@@ -39,6 +39,22 @@ def map_object(o: DetectedObject, factor: float, width: int, height: int) -> Det
     )
 
 
+def check_resampled_size(scale: FieldScale, width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """The field's size at the model's scale.
+
+    Raises:
+        ResampledTooLarge: over ``max_pixels`` there.
+    """
+    size = scale.resampled_size(width, height)
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ResampledTooLarge(
+            f"at {scale.microns_per_pixel:g} µm per pixel ({scale.source.value}) the {width}×{height} field is "
+            f"{size[0]}×{size[1]} at the model's {scale.model_microns_per_pixel:g} µm per pixel (×{scale.factor:.3g}): "
+            f"over the limit of {max_pixels} pixels; send a smaller field or check microns_per_pixel"
+        )
+    return size
+
+
 def segment_at_scale(
     segmenter: Segmenter,
     rgb: npt.NDArray[np.uint8],
@@ -60,13 +76,7 @@ def segment_at_scale(
     if not scale.resampled:
         result = segmenter.segment(rgb, find_objects=find_objects, object_threshold=object_threshold, mode=mode)
         return replace(result, scale=scale)
-    size = scale.resampled_size(width, height)
-    if max_pixels is not None and size[0] * size[1] > max_pixels:
-        raise ResampledTooLarge(
-            f"at {scale.microns_per_pixel:g} µm per pixel the {width}×{height} field is {size[0]}×{size[1]} at the "
-            f"model's {scale.model_microns_per_pixel:g} µm per pixel (×{scale.factor:.3g}): over the limit of "
-            f"{max_pixels} pixels; send a smaller field or check microns_per_pixel"
-        )
+    size = check_resampled_size(scale, width, height, max_pixels)
     result = segmenter.segment(
         resample(rgb, size), find_objects=find_objects, object_threshold=object_threshold, mode=mode
     )

@@ -23,8 +23,9 @@ from service.api.problems import Busy, Conflict, InvalidRequest, NotFound
 from service.api.schemas import JobAccepted, JobFieldState, JobStatus
 from service.api.state import ReadyDep, Serving
 from service.api.uploads import read_uploads
-from service.engine.image_io import ResampledTooLarge, decode_image
-from service.engine.scale import ModelScale, resolve_scale
+from service.engine.image_io import decode_image
+from service.engine.rescaled import check_resampled_size
+from service.engine.scale import ModelScale
 from service.field_result import FieldOptions
 from service.jobs.store import FieldState, IdempotencyConflict, Job, JobParams, JobState
 from service.slides.model import SLIDE_ID_PATTERN
@@ -71,13 +72,7 @@ def _check_images(
     for name, data in uploads:
         try:
             image = decode_image(data, max_pixels)
-            scale = resolve_scale(model, options.microns_per_pixel, options.lab_pixel_size_um, image.microns_per_pixel)
-            width, height = scale.resampled_size(image.width, image.height)
-            if width * height > max_pixels:
-                raise ResampledTooLarge(
-                    f"at the model's scale (×{scale.factor:.3g}, {scale.source.value}) it is {width}×{height}: over "
-                    f"the limit of {max_pixels} pixels"
-                )
+            check_resampled_size(options.scale_of(model, image), image.width, image.height, max_pixels)
         except Exception as exc:
             exc.args = (f"{name}: {exc}",)
             raise
