@@ -4,7 +4,11 @@
   size (``--ms1-um``, from ``python -m training pixel-size --data ../shared/data/znsm-ms1``), as uploaded (scale
   ignored), and at a sweep of factors (chosen after looking: the sweep is reported, not used to pick anything);
 * ``resized``: ZNSM-iDB MS-2's test fields resized by each factor, read with the matching pixel size given (the
-  model's ÷ factor) and without it.
+  model's ÷ factor) and without it;
+* ``estimated`` (both sets): no pixel size given, the scale estimated from each field's own kept objects as the
+  service does by default (:mod:`service.engine.scale_estimate`); each field's estimated factor against the true one
+  (MS-2 resized: 1 ÷ the resize; MS-1: the rods' 2.10). ``--only-estimated`` runs these alone and merges them into
+  ``--merge``'s JSON.
 
 A marked bacillus (``single bacillus`` or ``bacilli cluster`` box) is found when a kept object's centroid lies in
 its box; precision is the share of kept objects whose centroid lies in any box. Fast mode (fp32), 2 CPU cores.
@@ -41,9 +45,11 @@ def score(
     boxes: list[tuple[float, float, float, float]],
     every: list[tuple[float, float, float, float]],
     scale: FieldScale,
-) -> dict[str, int]:
-    result = segment_at_scale(segmenter, rgb, scale, mode=Mode.FAST)
+    estimate: bool = False,
+) -> dict[str, float]:
+    result = segment_at_scale(segmenter, rgb, scale, mode=Mode.FAST, estimate=estimate)
     centres = [o.centroid for o in result.bacilli]
+    read = result.scale if result.scale is not None else scale
 
     def inside(c: tuple[float, float], b: tuple[float, float, float, float]) -> bool:
         return b[0] <= c[0] < b[0] + b[2] and b[1] <= c[1] < b[1] + b[3]
@@ -53,16 +59,51 @@ def score(
         "found": sum(any(inside(c, b) for c in centres) for b in boxes),
         "kept": len(centres),
         "kept_in_boxes": sum(any(inside(c, b) for b in every) for c in centres),
+        "read_factor": read.factor,
+        "estimated_factor": (
+            read.microns_per_pixel / read.model_microns_per_pixel
+            if read.source is ScaleSource.ESTIMATED and read.microns_per_pixel and read.model_microns_per_pixel
+            else None
+        ),
     }
 
 
-def total(rows: list[dict[str, int]]) -> dict[str, float]:
+def total(rows: list[dict[str, float]], true_factor: float | None = None) -> dict[str, object]:
     s = {k: sum(r[k] for r in rows) for k in ("boxes", "found", "kept", "kept_in_boxes")}
-    return {
+    out: dict[str, object] = {
         **s,
         "recall": round(s["found"] / max(s["boxes"], 1), 4),
         "precision": round(s["kept_in_boxes"] / s["kept"], 4) if s["kept"] else None,
     }
+    if true_factor is not None:
+        estimates = [r["estimated_factor"] for r in rows]
+        within = [e is not None and abs(e / true_factor - 1) <= 0.2 for e in estimates]
+        out |= {
+            "true_factor": round(true_factor, 4),
+            "estimated_factors": [None if e is None else round(e, 3) for e in estimates],
+            "read_factors": [round(r["read_factor"], 3) for r in rows],
+            "estimates_within_20pct": sum(within),
+            "fields_without_estimate": sum(e is None for e in estimates),
+        }
+    return out
+
+
+def estimated_runs(segmenter: Segmenter, ms1: list, tests: list, factors: list[float], ms1_factor: float) -> dict:
+    """MS-1 validation and MS-2 test fields resized, with no pixel size given: the scale estimated per field."""
+    assumed = resolve_scale(segmenter.scale)
+    ms1_rows = [score(segmenter, read_rgb(f.image), *boxes_of(f), assumed, estimate=True) for f in ms1]
+    out: dict[str, object] = {"ms1_validation": total(ms1_rows, ms1_factor)}
+    print(f"ms1 estimated: {out['ms1_validation']}", file=sys.stderr)
+    by_factor = {}
+    for factor in [1.0, *factors]:
+        rows = []
+        for f in tests:
+            rgb = resize(read_rgb(f.image), factor) if factor != 1.0 else read_rgb(f.image)
+            rows.append(score(segmenter, rgb, *boxes_of(f, factor), assumed, estimate=True))
+        by_factor[f"{factor:g}"] = total(rows, 1.0 / factor)
+        print(f"resized {factor:g} estimated: {by_factor[f'{factor:g}']}", file=sys.stderr)
+    out["znsm_test_resized"] = by_factor
+    return out
 
 
 def boxes_of(files, factor: float = 1.0):
@@ -90,8 +131,11 @@ def plot(record: dict[str, object], path: Path) -> None:
 
     xs = sorted(float(k) for k in resized)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("given", "pixel size given"), ("ignored", "pixel size not given")):
+    for key, label in (("given", "pixel size given"), ("ignored", "pixel size not given, not estimated")):
         ax.plot(xs, [resized[f"{x:g}"][key]["recall"] for x in xs], marker="o", label=label)
+    estimated = record.get("estimated", {}).get("znsm_test_resized")  # type: ignore[attr-defined]
+    if estimated:
+        ax.plot(xs, [estimated[f"{x:g}"]["recall"] for x in xs], marker="s", label="estimated from the field")
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(xs, [f"{x:g}×" for x in xs])
@@ -113,6 +157,8 @@ def main() -> int:
     parser.add_argument("--factors", type=float, nargs="*", default=[0.25, 0.5, 0.75, 1.5, 2.0])
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--plot", type=Path, help="only draw --figure from this JSON (a run's output)")
+    parser.add_argument("--only-estimated", action="store_true", help="run the estimated runs alone")
+    parser.add_argument("--merge", type=Path, help="with --only-estimated: a run's JSON to add them to")
     args = parser.parse_args()
     if args.plot is not None:
         plot(json.loads(args.plot.read_text()), args.figure)
@@ -126,6 +172,14 @@ def main() -> int:
 
     ms1_split = DatasetSplit.load(Path("training/splits/znsm-ms1.json"))
     ms1 = [f for f in discover_fields(ZNSM_MS1) if f.field_id in set(ms1_split.validation)]
+    split = DatasetSplit.load(ZNSM_MS2_SPLIT)
+    tests = [f for f in discover_fields(ZNSM_MS2) if f.field_id in set(split.test)]
+    if args.only_estimated:
+        merged = json.loads(args.merge.read_text()) if args.merge else record
+        merged["estimated"] = estimated_runs(segmenter, ms1, tests, args.factors, args.ms1_um / model.pixel_size_um)
+        merged["estimated"]["seconds"] = round(time.perf_counter() - started, 1)
+        sys.stdout.write(json.dumps(merged, indent=1) + "\n")
+        return 0
     runs = {"pixel size given": resolve_scale(model, request=args.ms1_um), "scale ignored": resolve_scale(None)}
     for factor in args.sweep:
         runs[f"factor {factor:g}"] = FieldScale(
@@ -138,8 +192,6 @@ def main() -> int:
         print(f"ms1 {name}: {ms1_out[name]}", file=sys.stderr)
     record["ms1_validation"] = {"fields": len(ms1), "microns_per_pixel": args.ms1_um, "runs": ms1_out}
 
-    split = DatasetSplit.load(ZNSM_MS2_SPLIT)
-    tests = [f for f in discover_fields(ZNSM_MS2) if f.field_id in set(split.test)]
     resized: dict[str, dict[str, object]] = {}
     for factor in [1.0, *args.factors]:
         given, ignored = [], []

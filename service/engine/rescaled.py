@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from service.engine.image_io import ResampledTooLarge
 from service.engine.postprocess import DetectedObject
-from service.engine.scale import FieldScale, resample, resample_mask, resample_probabilities
+from service.engine.scale import FieldScale, ScaleSource, resample, resample_mask, resample_probabilities
+from service.engine.scale_estimate import MIN_OBJECTS, PROBE_PIXELS, estimate_and_read
 from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
@@ -64,29 +65,108 @@ def segment_at_scale(
     object_threshold: float | None = None,
     mode: Mode = Mode.EXACT,
     max_pixels: int | None = None,
+    estimate: bool = False,
 ) -> Segmentation:
     """``rgb`` segmented at the model's scale, in the uploaded pixels (module docstring); ``scale`` is recorded on
     the result.
+
+    When the scale is only assumed (nothing told it) and ``estimate`` is on, the model's reference object length
+    is known and objects are asked for, the scale is estimated from the field's own kept objects
+    (:mod:`service.engine.scale_estimate`) and the result records that estimate instead.
 
     Raises:
         ResampledTooLarge: the field at the model's scale would be over ``max_pixels``.
         ModeUnavailable: as :meth:`Segmenter.segment`.
     """
+    reference = segmenter.scale.object_length_px if segmenter.scale is not None else None
+    if estimate and find_objects and scale.source is ScaleSource.ASSUMED and reference is not None:
+        return _estimated(segmenter, rgb, scale, reference, object_threshold, mode, max_pixels)
     height, width = rgb.shape[:2]
-    if not scale.resampled:
+    if scale.resampled:
+        check_resampled_size(scale, width, height, max_pixels)
+    result, _ = _read(segmenter, rgb, scale.factor, find_objects, object_threshold, mode)
+    return replace(result, scale=scale)
+
+
+def _read(
+    segmenter: Segmenter,
+    rgb: npt.NDArray[np.uint8],
+    factor: float,
+    find_objects: bool,
+    object_threshold: float | None,
+    mode: Mode,
+) -> tuple[Segmentation, list[float]]:
+    """The field read at ``factor`` and mapped back, with its kept objects' lengths at the scale it was read at."""
+    if factor == 1.0:
         result = segmenter.segment(rgb, find_objects=find_objects, object_threshold=object_threshold, mode=mode)
-        return replace(result, scale=scale)
-    size = check_resampled_size(scale, width, height, max_pixels)
+        return result, [o.length_px for o in result.bacilli]
+    height, width = rgb.shape[:2]
+    size = max(1, round(width * factor)), max(1, round(height * factor))
     result = segmenter.segment(
         resample(rgb, size), find_objects=find_objects, object_threshold=object_threshold, mode=mode
     )
-    factor = size[0] / width  # the factor actually applied (the size is rounded)
-    return replace(
+    applied = size[0] / width  # the factor actually applied (the size is rounded)
+    mapped = replace(
         result,
         heatmap=resample_probabilities(result.heatmap, (width, height)),
         mask=resample_mask(result.mask, (width, height)),
         objects=resample_mask(result.objects, (width, height)),
-        bacilli=tuple(map_object(o, factor, width, height) for o in result.bacilli),
-        rejected=tuple(map_object(o, factor, width, height) for o in result.rejected),
-        scale=scale,
+        bacilli=tuple(map_object(o, applied, width, height) for o in result.bacilli),
+        rejected=tuple(map_object(o, applied, width, height) for o in result.rejected),
     )
+    return mapped, [o.length_px for o in result.bacilli]
+
+
+def _estimated(
+    segmenter: Segmenter,
+    rgb: npt.NDArray[np.uint8],
+    assumed: FieldScale,
+    reference_px: float,
+    object_threshold: float | None,
+    mode: Mode,
+    max_pixels: int | None,
+) -> Segmentation:
+    """The field read at the scale its own objects suggest (:func:`.scale_estimate.estimate_and_read`)."""
+    height, width = rgb.shape[:2]
+    largest = math.inf if max_pixels is None else math.sqrt(max_pixels / (width * height))
+    capped: list[float] = []
+
+    def read(factor: float) -> tuple[Segmentation, list[float]]:
+        if factor > largest:
+            capped.append(factor)
+            factor = largest
+        return _read(segmenter, rgb, factor, True, object_threshold, mode)
+
+    def probe(factor: float) -> list[float]:
+        share = min(1.0, math.sqrt(PROBE_PIXELS / (width * height * factor**2)))
+        h, w = max(1, round(height * share)), max(1, round(width * share))
+        y0, x0 = (height - h) // 2, (width - w) // 2
+        crop = np.ascontiguousarray(rgb[y0 : y0 + h, x0 : x0 + w])
+        return _read(segmenter, crop, factor, True, object_threshold, mode)[1]
+
+    reading = estimate_and_read(read, reference_px, probe)
+    model_um = assumed.model_microns_per_pixel
+    found = reading.estimate
+    if found is None or model_um is None:
+        objects = len(reading.result.bacilli)
+        reason = (
+            f"the scale could not be estimated from the field: {objects} kept object(s), at least {MIN_OBJECTS} "
+            "are needed; give microns_per_pixel"
+        )
+        return replace(reading.result, scale=replace(assumed, reasons=(*assumed.reasons, reason)))
+    microns = found.factor * model_um
+    said = (
+        f"pixel size estimated from the field: {found.objects} kept objects of median length "
+        f"{found.median_length_px:.1f} px against the model's {reference_px:.1f} px give {microns:.4g} µm per pixel "
+        f"(±{found.relative_error:.0%}); an estimate, give microns_per_pixel for a measured one"
+    )
+    if reading.factor == 1.0:
+        how = f"×{found.factor:.2f} lies within the range the model reads as uploaded: not resampled"
+    else:
+        how = f"read at ×{reading.factor:.3g} ({reading.readings} readings of the field or a part of it)"
+    if capped:
+        how += f"; the field at ×{capped[-1]:.3g} would be over the pixel limit, read at the largest allowed"
+    scale = FieldScale(
+        microns, ScaleSource.ESTIMATED, reading.factor, model_um, (said, how), round(found.relative_error, 4)
+    )
+    return replace(reading.result, scale=scale)

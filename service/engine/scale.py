@@ -48,6 +48,7 @@ class ScaleSource(StrEnum):
     REQUEST = "request"  # microns_per_pixel given with the request
     LAB = "lab"  # the lab profile's pixel size
     METADATA = "metadata"  # the image's own resolution (PNG pHYs, TIFF, JPEG density)
+    ESTIMATED = "estimated"  # from the lengths of the objects the model keeps on the field (scale_estimate.py)
     ASSUMED = "assumed"  # nothing known: the model's own scale is assumed
     NATIVE = "model-scale-unknown"  # the model folder declares no pixel size: the field is read as it is
 
@@ -61,12 +62,16 @@ class ModelScale:
         pixel_size_um: µm per pixel of its training fields.
         how: how it was obtained, in words (e.g. from the length of the annotated single bacilli).
         evidence: the measurements behind it (for people).
+        object_length_px: the median length of the objects the model keeps on its training fields, in its pixels:
+            the reference a field's scale is estimated against (:mod:`service.engine.scale_estimate`); None: not
+            measured, no field's scale is estimated.
     """
 
     model_id: str
     pixel_size_um: float
     how: str
     evidence: dict[str, Any]
+    object_length_px: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -87,13 +92,23 @@ class ModelScale:
             raw = json.loads(path.read_text(encoding="utf-8"))
             if raw.get("format") != FORMAT:
                 raise ModelContractError(f"{path}: format {raw.get('format')!r}, expected {FORMAT}")
-            scale = cls(str(raw["model_id"]), float(raw["pixel_size_um"]), str(raw["how"]), dict(raw["evidence"]))
+            length = raw.get("object_length_px")
+            scale = cls(
+                str(raw["model_id"]),
+                float(raw["pixel_size_um"]),
+                str(raw["how"]),
+                dict(raw["evidence"]),
+                None if length is None else float(length),
+            )
         except ModelContractError:
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelContractError(f"{path}: not a readable scale file ({exc})") from exc
         if not (math.isfinite(scale.pixel_size_um) and scale.pixel_size_um > 0):
             raise ModelContractError(f"{path}: pixel_size_um must be a positive number, got {scale.pixel_size_um}")
+        length = scale.object_length_px
+        if length is not None and not (math.isfinite(length) and length > 0):
+            raise ModelContractError(f"{path}: object_length_px must be a positive number, got {length}")
         return scale
 
 
@@ -107,6 +122,7 @@ class FieldScale:
         factor: how much the field is enlarged (> 1) or reduced (< 1) to reach the model's scale; 1: as uploaded.
         model_microns_per_pixel: the model's pixel size, when its folder declares one.
         reasons: what a person should know (an assumed scale, a factor snapped to 1).
+        relative_error: an estimated pixel size's relative standard error (None unless ``source`` is estimated).
     """
 
     microns_per_pixel: float | None
@@ -114,6 +130,12 @@ class FieldScale:
     factor: float
     model_microns_per_pixel: float | None
     reasons: tuple[str, ...] = ()
+    relative_error: float | None = None
+
+    @property
+    def measured_microns(self) -> float | None:
+        """The pixel size µm measurements may use: a given or recorded one, never an estimate."""
+        return None if self.source is ScaleSource.ESTIMATED else self.microns_per_pixel
 
     @property
     def resampled(self) -> bool:

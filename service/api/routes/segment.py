@@ -131,7 +131,7 @@ async def analyze(
         body = feature_collection(
             result.bacilli,
             result.origin.model_id,
-            result.scale.microns_per_pixel if result.scale is not None else microns_per_pixel,
+            result.scale.measured_microns if result.scale is not None else microns_per_pixel,
             rejected=result.rejected if include_rejected else (),
             filter_id=result.origin.filter_id,
         )
