@@ -67,6 +67,8 @@ SUMMARY_FIELDS = (
     "inference_seconds",
     "mode",
     "in_domain",
+    "readable",
+    "quality_reasons",
     "scale_factor",
     "scale_source",
     "detail",
@@ -193,6 +195,8 @@ class BatchRow:
                 "inference_seconds": round(r.timings.inference_ms / 1000, 3),
                 "mode": r.mode,
                 "in_domain": "" if r.domain is None else r.domain.in_domain,
+                "readable": "" if r.quality is None else r.quality.readable,
+                "quality_reasons": "" if r.quality is None else "; ".join(r.quality.reasons),
                 "scale_factor": "" if r.scale is None else r.scale.factor,
                 "scale_source": "" if r.scale is None else r.scale.source,
             }

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from service.engine.fingerprint import digest, field_fingerprint
 from service.engine.image_io import DecodedImage, decode_image
 from service.engine.postprocess import DetectedObject
+from service.engine.quality import QualityCheck
 from service.engine.rescaled import segment_at_scale
 from service.engine.scale import FieldScale, ModelScale, resolve_scale
 from service.engine.segmenter import Mode, Segmentation, Segmenter
@@ -97,14 +99,18 @@ class ScaleOut(BaseModel):
 
     microns_per_pixel: float | None = Field(description="the uploaded field's pixel size; null when not known")
     source: str = Field(
-        description="request (microns_per_pixel), lab (its profile), metadata (the image's resolution), assumed "
-        "(nothing known: the model's own scale), or model-scale-unknown (the model declares none: read as uploaded)"
+        description="request (microns_per_pixel), lab (its profile), metadata (the image's resolution), estimated "
+        "(from the lengths of the objects the model keeps on the field), assumed (nothing known: the model's own "
+        "scale), or model-scale-unknown (the model declares none: read as uploaded)"
     )
     factor: float = Field(
         description="how much the field was enlarged (> 1) or reduced (< 1) for the model; 1: as sent"
     )
     model_microns_per_pixel: float | None = Field(description="the model's training fields' pixel size")
     reasons: list[str]
+    relative_error: float | None = Field(
+        None, description="estimated: the estimated pixel size's relative standard error (µm are not measured on it)"
+    )
 
 
 class DomainOut(BaseModel):
@@ -114,6 +120,32 @@ class DomainOut(BaseModel):
     distance: float = Field(description="the largest robust z-score of its measurements against the training fields")
     limit: float = Field(description="the distance above which a field is out of the domain")
     reasons: list[str] = Field(description="each measurement beyond the limit, in words")
+
+
+class QualityCheckOut(BaseModel):
+    """One quality check's verdict."""
+
+    ok: bool
+    values: dict[str, float] = Field(description="its measurements (see docs/model-format.md, quality.json)")
+    reasons: list[str] = Field(description="why it failed, in words; empty when it passed")
+
+
+class QualityOut(BaseModel):
+    """Whether a count on the field can mean anything (:mod:`service.engine.quality`)."""
+
+    readable: bool = Field(description="every check passed: focus, exposure, stain and smear")
+    checks: dict[str, QualityCheckOut]
+    reasons: list[str] = Field(description="every failed check's reason, e.g. 'out of focus: sharpness 1.12, …'")
+
+    @classmethod
+    def of(cls, q: QualityCheck) -> QualityOut:
+        return cls(
+            readable=q.readable,
+            checks={
+                name: QualityCheckOut(ok=c.ok, values=c.values, reasons=list(c.reasons)) for name, c in q.checks.items()
+            },
+            reasons=list(q.reasons),
+        )
 
 
 class FieldSummary(BaseModel):
@@ -157,6 +189,18 @@ class FieldSummary(BaseModel):
         description="whether the field looks like the model's training fields; null when its folder describes no "
         "domain (a slide of out-of-domain fields is never decided automatically)",
     )
+    quality: QualityOut | None = Field(
+        None,
+        description="whether the field is readable (focus, exposure, stain, a ZN smear at all); an unreadable field "
+        "is still segmented, but its count does not count towards a slide's examined fields; null when the model "
+        "folder has no quality limits",
+    )
+    sha256: str | None = Field(None, description="SHA-256 of the image's bytes as sent")
+    fingerprint: str | None = Field(
+        None,
+        description="the field's stain density on a 32×32 grid (base64): a slide counts a field sent twice once "
+        "(service/engine/fingerprint.py)",
+    )
 
 
 class AnalyzedField(FieldSummary):
@@ -179,6 +223,8 @@ class FieldOptions:
         lab_pixel_size_um: the lab profile's pixel size, when it declares one.
         lab_id, lab_version: the lab profile the field is read with (its operating point is the object threshold),
             or None.
+        estimate_scale: when nothing tells the field's pixel size, estimate it from the field's own kept objects
+            (:mod:`service.engine.scale_estimate`) rather than assume the model's.
     """
 
     find_objects: bool = True
@@ -188,6 +234,7 @@ class FieldOptions:
     lab_pixel_size_um: float | None = None
     lab_id: str | None = None
     lab_version: int | None = None
+    estimate_scale: bool = True
 
     def scale_of(self, model: ModelScale | None, image: DecodedImage) -> FieldScale:
         """The scale ``image`` is read at for a model of scale ``model`` (:func:`~service.engine.scale.resolve_scale`:
@@ -210,19 +257,23 @@ class FieldResult:
         segmentation: heatmap, masks, bacilli and their origin.
         decode_seconds: time spent decoding.
         options: what was asked.
+        fingerprint: the field's stain-density map (:mod:`service.engine.fingerprint`), when computed.
+        sha256: its bytes' digest, when known.
     """
 
     image: DecodedImage
     segmentation: Segmentation
     decode_seconds: float
     options: FieldOptions = FieldOptions()
+    fingerprint: str | None = None
+    sha256: str | None = None
 
     def summary(self, include_rejected: bool = False, outlines: bool = False) -> FieldSummary:
         """The per-field summary (µm measurements with the options' pixel size); ``rejected`` is listed only with
         ``include_rejected``, each object's outline only with ``outlines``."""
         s, origin = self.segmentation, self.segmentation.origin
         scale = s.scale
-        microns_per_pixel = scale.microns_per_pixel if scale is not None else self.options.microns_per_pixel
+        microns_per_pixel = scale.measured_microns if scale is not None else self.options.microns_per_pixel
         return FieldSummary(
             model_id=origin.model_id,
             filter_id=origin.filter_id,
@@ -244,6 +295,7 @@ class FieldResult:
                     factor=round(scale.factor, 6),
                     model_microns_per_pixel=scale.model_microns_per_pixel,
                     reasons=list(scale.reasons),
+                    relative_error=scale.relative_error,
                 )
                 if scale is not None
                 else None
@@ -267,6 +319,9 @@ class FieldResult:
                 if s.domain is not None
                 else None
             ),
+            quality=QualityOut.of(s.quality) if s.quality is not None else None,
+            sha256=self.sha256,
+            fingerprint=self.fingerprint,
         )
 
     def analyzed(self, total_seconds: float, include_rejected: bool = False, outlines: bool = False) -> AnalyzedField:
@@ -309,5 +364,8 @@ def segment_field(
         object_threshold=options.object_threshold,
         mode=options.mode,
         max_pixels=max_pixels,
+        estimate=options.estimate_scale,
     )
-    return FieldResult(decoded, result, decoded_at - started, options)
+    return FieldResult(
+        decoded, result, decoded_at - started, options, field_fingerprint(decoded.rgb), digest(data)
+    )

@@ -274,4 +274,5 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
             ),
             domain_path=folder.domain,
             scale_path=folder.scale,
+            quality_path=folder.quality,
         )

@@ -173,10 +173,15 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
         "fast_variants.json",
         "object_filter.onnx",
         "patch_cnn.keras",
+        "quality.json",
         "scale.json",
     ]
     scale = json.loads((folder / "scale.json").read_text())  # the pixel size it was trained at, and how it is known
     assert scale["model_id"] == default and scale["pixel_size_um"] > 0 and "estimated from" in scale["how"]
+    assert scale["object_length_px"] > 0  # the reference a field's own scale is estimated against
+    quality = json.loads((folder / "quality.json").read_text())  # the quality check's limits and how they were chosen
+    assert quality["model_id"] == default and "validation fields of every lab" in quality["source"]
+    assert "## Field quality" in card_text(folder)
     assert "## Scale" in card_text(folder) and f"{scale['pixel_size_um']:.4g} µm per pixel" in card_text(folder)
     for fast in ("bacilli_coarse.onnx", "bacilli_coarse.int8.onnx", "bacilli_dense.int8.onnx"):
         fast_meta = {p.key: p.value for p in onnx.load(str(folder / fast)).metadata_props}

@@ -21,6 +21,7 @@ Commands:
              (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
     lab-profile  write a lab's profile (labs/<lab_id>/profile.json) from its confirmed-negative fields and
              annotated positives: its operating point and the false-bacilli rate its slides are decided on
+    quality     choose the field quality check's limits on every lab's validation fields (quality.json)
     pixel-size  measure a lab's rods in its single-bacillus boxes: its pixel size; with --model, write the folder's
              scale.json (the pixel size of its training fields, which the service resamples every field to)
     simulate-slides  decide simulated slides of a lab's negative fields and annotated bacilli, and of the model's
@@ -52,6 +53,8 @@ from training.paths import (
     SHIPPED_MODEL,
     UFAM_DDS1,
     UFAM_DDS1_SPLIT,
+    ZNSM_MS1,
+    ZNSM_MS1_SPLIT,
     ZNSM_MS2,
     ZNSM_MS2_SPLIT,
 )
@@ -686,26 +689,75 @@ def run_lab_profile(args: argparse.Namespace) -> int:
 
 def add_pixel_size(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     size = commands.add_parser(
-        "pixel-size", help="a lab's pixel size from its annotated rods; with --model, write the folder's scale.json"
+        "pixel-size",
+        help="a lab's pixel size from its annotated rods (with --model, write the folder's scale.json), or estimated "
+        "from its unannotated fields by a model (--estimate)",
     )
     size.add_argument("--data", type=Path, default=ZNSM_MS2, help="annotated fields (default: %(default)s)")
     size.add_argument("--split", type=Path, help="a split of them: only --subset's fields are measured")
     size.add_argument("--subset", default="train", choices=["train", "validation", "test"])
     size.add_argument("--model", type=Path, help="a model folder trained on these fields: write its scale.json")
+    size.add_argument(
+        "--estimate",
+        action="store_true",
+        help="estimate the pixel size of --data's fields (any images, no annotation needed) from the lengths of the "
+        "objects --model keeps on them, pooled; prints JSON and writes nothing",
+    )
+
+
+def _images_of(folder: Path, ids: tuple[str, ...] | None) -> list[Path]:
+    from training.data.dataset import discover_fields
+
+    try:
+        fields = discover_fields(folder)
+    except (OSError, ValueError):
+        fields = []
+    if fields:
+        return [f.image for f in fields if ids is None or f.field_id in set(ids)]
+    suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)
 
 
 def run_pixel_size(args: argparse.Namespace) -> int:
     import json
 
+    from service.engine.loading import SegmenterConfig, load_segmenter
     from service.engine.model_folder import CARD_MD, open_folder
     from service.engine.scale import ModelScale
     from training.data.rod_sizes import ROD_LENGTH_UM, fields_of, measure_rods
     from training.data.split import DatasetSplit
+    from training.evaluation.object_lengths import estimate_lab, reference_length
     from training.model.card_sections import replace_section
 
     ids = tuple(getattr(DatasetSplit.load(args.split), args.subset)) if args.split else None
-    rods = measure_rods(fields_of(args.data, ids))
     which = f"{args.subset} fields of {args.split.name}" if args.split else "all fields"
+    if args.estimate:
+        if args.model is None:
+            raise ValueError("--estimate needs --model: the folder whose scale.json holds the reference length")
+        segmenter = load_segmenter(SegmenterConfig.of_folder(open_folder(args.model)))
+        model = segmenter.scale
+        if model is None or model.object_length_px is None:
+            raise ValueError(
+                f"{args.model}: its scale.json has no object_length_px (python -m training pixel-size --model …)"
+            )
+        images = _images_of(args.data, ids)
+        if not images:
+            raise ValueError(f"{args.data}: no image found")
+        found = estimate_lab(segmenter, images, model.object_length_px)
+        microns = found.microns(model.pixel_size_um)
+        record = {
+            "data": str(args.data),
+            "fields": len(images),
+            "model_id": model.model_id,
+            "model_pixel_size_um": model.pixel_size_um,
+            "factor": None if found.factor is None else round(found.factor, 4),
+            "pixel_size_um": None if microns is None else round(microns, 5),
+            "rounds": found.rounds,
+            "per_field_factor": [None if f is None else round(f, 3) for f in found.per_field],
+        }
+        sys.stdout.write(json.dumps(record, indent=1) + "\n")
+        return 0 if found.factor is not None else 1
+    rods = measure_rods(fields_of(args.data, ids))
     measured = {"data": str(args.data), "fields": which, "pixel_size_um": round(rods.pixel_size_um, 5)}
     sys.stdout.write(json.dumps({**measured, **rods.evidence()}, indent=1) + "\n")
     if args.model is not None:
@@ -715,14 +767,70 @@ def run_pixel_size(args: argparse.Namespace) -> int:
             f"length {rods.length_px_median:.1f} px against the {ROD_LENGTH_UM:g} µm typical of M. tuberculosis "
             "(2-4 µm: about ±33% in absolute terms; the ratio between two labs measured alike is what resampling uses)"
         )
-        scale = ModelScale(folder.model_id, round(rods.pixel_size_um, 5), how, rods.evidence())
+        segmenter = load_segmenter(SegmenterConfig.of_folder(folder))
+        reference = reference_length(segmenter, _images_of(args.data, ids))
+        scale = ModelScale(
+            folder.model_id,
+            round(rods.pixel_size_um, 5),
+            how,
+            {**rods.evidence(), **reference.evidence()},
+            round(reference.median_px, 2),
+        )
         log.info("%s: %.4g µm per pixel (%s)", scale.write(folder.path), scale.pixel_size_um, how)
         section = (
             f"## Scale\n\nTrained on fields of **{scale.pixel_size_um:.4g} µm per pixel** (`scale.json`), {how}. The "
             "service reads every field at this scale: give a field's pixel size (`microns_per_pixel`, a lab "
-            "profile's, or the image's resolution) and it is resampled to it; with none, this scale is assumed.\n"
+            "profile's, or the image's resolution) and it is resampled to it. With none, the scale is estimated from "
+            f"the field's kept objects against their median length here, {reference.median_px:.1f} px over "
+            f"{reference.objects} objects of {reference.fields} fields (`object_length_px`), and the field is "
+            "resampled only where that estimate lies outside the range the model reads as it is; with too few "
+            "objects this scale is assumed.\n"
         )
         replace_section(folder.path / CARD_MD, "## Scale", section)
+    return 0
+
+
+def add_quality(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    quality = commands.add_parser(
+        "quality", help="choose the field quality check's limits on every lab's validation fields (quality.json)"
+    )
+    quality.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    quality.add_argument("--ms2", type=Path, default=ZNSM_MS2, help="(default: %(default)s)")
+    quality.add_argument("--ms2-split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
+    quality.add_argument("--ms1", type=Path, default=ZNSM_MS1, help="(default: %(default)s)")
+    quality.add_argument("--ms1-split", type=Path, default=ZNSM_MS1_SPLIT, help="(default: %(default)s)")
+    quality.add_argument("--ufam", type=Path, default=UFAM_DDS1, help="(default: %(default)s)")
+    quality.add_argument("--ufam-split", type=Path, default=UFAM_DDS1_SPLIT, help="(default: %(default)s)")
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    from service.engine.model_folder import CARD_MD, QUALITY_JSON, open_folder
+    from training.evaluation.quality_fit import fit_limits, lab_fields
+    from training.model.card_sections import replace_section
+
+    folder = open_folder(args.model)
+    labs = lab_fields(args.ms2, args.ms2_split, args.ms1, args.ms1_split, args.ufam, args.ufam_split, "validation")
+    model = fit_limits(folder.model_id, labs)
+    model.write(folder.path / QUALITY_JSON)
+    readable = model.evidence["validation_fields_readable"]
+    log.info(
+        "%s: %s of %s validation fields readable",
+        folder.path / QUALITY_JSON,
+        readable,
+        model.evidence["validation_fields"],
+    )
+    rows = "\n".join(
+        f"| {name} | {'' if limit.low is None else f'{limit.low:.4g}'} | "
+        f"{'' if limit.high is None else f'{limit.high:.4g}'} |"
+        for name, limit in model.limits.items()
+    )
+    section = (
+        "## Field quality\n\nEvery field is checked before its count is believed (`quality.json`: focus, exposure, "
+        f"stain, and whether it is a ZN smear at all). Limits chosen on {model.source}; {model.rule}. "
+        f"{readable} of {model.evidence['validation_fields']} validation fields read as readable.\n\n"
+        f"| measurement | low | high |\n| --- | --- | --- |\n{rows}\n"
+    )
+    replace_section(folder.path / CARD_MD, "## Field quality", section)
     return 0
 
 
@@ -786,6 +894,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "domain": (add_domain, run_domain),
     "lab-profile": (add_lab_profile, run_lab_profile),
     "pixel-size": (add_pixel_size, run_pixel_size),
+    "quality": (add_quality, run_quality),
     "simulate-slides": (add_simulate_slides, run_simulate_slides),
     "ship": (add_ship, run_ship),
 }

@@ -15,6 +15,7 @@ ZNSM_MS1 = SHARED_DATA / "znsm-ms1"  # the same database's other microscope (ano
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 ZNSM_MS2_SPLIT = SPLITS_DIR / "znsm-ms2.json"
 UFAM_DDS1_SPLIT = SPLITS_DIR / "ufam-dds1.json"  # by slide
+ZNSM_MS1_SPLIT = SPLITS_DIR / "znsm-ms1.json"
 
 MODELS_DIR = REPO_ROOT / "models"
 LABS_DIR = REPO_ROOT / "labs"  # lab profiles: labs/<lab_id>/profile.json

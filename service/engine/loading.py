@@ -17,6 +17,7 @@ from service.engine.fast import FastNetworks, FastSettings
 from service.engine.model import OnnxModel
 from service.engine.model_folder import ModelFolder, check_pair
 from service.engine.object_filter import ObjectFilter
+from service.engine.quality import QualityModel
 from service.engine.scale import ModelScale
 from service.engine.segmenter import Segmenter
 
@@ -44,6 +45,7 @@ class SegmenterConfig:
         fast_settings: how fast mode screens and refines.
         domain_path: the folder's ``domain.json`` (None: fields are not checked against a domain).
         scale_path: the folder's ``scale.json`` (None: the model declares no pixel size; fields are read as given).
+        quality_path: the folder's ``quality.json`` (None: fields get no quality check).
     """
 
     model_path: Path
@@ -60,6 +62,7 @@ class SegmenterConfig:
     fast_settings: FastSettings = field(default_factory=FastSettings)
     domain_path: Path | None = None
     scale_path: Path | None = None
+    quality_path: Path | None = None
 
     @classmethod
     def of_folder(cls, folder: ModelFolder, domain: bool = False) -> SegmenterConfig:
@@ -72,6 +75,7 @@ class SegmenterConfig:
             fast_paths=folder.fast_networks("fp32")[0],
             domain_path=folder.domain if domain else None,
             scale_path=folder.scale,
+            quality_path=folder.quality if domain else None,
         )
 
 
@@ -121,6 +125,11 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         scale = ModelScale.load(config.scale_path)
         _same_model(config.scale_path, scale.model_id, model.meta.model_id, "pixel-size")
         log.info("model scale: %.4g µm per pixel (%s)", scale.pixel_size_um, scale.how)
+    quality = None
+    if config.quality_path is not None:
+        quality = QualityModel.load(config.quality_path)
+        _same_model(config.quality_path, quality.model_id, model.meta.model_id, "quality")
+        log.info("field quality check: %s", quality.source)
     return Segmenter(
         model,
         tile_px=config.tile_px,
@@ -133,4 +142,5 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         fast_settings=config.fast_settings,
         domain=domain,
         scale=scale,
+        quality=quality,
     )

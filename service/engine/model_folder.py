@@ -36,6 +36,7 @@ OBJECT_FILTER_ONNX = "object_filter.onnx"
 CARD_MD = "MODEL_CARD.md"
 PATCH_KERAS = "patch_cnn.keras"
 DOMAIN_JSON = "domain.json"
+QUALITY_JSON = "quality.json"  # as service.engine.quality.QUALITY_JSON
 SCALE_JSON = "scale.json"  # as service.engine.scale.SCALE_JSON
 DEFAULT_MARKER = "DEFAULT_MODEL"
 COARSE_ONNX = "bacilli_coarse.onnx"
@@ -79,6 +80,12 @@ class ModelFolder:
     def domain(self) -> Path | None:
         """Its training domain's description (``python -m training domain`` writes it), when it has one."""
         path = self.path / DOMAIN_JSON
+        return path if path.is_file() else None
+
+    @property
+    def quality(self) -> Path | None:
+        """The limits of its field quality check (``python -m training quality`` writes them), when it has them."""
+        path = self.path / QUALITY_JSON
         return path if path.is_file() else None
 
     @property

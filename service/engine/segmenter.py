@@ -22,6 +22,7 @@ from service.engine.modes import resolve_mode, unavailable
 from service.engine.object_filter import ObjectFilter
 from service.engine.passes import ExactPass, FastPass, InferencePass
 from service.engine.postprocess import DetectedObject, find_bacilli
+from service.engine.quality import QualityCheck, QualityModel
 from service.engine.scale import FieldScale, ModelScale
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class Segmentation:
         coarse_seconds: fast mode: the coarse pass's share of ``infer_seconds`` (None in exact mode).
         domain: the field against the model's training domain (None when the model folder describes none).
         scale: the scale it was read at (:func:`service.engine.rescaled.segment_at_scale`); None when read as given.
+        quality: whether the field is readable (:mod:`service.engine.quality`); None when the model folder has no
+            limits for it.
     """
 
     origin: Origin
@@ -85,6 +88,7 @@ class Segmentation:
     coarse_seconds: float | None = None
     domain: DomainCheck | None = None
     scale: FieldScale | None = None
+    quality: QualityCheck | None = None
 
     @property
     def heatmap_exact(self) -> bool:
@@ -132,6 +136,7 @@ class Segmenter:
         fast_settings: how fast mode screens and refines.
         domain: the model's training domain: each field is checked against it (:mod:`service.engine.domain`).
         scale: the pixel size of the model's training fields (:mod:`service.engine.scale`); None: not declared.
+        quality: the limits of the field quality check (:mod:`service.engine.quality`); None: no check.
 
     A ``threshold`` or ``min_object_px`` that differs from the filter's is used, logged once as a warning and
     listed in :attr:`overrides`.
@@ -150,6 +155,7 @@ class Segmenter:
         fast_settings: FastSettings | None = None,
         domain: DomainModel | None = None,
         scale: ModelScale | None = None,
+        quality: QualityModel | None = None,
     ) -> None:
         largest = model.largest_tile_px(batch_tiles)
         if largest is not None and tile_px > largest:
@@ -192,6 +198,7 @@ class Segmenter:
         self.fast_settings = fast_settings or FastSettings()
         self.domain = domain
         self.scale = scale
+        self.quality = quality
         passes: list[InferencePass] = [ExactPass(model, tile_px, batch_tiles)]
         if fast is not None:
             passes.append(FastPass(fast, self.fast_settings))
@@ -280,6 +287,7 @@ class Segmenter:
         started = time.perf_counter()
         origin = self.origin(object_threshold, inference.mode)
         domain = self.domain.check(rgb) if self.domain is not None else None
+        quality = self.quality.check(rgb) if self.quality is not None else None
         field = self.prepare(rgb, background)
         inferred_pass = inference.run(field, self.threshold)
         heatmap = inferred_pass.heatmap
@@ -306,6 +314,7 @@ class Segmenter:
             refined_tiles=inferred_pass.refined_tiles,
             coarse_seconds=inferred_pass.coarse_seconds,
             domain=domain,
+            quality=quality,
         )
 
     def warm_up(self, mode: Mode = Mode.EXACT) -> float:

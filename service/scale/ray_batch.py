@@ -15,7 +15,8 @@ fields done, skipped and failed, fields per second, and each worker's throughput
 
 Per-field Parquet columns (:data:`FIELD_SCHEMA`): ``field_id`` (path or URI), ``slide_id``, ``name``, ``status``
 (done | failed), ``error``, ``model_id``, ``filter_id``, ``mode``, ``precision``, ``width``, ``height``, ``count``,
-``estimated_bacilli``, ``candidates``, ``in_domain`` (the domain check; null without one), ``scale_factor`` and
+``estimated_bacilli``, ``candidates``, ``in_domain`` (the domain check; null without one), ``readable`` and
+``quality_reasons`` (the quality check; null without one), ``scale_factor`` and
 ``scale_source`` (the scale it was read at), ``inference_ms``,
 ``total_ms``, ``result`` (the field's ``/v1/analyze`` answer as JSON: bacilli with boxes, centroids, scores;
 rejected candidates; the domain check; timings), ``mask_png`` and
@@ -72,6 +73,8 @@ FIELD_SCHEMA = pa.schema(
         ("estimated_bacilli", pa.int32()),
         ("candidates", pa.int32()),
         ("in_domain", pa.bool_()),
+        ("readable", pa.bool_()),
+        ("quality_reasons", pa.string()),
         ("scale_factor", pa.float64()),
         ("scale_source", pa.string()),
         ("inference_ms", pa.float64()),
@@ -188,6 +191,8 @@ class FieldSegmenter:
             "estimated_bacilli": analyzed.estimated_bacilli,
             "candidates": analyzed.candidates,
             "in_domain": analyzed.domain.in_domain if analyzed.domain is not None else None,
+            "readable": analyzed.quality.readable if analyzed.quality is not None else None,
+            "quality_reasons": "; ".join(analyzed.quality.reasons) if analyzed.quality is not None else None,
             "scale_factor": analyzed.scale.factor if analyzed.scale is not None else None,
             "scale_source": analyzed.scale.source if analyzed.scale is not None else None,
             "inference_ms": analyzed.timings.inference_ms,

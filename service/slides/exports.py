@@ -25,7 +25,7 @@ from pathlib import PurePath
 
 from service.engine.geojson import CLASS_COLOUR, CLASS_NAME, REJECTED_COLOUR, REJECTED_NAME
 from service.slides.model import ObjectSource, Slide, SlideField, SlideObject
-from service.slides.report import SlideReport
+from service.slides.report import SlideFieldOut, SlideReport
 
 BACILLUS_LABEL = "single bacillus"  # a label training's parse_label reads
 CLUMP_LABEL = "bacilli cluster"
@@ -208,6 +208,15 @@ def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
+def _counted(f: SlideFieldOut) -> str:
+    """Whether a field counts towards the fields examined, and why not."""
+    if f.duplicate_of is not None:
+        return f"no: repeats field {f.duplicate_of + 1}"
+    if f.readable is False:
+        return "no: " + (f.quality_reasons[0] if f.quality_reasons else "unreadable")
+    return "yes"
+
+
 def report_html(report: SlideReport) -> str:
     """A printable slide report: slide id, the decision with its reasons and evidence, fields examined, AFB per
     field (automatic and reviewed), grades, model and mode, who reviewed and signed."""
@@ -216,7 +225,7 @@ def report_html(report: SlideReport) -> str:
     signature = review.signature
     rows = "\n".join(
         f"<tr><td>{f.index + 1}</td><td>{e(f.name)}</td><td>{f.afb}</td><td>{f.reviewed_afb}</td>"
-        f"<td>{f.objects_reviewed}</td></tr>"
+        f"<td>{f.objects_reviewed}</td><td>{e(_counted(f))}</td></tr>"
         for f in report.fields
     )
     signed = (
@@ -264,7 +273,7 @@ last review: {_when(review.last_reviewed_at)}</p>
 <h2>Needs review</h2><ul>{reasons}</ul>
 <h2>AFB per field</h2>
 <table><thead><tr><th>#</th><th>field</th><th>AFB (automatic)</th><th>AFB (reviewed)</th><th>objects reviewed</th>
-</tr></thead><tbody>
+<th>counted</th></tr></thead><tbody>
 {rows}
 </tbody></table>
 <p><small>Grades on the WHO/IUATLD scale. Printed {_when(time.time())}.</small></p>

@@ -55,4 +55,8 @@ def slide_field(
         domain_reasons=tuple(summary.domain.reasons) if summary.domain else (),
         lab_id=summary.lab_id,
         lab_version=summary.lab_version,
+        readable=summary.quality.readable if summary.quality else None,
+        quality_reasons=tuple(summary.quality.reasons) if summary.quality else (),
+        sha256=summary.sha256,
+        fingerprint=summary.fingerprint,
     )

@@ -96,6 +96,10 @@ class SlideField:
         domain_distance: its distance from them (robust SD); None when not checked.
         domain_reasons: why it is out of the domain.
         lab_id, lab_version: the lab profile it was read with (its operating point), or None.
+        readable: whether its quality check passed; None when not checked (the model folder has no limits).
+        quality_reasons: why it is unreadable.
+        sha256, fingerprint: its bytes' digest and stain-density map (:mod:`service.engine.fingerprint`): the same
+            field sent twice is counted once.
     """
 
     name: str
@@ -116,6 +120,10 @@ class SlideField:
     domain_reasons: tuple[str, ...] = ()
     lab_id: str | None = None
     lab_version: int | None = None
+    readable: bool | None = None
+    quality_reasons: tuple[str, ...] = ()
+    sha256: str | None = None
+    fingerprint: str | None = None
 
     @property
     def afb(self) -> int:

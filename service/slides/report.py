@@ -4,21 +4,29 @@ it.
 One schema for ``GET /v1/slides/{id}``, a finished job's ``slide`` and the batch command's ``slide.json``. Both
 figures are kept: the automatic ones (what the model counted) at the top level, and under ``review`` the ones
 after a technician accepted, rejected or added objects (equal to the automatic ones until somebody reviews).
+
+Only readable fields count (:class:`Counted`): a field whose quality check failed (:mod:`service.engine.quality`)
+is listed with its reasons but is not a field examined, so a negative or scanty grade needs 100 readable fields; a
+field that repeats an earlier one (the same bytes, or the same stain map: :mod:`service.engine.fingerprint`) is
+counted once; and a slide whose fields are mostly unreadable is ``review``, saying so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from service.engine.fingerprint import duplicates
 from service.engine.grading import SlideGrade, grade_slide
 from service.engine.lab_profile import LabProfile
 from service.engine.slide_decision import FieldEvidence, ModelEvidence, SlideDecision, decide
 from service.slides.model import Decision, ObjectSource, Slide, SlideField
 from service.slides.review_decision import ReviewedDecision, reviewed_decision
+
+D = TypeVar("D", SlideDecision, ReviewedDecision)
 
 
 class SlideFieldOut(BaseModel):
@@ -47,6 +55,16 @@ class SlideFieldOut(BaseModel):
     lab_version: int | None = None
     domain_distance: float | None = Field(None, description="its distance from them, in robust SD")
     domain_reasons: list[str] = Field(default_factory=list, description="why it is out of the model's domain")
+    readable: bool | None = Field(
+        None, description="whether its quality check passed (focus, exposure, stain, a smear); null: not checked"
+    )
+    quality_reasons: list[str] = Field(default_factory=list, description="why it is unreadable")
+    duplicate_of: int | None = Field(
+        None, description="the index of the earlier field it repeats (the same image, or nearly): counted once"
+    )
+    counted: bool = Field(
+        True, description="whether it counts towards the fields examined and the grade: readable and not a repeat"
+    )
 
 
 class SignatureOut(BaseModel):
@@ -184,7 +202,7 @@ def _review(
     )
 
 
-def _field_out(slide_id: str, index: int, f: SlideField) -> SlideFieldOut:
+def _field_out(slide_id: str, index: int, f: SlideField, duplicate_of: int | None) -> SlideFieldOut:
     return SlideFieldOut(
         index=index,
         name=f.name,
@@ -207,7 +225,47 @@ def _field_out(slide_id: str, index: int, f: SlideField) -> SlideFieldOut:
         domain_reasons=list(f.domain_reasons),
         lab_id=f.lab_id,
         lab_version=f.lab_version,
+        readable=f.readable,
+        quality_reasons=list(f.quality_reasons),
+        duplicate_of=duplicate_of,
+        counted=duplicate_of is None and f.readable is not False,
     )
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Which of a slide's fields count: readable and not a repeat of an earlier field (module docstring)."""
+
+    slide: Slide  # the slide with its counted fields only
+    repeats: list[int | None]  # per field, the earlier field it repeats
+    reasons: tuple[str, ...]  # what a person should know about the fields left out
+    mostly_unreadable: str | None  # the reason a slide is review for its unreadable fields
+
+    @classmethod
+    def of(cls, slide: Slide) -> Counted:
+        repeats = duplicates([(f.sha256, f.fingerprint) for f in slide.fields])
+        unreadable = [i for i, f in enumerate(slide.fields) if repeats[i] is None and f.readable is False]
+        counted = tuple(f for i, f in enumerate(slide.fields) if repeats[i] is None and f.readable is not False)
+        reasons: list[str] = []
+        if unreadable:
+            listed = "; ".join(
+                f"field {i} ({slide.fields[i].quality_reasons[0] if slide.fields[i].quality_reasons else 'unreadable'})"
+                for i in unreadable[:5]
+            )
+            more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+            reasons.append(f"{len(unreadable)} unreadable field(s) not counted as examined: {listed}{more}")
+        repeated = [(i, j) for i, j in enumerate(repeats) if j is not None]
+        if repeated:
+            pairs = ", ".join(f"field {i} = field {j}" for i, j in repeated[:5])
+            reasons.append(f"{len(repeated)} field(s) repeat an earlier one and are counted once ({pairs})")
+        distinct = len(slide.fields) - len(repeated)
+        mostly = None
+        if distinct and len(unreadable) * 2 > distinct:
+            mostly = (
+                f"most of its fields are unreadable ({len(unreadable)} of {distinct}): re-photograph them "
+                "(the reasons are listed per field)"
+            )
+        return cls(replace(slide, fields=counted), repeats, tuple(reasons), mostly)
 
 
 def _evidence_of(slide: Slide) -> list[FieldEvidence]:
@@ -241,15 +299,18 @@ def slide_report(
     profiles (by lab id); ``more_reasons`` (e.g.
     fields that could not be read) are added to the review reasons and make it need review."""
     evidence = evidence or {}
-    fields = [_field_out(slide.slide_id, i, f) for i, f in enumerate(slide.fields)]
-    if not fields:
-        automatic = decide(_evidence_of(slide), None, evidence, labs)
+    counted = Counted.of(slide)
+    fields = [_field_out(slide.slide_id, i, f, counted.repeats[i]) for i, f in enumerate(slide.fields)]
+    more_reasons = (*more_reasons, *counted.reasons)
+    everything, slide = slide, counted.slide
+    if not slide.fields:
+        automatic = _mostly_unreadable(decide(_evidence_of(slide), None, evidence, labs), counted)
         return SlideReport(
             slide_id=slide.slide_id,
             created_at=slide.created_at,
-            models=[],
-            modes=[],
-            fields=[],
+            models=everything.model_ids,
+            modes=list(dict.fromkeys(f.mode for f in everything.fields)),
+            fields=fields,
             fields_examined=0,
             total_afb=0,
             afb_per_field=None,
@@ -258,11 +319,11 @@ def slide_report(
             report=None,
             fields_needed=None,
             needs_review=True,
-            reasons=["no field examined yet", *more_reasons],
+            reasons=["no readable field examined yet" if everything.fields else "no field examined yet", *more_reasons],
             **_decision_fields(automatic),
-            review=_review(slide, None, more_reasons, reviewed_decision(slide, None, automatic, automatic)),
+            review=_review(everything, None, more_reasons, reviewed_decision(slide, None, automatic, automatic)),
         )
-    grade = grade_slide([f.afb for f in fields])
+    grade = grade_slide([f.afb for f in slide.fields])
     models = slide.model_ids
     mixed = (
         (f"its fields were read by {len(models)} models ({', '.join(models)}): their counts are not comparable",)
@@ -270,14 +331,14 @@ def slide_report(
         else ()
     )
     reasons = [*grade.reasons, *mixed, *more_reasons]
-    automatic = decide(_evidence_of(slide), grade, evidence, labs)
+    automatic = _mostly_unreadable(decide(_evidence_of(slide), grade, evidence, labs), counted)
     reviewed = grade_slide([f.reviewed_afb for f in slide.fields])
-    on_reviewed = decide(_evidence_of(slide), reviewed, evidence, labs)
+    on_reviewed = _mostly_unreadable(decide(_evidence_of(slide), reviewed, evidence, labs), counted)
     return SlideReport(
         slide_id=slide.slide_id,
         created_at=slide.created_at,
         models=models,
-        modes=list(dict.fromkeys(f.mode for f in slide.fields)),
+        modes=list(dict.fromkeys(f.mode for f in everything.fields)),
         fields=fields,
         fields_examined=grade.fields_examined,
         total_afb=grade.total_afb,
@@ -290,6 +351,16 @@ def slide_report(
         reasons=reasons,
         **_decision_fields(automatic),
         review=_review(
-            slide, reviewed, (*mixed, *more_reasons), reviewed_decision(slide, reviewed, automatic, on_reviewed)
+            everything,
+            reviewed,
+            (*mixed, *more_reasons),
+            _mostly_unreadable(reviewed_decision(slide, reviewed, automatic, on_reviewed), counted),
         ),
     )
+
+
+def _mostly_unreadable(decided: D, counted: Counted) -> D:
+    """``decided``, made ``review`` when most of the slide's fields are unreadable."""
+    if counted.mostly_unreadable is None:
+        return decided
+    return replace(decided, decision="review", reasons=(counted.mostly_unreadable, *decided.reasons))

@@ -96,6 +96,10 @@ FIELD_COLUMNS_ADDED = (
     ("domain_reasons", "TEXT"),  # JSON list
     ("lab_id", "TEXT"),  # the lab profile the field was read with
     ("lab_version", "INTEGER"),
+    ("readable", "INTEGER"),  # the quality check: 1 readable, 0 not, NULL not checked
+    ("quality_reasons", "TEXT"),  # JSON list
+    ("sha256", "TEXT"),  # the image's bytes
+    ("fingerprint", "TEXT"),  # its stain-density map (service.engine.fingerprint)
 )
 
 OBJECT_COLUMNS = "number, origin, x, y, bbox, outline, score, estimated_count, decision, reviewer, reviewed_at"
@@ -161,8 +165,8 @@ class SlideStore:
                     self._db.execute(
                         "INSERT INTO slide_fields (slide_id, position, name, objects, estimated_bacilli, width, "
                         "height, model_id, filter_id, added_at, mode, job_id, job_field, objects_kept, in_domain, "
-                        "domain_distance, domain_reasons, lab_id, lab_version) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "domain_distance, domain_reasons, lab_id, lab_version, readable, quality_reasons, sha256, "
+                        "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             slide_id,
                             last + offset,
@@ -183,6 +187,10 @@ class SlideStore:
                             json.dumps(list(f.domain_reasons)) if f.domain_reasons else None,
                             f.lab_id,
                             f.lab_version,
+                            None if f.readable is None else int(f.readable),
+                            json.dumps(list(f.quality_reasons)) if f.quality_reasons else None,
+                            f.sha256,
+                            f.fingerprint,
                         ),
                     )
                     for o in f.objects:
@@ -221,7 +229,8 @@ class SlideStore:
             rows = self._db.execute(
                 "SELECT position, name, objects, estimated_bacilli, width, height, model_id, filter_id, added_at, "
                 "mode, job_id, job_field, objects_kept, in_domain, domain_distance, domain_reasons, lab_id, "
-                "lab_version FROM slide_fields WHERE slide_id = ? ORDER BY position",
+                "lab_version, readable, quality_reasons, sha256, fingerprint FROM slide_fields WHERE slide_id = ? "
+                "ORDER BY position",
                 (slide_id,),
             ).fetchall()
             object_rows = self._db.execute(
@@ -256,6 +265,10 @@ class SlideStore:
                 domain_reasons=tuple(json.loads(r[15])) if r[15] else (),
                 lab_id=r[16],
                 lab_version=r[17],
+                readable=None if r[18] is None else bool(r[18]),
+                quality_reasons=tuple(json.loads(r[19])) if r[19] else (),
+                sha256=r[20],
+                fingerprint=r[21],
             )
             for r in rows
         )

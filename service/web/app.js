@@ -279,6 +279,7 @@ function render() {
     const bar = document.createElement("progress");
     bar.max = 1;
     bar.setAttribute("aria-label", `${entry.name} progress`);
+    let warning = null;
     if (entry.kind === "field") {
       const f = entry.field;
       counts.textContent = f.reviewed_afb === f.afb ? `${f.afb} AFB` : `${f.afb} → ${f.reviewed_afb} AFB`;
@@ -287,6 +288,16 @@ function render() {
       if (f.in_domain === false) {
         status.classList.add("error");
         button.title = f.domain_reasons.join("\n");
+      }
+      // an unreadable or repeated field says so first, before its count, which does not count towards the slide
+      if (f.readable === false || f.duplicate_of != null) {
+        const reason = f.readable === false
+          ? `unreadable: ${f.quality_reasons[0] || "failed the quality check"}`
+          : `repeats field ${f.duplicate_of + 1}: counted once`;
+        warning = Object.assign(document.createElement("span"), { className: "quality error", textContent: reason });
+        counts.textContent += " · not counted";
+        button.title = [...(f.quality_reasons || []), ...(f.domain_reasons || [])].join("\n");
+        li.classList.add("not-counted");
       }
       bar.value = 1;
       button.addEventListener("click", () => show(entry.index));
@@ -299,7 +310,7 @@ function render() {
       else bar.value = entry.state === "filing" ? 1 : 0;
     }
     li.dataset.state = entry.state;
-    button.append(name, counts, status, bar);
+    button.append(...[name, warning, counts, status, bar].filter(Boolean));
     li.append(button);
     return li;
   });
@@ -378,6 +389,10 @@ async function show(index) {
       ? await imageOf(index, state.field)
       : new OffscreenCanvas(state.field.width, state.field.height);
     if (state.current !== index) return;
+    const listed = state.report?.fields?.[index];
+    if (listed?.readable === false) {
+      $("viewer-message").textContent = `Unreadable, not counted: ${listed.quality_reasons.join("; ")}`;
+    }
     viewer.setImage(image);
     viewer.setObjects(state.field.objects);
     renderObjects();
