@@ -366,6 +366,4 @@ def segment_field(
         max_pixels=max_pixels,
         estimate=options.estimate_scale,
     )
-    return FieldResult(
-        decoded, result, decoded_at - started, options, field_fingerprint(decoded.rgb), digest(data)
-    )
+    return FieldResult(decoded, result, decoded_at - started, options, field_fingerprint(decoded.rgb), digest(data))

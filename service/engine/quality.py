@@ -21,8 +21,10 @@ four checks, each with a value, a verdict and a reason a technician reads (:meth
   decolourised.
 * **smear**: whether the picture is a bright-field smear at all: the share of pixels at the background's brightness
   (a smear is mostly glass and thin film; a photograph of a desk or a tissue section is not), the background's
-  colour (near grey, or the tints of real microscopes), and the hue of what is stained (ZN's blue or green
-  counterstain and red fuchsin; not the brown of DAB or the pink of eosin).
+  colour (near grey, or the tints of real microscopes), the hue of what is stained (ZN's blue or green
+  counterstain and red fuchsin; not the brown of DAB or the pink of eosin) and its colour at all (a grey picture
+  has none), and the share of the field in sharp texture (a smear at the model's scale is smooth film and
+  objects; grass, gravel or a tissue section is texture everywhere).
 
 The limits live in the model folder (``quality.json``, written by ``python -m training quality``): each is chosen
 on validation fields of every lab the project has and, for focus, on blurred copies of them, and the file says how.
@@ -52,6 +54,7 @@ BACKGROUND_OD = 0.1
 SATURATED = 254
 NEAR_BLACK = 20
 FOCUS_SIGMAS = (1.0, 4.0)  # at half resolution: 2 and 8 px at the model's scale
+EDGE_STEP = 16.0  # grey levels between neighbouring grid points (6 px apart) that make a sharp texture
 FOCUS_BLOCK_PX = 128  # focus reads the busiest blocks of the half-resolution field
 FOCUS_BLOCKS = 6
 SMALLEST_SIDE = 16  # below this a field cannot be measured
@@ -80,6 +83,8 @@ MEASURES = (
     Measure("background_red_green", "smear", "background colour (red/green)"),
     Measure("background_blue_green", "smear", "background colour (blue/green)"),
     Measure("stain_blue_share", "smear", "stain hue (blue-light share of its density)"),
+    Measure("stain_chroma", "smear", "colour of the stain (0: grey)"),
+    Measure("edge_share", "smear", "share of the field in sharp texture"),
 )
 MEASURE_BY_NAME = {m.name: m for m in MEASURES}
 CHECKS = ("smear", "exposure", "stain", "focus")  # the order reasons are given in: the most basic first
@@ -133,8 +138,12 @@ def measure_field(rgb: npt.NDArray[np.uint8]) -> dict[str, float]:
     if int(stained.sum()) >= 10:
         hue = od[stained].sum(axis=0) / max(float(total[stained].sum()), 1e-6)
         fuchsin = float((od[stained, 1] > od[stained, 0]).mean())
+        chroma = float(((od[stained].max(axis=1) - od[stained].min(axis=1)) / total[stained]).mean())
     else:
-        hue, fuchsin = np.full(3, 1 / 3, dtype=np.float32), 0.0
+        hue, fuchsin, chroma = np.full(3, 1 / 3, dtype=np.float32), 0.0, 0.0
+    green = rgb[::GRID, ::GRID, 1].astype(np.float32)
+    steps = [np.abs(np.diff(green, axis=a)) for a in (0, 1) if green.shape[a] > 1]
+    edge_share = float(np.mean([(s > EDGE_STEP).mean() for s in steps])) if steps else 0.0
     low, high = np.percentile(brightness, [0.5, 99.5])
     return {
         "focus": _focus(rgb) if min(rgb.shape[:2]) >= SMALLEST_SIDE else 1.0,
@@ -148,6 +157,8 @@ def measure_field(rgb: npt.NDArray[np.uint8]) -> dict[str, float]:
         "background_red_green": float(background[0] / background[1]),
         "background_blue_green": float(background[2] / background[1]),
         "stain_blue_share": float(hue[2]),
+        "stain_chroma": chroma,
+        "edge_share": edge_share,
     }
 
 

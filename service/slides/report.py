@@ -324,7 +324,7 @@ def slide_report(
             review=_review(everything, None, more_reasons, reviewed_decision(slide, None, automatic, automatic)),
         )
     grade = grade_slide([f.afb for f in slide.fields])
-    models = slide.model_ids
+    models = everything.model_ids  # every model that read a field, repeats and unreadable ones too
     mixed = (
         (f"its fields were read by {len(models)} models ({', '.join(models)}): their counts are not comparable",)
         if len(models) > 1

@@ -202,3 +202,34 @@ def test_the_batch_command_takes_the_mode(tmp_path: Path, red_fast_folder: Path,
     # a model without fast networks: --mode fast is refused, naming the model
     plain = _run([str(fields), "-o", str(tmp_path / "plain"), "--mode", "fast"], random_dense_onnx)
     assert plain.returncode == 2 and "no fast networks" in plain.stderr
+
+
+def test_the_batch_command_records_each_fields_quality(tmp_path: Path) -> None:
+    """On the shipped model (its folder has quality limits): summary.csv says which fields are readable and why
+    not, and the slide counts only the readable one."""
+    from tests.service.engine.test_quality import smear_like
+    from training.data.degrade import gaussian_blur
+
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    Image.fromarray(smear_like(seed=11)).save(fields / "sharp.png")
+    Image.fromarray(gaussian_blur(smear_like(seed=12), 10.0)).save(fields / "blurred.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "TBSEG_MODELS_DIR": str(ROOT / "models"), "TBSEG_PROVIDERS": "CPUExecutionProvider"}
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "segment", str(fields), "-o", str(out), "--slide"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    with (out / "summary.csv").open() as handle:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
+    assert rows["sharp.png"]["readable"] == "True" and rows["sharp.png"]["quality_reasons"] == ""
+    assert rows["blurred.png"]["readable"] == "False"
+    assert rows["blurred.png"]["quality_reasons"].startswith("out of focus: sharpness")
+    slide = SlideReport.model_validate_json((out / "slide.json").read_text())
+    assert slide.fields_examined == 1 and len(slide.fields) == 2

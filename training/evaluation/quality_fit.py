@@ -55,6 +55,8 @@ SIDES = {
     "background_red_green": "both",
     "background_blue_green": "both",
     "stain_blue_share": "both",
+    "stain_chroma": "low",
+    "edge_share": "high",
 }
 FLOORS = {"saturated_share": 0.05, "dark_share": 0.05}  # the high limit is at least this
 MS1_FACTOR = 0.1357 / 0.06461  # MS-1's rods against MS-2's (docs/results.md section 13)

@@ -102,8 +102,11 @@ def test_unknown_labs_and_other_models_are_refused(lab_server) -> None:
 def test_a_slide_read_with_a_lab_is_decided_on_its_negatives_and_records_it(lab_server) -> None:
     server, _ = lab_server
     url = server.url
-    blank = png_bytes(synthetic_field(9, height=120, width=160, rods=0, clusters=0, debris=0, specks=0).image)
-    files = [("files", (f"f{i}.png", blank, "image/png")) for i in range(3)]
+    blanks = [  # three fields (one field sent three times would be counted once)
+        png_bytes(synthetic_field(9 + i, height=120, width=160, rods=0, clusters=0, debris=0, specks=0).image)
+        for i in range(3)
+    ]
+    files = [("files", (f"f{i}.png", blank, "image/png")) for i, blank in enumerate(blanks)]
     made = httpx.post(f"{url}/v1/slides?slide_id=lab-slide&lab=lab-a", files=files, headers=_h("key-alice")).json()
     assert [(f["lab_id"], f["lab_version"]) for f in made["fields"]] == [("lab-a", 1)] * 3
     evidence = made["decision_evidence"]
@@ -117,7 +120,7 @@ def test_a_slide_read_with_a_lab_is_decided_on_its_negatives_and_records_it(lab_
     # a job for the same lab records it in its parameters and its fields
     job = httpx.post(
         f"{url}/v1/jobs?lab=lab-a&slide_id=lab-job",
-        files={"files": ("f.png", blank, "image/png")},
+        files={"files": ("f.png", blanks[0], "image/png")},
         headers=_h("key-alice"),
     ).json()
     deadline = time.monotonic() + 60

@@ -216,7 +216,10 @@ def _check_exports(url: str, slide: str, report: dict, tmp_path: Path) -> None:
 def test_fields_sent_to_slides_directly_are_reviewable_but_keep_no_image(random_server, fields: list[bytes]) -> None:
     url = random_server.url
     created = httpx.post(
-        f"{url}/v1/slides", params={"slide_id": "S-direct"}, files=[("files", ("a.png", fields[0], "image/png"))]
+        f"{url}/v1/slides",
+        params={"slide_id": "S-direct"},
+        files=[("files", ("a.png", fields[0], "image/png"))],
+        timeout=60,
     )
     assert created.status_code == 201
     assert created.json()["fields"][0]["reviewable"] and created.json()["fields"][0]["image_url"] is None

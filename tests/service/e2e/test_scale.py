@@ -47,6 +47,7 @@ def test_a_field_is_read_at_the_models_scale_and_answered_in_its_own_pixels(scal
         "factor": 2.0,
         "model_microns_per_pixel": MODEL_UM,
         "reasons": [],
+        "relative_error": None,
     }
     assert (body["image"]["width"], body["image"]["height"]) == (260, 200)
     for b in body["bacilli"]:  # in the uploaded field's pixels, measured in µm with its pixel size
