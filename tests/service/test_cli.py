@@ -25,9 +25,9 @@ def _run(
     args: list[str], model: Path, object_filter: Path | None = None, **settings: str
 ) -> subprocess.CompletedProcess[str]:
     """``python -m service segment`` with ``model`` (a dense ONNX file, and its filter) as the one model of a models
-    directory made beside the outputs."""
+    directory made beside the outputs, or ``model`` itself when it is a models directory."""
     out = Path(args[args.index("-o") + 1]) if "-o" in args else Path.cwd()
-    models = out.parent / f"models-{out.name}"
+    models = model if model.is_dir() else out.parent / f"models-{out.name}"
     if not models.exists():
         install_model(models, model, object_filter)
     env = {
@@ -215,16 +215,7 @@ def test_the_batch_command_records_each_fields_quality(tmp_path: Path) -> None:
     Image.fromarray(smear_like(seed=11)).save(fields / "sharp.png")
     Image.fromarray(gaussian_blur(smear_like(seed=12), 10.0)).save(fields / "blurred.png")
     out = tmp_path / "out"
-    env = {**os.environ, "TBSEG_MODELS_DIR": str(ROOT / "models"), "TBSEG_PROVIDERS": "CPUExecutionProvider"}
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "segment", str(fields), "-o", str(out), "--slide"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-        timeout=300,
-    )
+    done = _run([str(fields), "-o", str(out), "--slide"], ROOT / "models")
     assert done.returncode == 0, done.stderr
     with (out / "summary.csv").open() as handle:
         rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
