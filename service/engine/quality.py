@@ -8,9 +8,10 @@ four checks, each with a value, a verdict and a reason a technician reads (:meth
 
 * **focus**: how steep the field's sharpest edges are. The green channel at half resolution is smoothed at two
   scales (σ 1 and 4 px there, i.e. 2 and 8 px at the model's scale) in its six busiest blocks (the most contrast:
-  where the smear's edges are); the ratio of the largest 99.9th percentiles of their gradient magnitudes is about the
-  ratio of the two total blurs for an edge, large when edges are sharp and near 1 when the field's own blur swamps
-  both. It does not depend on contrast or brightness, and the smoothing makes it blind to the camera's pixel noise
+  where the smear's edges are); the ratio of the largest 99.9th percentiles of their gradients is about the ratio of
+  the two total blurs for an edge, large when edges are sharp and near 1 when the field's own blur swamps both. It
+  is taken across rows and across columns, and the smaller counts: a streak (a shaken stage) blurs one direction
+  only. It does not depend on contrast or brightness, and the smoothing makes it blind to the camera's pixel noise
   (which a defocused field keeps). A field with almost nothing stained on it (under :data:`FOCUS_MIN_STAINED`: a
   clean negative field of a sparse smear can be) has no edges to judge: its focus is not judged (``measured:
   false``).
@@ -101,14 +102,14 @@ def _focus(rgb: npt.NDArray[np.uint8]) -> float:
     half = np.asarray(green.reduce(2), dtype=np.float32)  # 2×2 box averages
     if min(half.shape) < 8:
         return 1.0
-    peaks: list[list[float]] = [[], []]
+    peaks: list[list[list[float]]] = [[[], []], [[], []]]  # [axis][scale]: each block's 99.9th percentile
     for block in _busiest_blocks(half):
         for k, sigma in enumerate(FOCUS_SIGMAS):
-            smooth = ndi.gaussian_filter(block, sigma, mode="nearest")
-            gy, gx = np.gradient(smooth)
-            peaks[k].append(float(np.percentile(np.hypot(gx, gy), 99.9)))
-    fine, coarse = max(peaks[0]), max(peaks[1])
-    return fine / coarse if coarse > 1e-3 else 1.0
+            gradients = np.gradient(ndi.gaussian_filter(block, sigma, mode="nearest"))
+            for axis, g in enumerate(gradients):
+                peaks[axis][k].append(float(np.percentile(np.abs(g), 99.9)))
+    ratios = [max(fine) / max(coarse) if max(coarse) > 1e-3 else 1.0 for fine, coarse in peaks]
+    return min(ratios)  # the blurrier direction: a streak along one axis blurs the edges across it only
 
 
 def _busiest_blocks(image: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
