@@ -848,6 +848,12 @@ def add_simulate_slides(commands: argparse._SubParsersAction[argparse.ArgumentPa
     simulate.add_argument("--slides", type=int, default=200, help="simulated slides per kind (default 200)")
     simulate.add_argument("--fields", type=int, default=100, help="fields per simulated slide (default 100)")
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument(
+        "--bacilli", type=int, help="read a seeded sample of this many annotated bacilli (default: all of them)"
+    )
+    simulate.add_argument(
+        "--own-fields", type=int, help="read the first this many of the model's own lab's test fields (default: all)"
+    )
     simulate.add_argument("-o", "--out", type=Path, required=True, help="folder for slides.json and slides.md")
 
 
@@ -865,6 +871,8 @@ def run_simulate_slides(args: argparse.Namespace) -> int:
         slides=args.slides,
         fields_per_slide=args.fields,
         seed=args.seed,
+        bacilli=args.bacilli,
+        own_fields=args.own_fields,
     )
     write_report(record, args.out)
     return 0

@@ -118,14 +118,22 @@ def simulate(
     slides: int = 200,
     fields_per_slide: int = 100,
     seed: int = 0,
+    bacilli: int | None = None,
+    own_fields: int | None = None,
 ) -> dict[str, Any]:
-    """The slide-level figures (module docstring), as a JSON-ready record."""
+    """The slide-level figures (module docstring), as a JSON-ready record. For a quicker, rougher run: ``bacilli``
+    reads a seeded sample of that many of the lab's annotated bacilli and ``own_fields`` the first that many of the
+    model's own lab's test fields (None: all of them)."""
     folder = open_folder(model_dir)
     segmenter = load_segmenter(SegmenterConfig.of_folder(folder, domain=True))
     own_threshold = segmenter.object_threshold if segmenter.object_threshold is not None else 0.0
     evidence = {folder.model_id: ModelEvidence.of(segmenter.domain)}
     part = read_ufam(ufam).of_slides(list(getattr(DatasetSplit.load(ufam_split), subset)))
     images, _ = read_positives(part, None)
+    positives = list(part.positives)
+    if bacilli is not None and bacilli < len(positives):
+        chosen = np.random.default_rng(seed).choice(len(positives), bacilli, replace=False)
+        positives = [positives[i] for i in sorted(chosen)]
 
     def reading(pixel_size_um: float | None) -> tuple[list[ReadField], list[float | None]]:
         """The lab's fields and bacilli read as the service reads them (at the model's scale with a pixel size)."""
@@ -135,7 +143,7 @@ def simulate(
         ]
         truths = [  # None: the model has no candidate at that bacillus, so no gallery can show it
             centre_score(segmenter, images[p.patch_id], pixel_size_um)
-            for p in tqdm(part.positives, desc="positive patches", unit="patch", leave=False)
+            for p in tqdm(positives, desc="positive patches", unit="patch", leave=False)
         ]
         return fields, truths
 
@@ -146,7 +154,7 @@ def simulate(
         "model_id": folder.model_id,
         "lab": f"{ufam.name} {subset} slides {' '.join(part.slides)}",
         "negative_fields": len(negatives),
-        "annotated_bacilli": len(part.positives),
+        "annotated_bacilli": len(positives),
         "bacilli_with_a_candidate": sum(s is not None for s in true_scores),
         "slides": slides,
         "fields_per_slide": fields_per_slide,
@@ -203,7 +211,7 @@ def simulate(
             },
             "positive_slides": positive,
         }
-    record["own_lab"] = own_lab(segmenter, znsm, znsm_split, own_threshold, evidence, folder.model_id)
+    record["own_lab"] = own_lab(segmenter, znsm, znsm_split, own_threshold, evidence, folder.model_id, own_fields)
     return record
 
 
@@ -214,10 +222,12 @@ def own_lab(
     threshold: float,
     evidence: dict[str, ModelEvidence | None],
     model_id: str,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """The model's own lab's test fields: decisions as one slide and one by one; the first true bacillus's rank."""
+    """The model's own lab's test fields (the first ``limit``): decisions as one slide and one by one; the first
+    true bacillus's rank."""
     fields = {f.field_id: f for f in discover_fields(data)}
-    ids = DatasetSplit.load(split_path).test
+    ids = list(DatasetSplit.load(split_path).test)[:limit]
     reads = [
         _read(segmenter, read_rgb(fields[i].image), i, read_annotation(fields[i]).boxes)
         for i in tqdm(ids, desc="own lab's test fields", unit="field", leave=False)

@@ -80,7 +80,7 @@ def test_a_job_with_an_unreadable_field_is_refused_whole(random_server: LiveServ
 
 def test_a_crash_loses_no_accepted_job(random_dense_onnx: Path, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    big = [synthetic_field(90 + i, height=560, width=700).image for i in range(5)]
+    big = [synthetic_field(90 + i, height=320, width=400).image for i in range(5)]
     server = start_server(random_dense_onnx, tmp_path / "a.log", tile_px="96", data_dir=data)
     accepted = httpx.post(f"{server.url}/v1/jobs", files=_files(big), timeout=60).json()
     assert _wait(server.url, accepted["job_id"], until="running")["state"] == "running"
@@ -97,7 +97,7 @@ def test_a_crash_loses_no_accepted_job(random_dense_onnx: Path, tmp_path: Path) 
 def test_sigterm_finishes_in_flight_work_and_refuses_new(random_dense_onnx: Path, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     server = start_server(random_dense_onnx, tmp_path / "a.log", tile_px="96", data_dir=data)
-    large = _png(synthetic_field(5, height=1100, width=1400).image)
+    large = _png(synthetic_field(5, height=700, width=900).image)
     answers: list[httpx.Response] = []
     request = threading.Thread(
         target=lambda: answers.append(
@@ -112,7 +112,7 @@ def test_sigterm_finishes_in_flight_work_and_refuses_new(random_dense_onnx: Path
     with pytest.raises(httpx.TransportError):  # no longer accepting connections
         httpx.get(f"{server.url}/healthz", timeout=5)
     request.join(timeout=300)
-    assert answers and answers[0].status_code == 200 and answers[0].json()["image"]["width"] == 1400
+    assert answers and answers[0].status_code == 200 and answers[0].json()["image"]["width"] == 900
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says how it ended
     assert server.process.wait(timeout=300) in (0, -signal.SIGTERM)
     assert "shutting down" in server.log() and "Finished server process" in server.log()
