@@ -47,7 +47,7 @@ def test_the_default_mode_and_mode_exact_on_analyze(fast_server: tuple[LiveServe
     assert fast.headers["x-mode"] == "fast" and exact.headers["x-mode"] == "exact"
     assert fast.headers["x-refined-tiles"] == f"{f['refined_tiles']}/{f['tiles']}"
     assert "x-refined-tiles" not in exact.headers
-    assert 4 <= f["refined_tiles"] < f["tiles"] == 16 and f["timings"]["coarse_ms"] > 0
+    assert 4 <= f["refined_tiles"] < f["tiles"] == 64 and f["timings"]["coarse_ms"] > 0  # 32 px tiles of 256²
     assert e["timings"]["coarse_ms"] is None
     assert f["count"] == e["count"] == 1
     fb, eb = f["bacilli"][0]["bbox"], e["bacilli"][0]["bbox"]

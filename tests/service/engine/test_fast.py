@@ -33,7 +33,8 @@ def _segmenter(folder: Path, precision: str = "fp32", tile_px: int = 64, **fast:
             tile_px=tile_px,
             fast_paths=opened.fast_files(precision),
             fast_precision=precision,
-            fast_settings=FastSettings(**fast),  # type: ignore[arg-type]
+            # 64 px refinement tiles, 4 per call (these tests draw rods against that grid), unless asked otherwise
+            fast_settings=FastSettings(**{"tile_px": 64, "batch_tiles": 4, **fast}),  # type: ignore[arg-type]
         )
     )
 
