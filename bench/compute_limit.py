@@ -40,6 +40,7 @@ from onnx import shape_inference
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.json_output import emit_json  # noqa: E402
 from service.engine.image_io import decode_image  # noqa: E402
 from service.engine.loading import load_segmenter  # noqa: E402
 from service.engine.model_folder import open_folder  # noqa: E402
@@ -247,11 +248,7 @@ def main() -> None:
         "gemm_gmac_per_second": {k: round(v / 1e9, 2) for k, v in gemms.items()},
         "per_field": per_field,
     }
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(record, args.out)
     if args.figure:
         plot(record, args.figure)
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.json_output import emit_json  # noqa: E402
 from service.engine.fast import FastSettings  # noqa: E402
 from service.engine.loading import load_segmenter  # noqa: E402
 from service.engine.model_folder import open_folder  # noqa: E402
@@ -123,11 +124,7 @@ def main() -> None:
             },
         }
         print(json.dumps({name: record["sets"][name]}), file=sys.stderr, flush=True)
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(record, args.out)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.json_output import emit_json  # noqa: E402
 from tests.service.e2e.conftest import LiveServer, start_server, stop_server  # noqa: E402
 from training.paths import SHIPPED_DIR, ZNSM_MS2  # noqa: E402
 
@@ -292,11 +293,7 @@ def main() -> None:
                     print(json.dumps(run), file=sys.stderr, flush=True)
         finally:
             stop_server(server)
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(record, args.out)
 
 
 if __name__ == "__main__":
