@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -104,7 +105,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def cpu_image(base: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def gpu_build(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Future[None]]:
+    """The GPU file's build, started at once in the background: it is mostly downloading and unpacking, so it
+    overlaps the CPU image's build and run (one build of each per run)."""
+    workdir = tmp_path_factory.mktemp("gpu")
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(_build, "docker/gpu.Dockerfile", GPU_IMAGE, workdir, f"CUDA_IMAGE={base}", "WITH_RAY=1")
+
+
+@pytest.fixture(scope="module")
+def cpu_image(base: str, gpu_build: Future[None], tmp_path_factory: pytest.TempPathFactory) -> str:
     _build("docker/cpu.Dockerfile", CPU_IMAGE, tmp_path_factory.mktemp("cpu"), f"BASE_IMAGE={base}")
     return CPU_IMAGE
 
@@ -258,10 +268,10 @@ def test_the_cpu_image_is_lean(cpu_image: str) -> None:
 
 
 @needs_podman
-def test_the_gpu_dockerfile_builds_on_debian_with_ray(base: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_the_gpu_dockerfile_builds_on_debian_with_ray(gpu_build: Future[None]) -> None:
     """CUDA itself cannot be tested here: the GPU file is built on the Debian base (Python from the base's own
     archive instead of deadsnakes) in its WITH_RAY variant, and what it installed is checked inside."""
-    _build("docker/gpu.Dockerfile", GPU_IMAGE, tmp_path_factory.mktemp("gpu"), f"CUDA_IMAGE={base}", "WITH_RAY=1")
+    gpu_build.result(timeout=1800)
     probe = (
         "import importlib.metadata as m, json, sys; import ray, onnxruntime, service; print(json.dumps({"
         "'python': list(sys.version_info[:2]), 'ort': m.version('onnxruntime-gpu'), 'ray': ray.__version__, "
