@@ -149,16 +149,21 @@ class InferenceSettings(BaseSettings):
         "copies; fp32 when a folder has none)",
     )
     fast_screen_threshold: float = Field(
-        0.3, gt=0.0, lt=1.0, description="fast mode: a coarse P above which the tiles around it are refined"
+        FastSettings.screen_threshold,
+        gt=0.0,
+        lt=1.0,
+        description="fast mode: a coarse P above which the tiles around it are refined",
     )
     fast_tile_px: int = Field(
-        32,
+        FastSettings.tile_px,
         ge=8,
         le=1024,
         description="fast mode: side of a refinement tile (smaller tiles refine fewer pixels around what the coarse "
         "pass sees; the same bacilli as 64 px on every test field of both labs, docs/results.md section 15)",
     )
-    fast_batch_tiles: int = Field(8, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call")
+    fast_batch_tiles: int = Field(
+        FastSettings.batch_tiles, ge=1, le=256, description="fast mode: refinement tiles per ONNX Runtime call"
+    )
     threshold: float | None = Field(
         None,
         gt=0.0,

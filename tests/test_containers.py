@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from tests.service.e2e.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "localhost/debian-python:bookworm"
@@ -127,17 +128,11 @@ def volume() -> Iterator[str]:
     podman("volume", "rm", "--force", name, check=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Container:
     """One ``podman run -d`` of an image, on a port of its own, removed at the end."""
 
     def __init__(self, image: str, volume: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.name = f"tbseg-test-{uuid.uuid4().hex[:8]}"
         self.url = f"http://127.0.0.1:{self.port}"
         podman(

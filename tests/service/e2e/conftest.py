@@ -56,7 +56,8 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -72,7 +73,7 @@ def start_server(
     if model.is_file():
         models = log_path.parent / f"models-{log_path.stem}"
         model = install_model(models, model, object_filter)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TBSEG_MODELS_DIR": str(model),
