@@ -91,7 +91,14 @@ def test_finetune_on_points_changes_the_weights_and_writes_a_servable_folder(
     held = record["comparison"]["lab held-out"]
     assert [row["model_id"] for row in held] == [base_id, folder.model_id]
     assert all(0 <= row["recall"] <= 1 for row in held)
-    assert set(record["wall_seconds"]) >= {"patches", "training", "calibration", "object filter"}
+    assert set(record["wall_seconds"]) >= {"patches", "training", "calibration", "object filter", "coarse network"}
+    # the fine-tuned folder reads its comparisons in fast mode (its coarse pass is written before them); the base
+    # folder here has no coarse network, so it is read in exact mode; the cost was said before they started
+    assert [row["mode"] for row in held] == ["exact", "fast"]
+    estimate = record["comparison_estimate"]
+    assert estimate["modes"] == {"base": "exact", "fine-tuned": "fast"}
+    assert estimate["images"] == 2 + 2  # 2 held-out fields, 2 ZNSM test fields
+    assert estimate["megapixels"] == round(4 * 96 * 128 / 1e6, 2) and estimate["estimated_inference_seconds"] > 0
     card = (out / "MODEL_CARD.md").read_text()
     assert folder.model_id in card and base_id in card and "python -m training finetune" in card
     assert "### lab held-out" in card and "### znsm-test" in card

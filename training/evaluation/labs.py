@@ -1,7 +1,9 @@
 """Evaluation on another lab's microscope (UFAM DDS1), and what a negative slide would be graded.
 
 For each model (with its object filter, or without one), through the service's own engine
-(:class:`service.engine.segmenter.Segmenter`, field normalisation included):
+(:class:`service.engine.segmenter.Segmenter`, field normalisation included), in the service's default mode (fast,
+when the model's folder has its fast networks: exact mode's kept bacilli, :mod:`training.evaluation.heatmap_cache`)
+or in exact mode on request:
 
 * **positives**: every positive patch of the chosen slides is segmented (its field's background for the
   normalisation estimated on the field's patches pooled, :func:`training.data.ufam.read_positives`); the patch
@@ -34,12 +36,14 @@ from tqdm import tqdm
 
 from service.engine.grading import grade_slide
 from service.engine.model import OnnxModel
+from service.engine.modes import Mode
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 from training.data.dataset import read_rgb
 from training.data.overlays import outline
 from training.data.split import DatasetSplit
 from training.data.ufam import CENTRE_PX, UfamSet, patch_centre, read_positives, read_ufam
+from training.evaluation.heatmap_cache import fast_networks_beside
 from training.evaluation.report import tile, write_sheet
 from training.evaluation.report_schema import MethodReport
 
@@ -67,6 +71,7 @@ class LabReport(TypedDict):
     lab: str
     slides: list[str]
     name: str
+    mode: str
     model_id: str
     filter_id: str | None
     object_threshold: float | None
@@ -115,10 +120,13 @@ class Pair:
     model: Path
     object_filter: Path | None
 
-    def segmenter(self) -> Segmenter:
+    def segmenter(self, mode: Mode = Mode.FAST) -> tuple[Segmenter, Mode]:
+        """The pair's segmenter, with the fast networks beside the model in fast mode, and the mode it runs
+        (exact when asked, or when the model's folder has no fast networks)."""
         model = OnnxModel(self.model, providers=("CPUExecutionProvider",))
         filt = ObjectFilter(self.object_filter) if self.object_filter is not None else None
-        return Segmenter(model, object_filter=filt)
+        fast = fast_networks_beside(model) if Mode(mode) is Mode.FAST else None
+        return Segmenter(model, object_filter=filt, fast=fast), Mode.FAST if fast is not None else Mode.EXACT
 
 
 def _outlined(rgb: npt.NDArray[np.uint8], objects: npt.NDArray[np.bool_], colour: tuple[int, int, int]) -> Image.Image:
@@ -127,14 +135,16 @@ def _outlined(rgb: npt.NDArray[np.uint8], objects: npt.NDArray[np.bool_], colour
     return Image.fromarray(shown)
 
 
-def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = None) -> LabReport:
-    """Score one model (and filter) on a part of the UFAM set (module docstring)."""
-    segmenter = pair.segmenter()
+def evaluate_ufam(
+    pair: Pair, part: UfamSet, lab: str, gallery: Path | None = None, mode: Mode = Mode.FAST
+) -> LabReport:
+    """Score one model (and filter) on a part of the UFAM set (module docstring), read in ``mode``."""
+    segmenter, mode = pair.segmenter(mode)
     images, backgrounds = read_positives(part, segmenter.model.meta.normalisation)
     found, centre_p, missed_tiles = 0, 0, []
     for p in tqdm(part.positives, desc=f"{pair.name}: positive patches", unit="patch", file=sys.stderr):
         rgb = images[p.patch_id]
-        result = segmenter.segment(rgb, background=backgrounds.get(p.field))
+        result = segmenter.segment(rgb, background=backgrounds.get(p.field), mode=mode)
         cy, cx = patch_centre(rgb)
         hit = bool(
             result.objects[
@@ -150,7 +160,7 @@ def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = No
     false_bacilli, fp_tiles = [], []
     for f in tqdm(part.negatives, desc=f"{pair.name}: negative fields", unit="field", file=sys.stderr):
         rgb = read_rgb(f.path)
-        result = segmenter.segment(rgb)
+        result = segmenter.segment(rgb, mode=mode)
         false_bacilli.append(len(result.bacilli))
         if gallery is not None and result.bacilli:
             picture = _outlined(rgb, result.objects, KEPT)
@@ -167,6 +177,7 @@ def evaluate_ufam(pair: Pair, part: UfamSet, lab: str, gallery: Path | None = No
         "lab": lab,
         "slides": list(part.slides),
         "name": pair.name,
+        "mode": mode.value,
         "model_id": segmenter.model.meta.model_id,
         "filter_id": segmenter.object_filter.meta.filter_id if segmenter.object_filter else None,
         "object_threshold": segmenter.object_threshold,
@@ -260,7 +271,13 @@ def by_lab_table(znsm_methods: list[MethodReport], rows: list[LabReport]) -> lis
 
 
 def evaluate_labs(
-    out: Path, pairs: list[Pair], ufam_root: Path, ufam_split: Path, subset: str = "test", gallery: bool = True
+    out: Path,
+    pairs: list[Pair],
+    ufam_root: Path,
+    ufam_split: Path,
+    subset: str = "test",
+    gallery: bool = True,
+    mode: Mode = Mode.FAST,
 ) -> list[LabReport]:
     """Score every pair on the UFAM slides of ``subset``; add ``by_lab`` to ``out/report.json`` (when it is
     there) and a section to ``out/report.md``; galleries in ``out/gallery-ufam/``."""
@@ -269,7 +286,8 @@ def evaluate_labs(
     split.check_covers(set(ufam.slides))
     part = ufam.of_slides(split.subset(subset))
     rows = [
-        evaluate_ufam(p, part, f"{ufam_root.name} {subset}", out / "gallery-ufam" if gallery else None) for p in pairs
+        evaluate_ufam(p, part, f"{ufam_root.name} {subset}", out / "gallery-ufam" if gallery else None, mode)
+        for p in pairs
     ]
     report_path = out / "report.json"
     methods: list[MethodReport] = []

@@ -1,8 +1,8 @@
 """The methods an evaluation scores side by side, each a :class:`Method`: a score per pixel, cut at a threshold.
 
-* :class:`DenseModel`: a dense ONNX model, P(bacillus) per pixel through the service's engine and its exact
-  tiling (heatmaps cached, :mod:`training.evaluation.heatmap_cache`), cut at a probability threshold (0.5 = the
-  paper's argmax);
+* :class:`DenseModel`: a dense ONNX model, P(bacillus) per pixel through the service's engine in its default mode
+  where that gives exact mode's result, else exact mode (heatmaps cached, :mod:`training.evaluation.heatmap_cache`),
+  cut at a probability threshold (0.5 = the paper's argmax);
 * :class:`FilteredModel`: a dense model's candidates kept or rejected by the object filter, exactly as the
   service does it; the threshold is the filter's score threshold;
 * :class:`ColourBaseline`: ``R − G`` cut at a threshold fitted on the training fields
@@ -25,11 +25,12 @@ from tqdm import tqdm
 from service.engine.candidates import Candidates, find_candidates
 from service.engine.defaults import TILE_PX
 from service.engine.model import OnnxModel
+from service.engine.modes import Mode
 from service.engine.object_filter import ObjectFilter
 from service.engine.segmenter import Segmenter
 from training.data.dataset import FieldFiles
 from training.evaluation.baselines import ThresholdFit, fit_threshold, red_minus_green, value_histograms
-from training.evaluation.heatmap_cache import cached_heatmap
+from training.evaluation.heatmap_cache import FAST_EXACT_FROM, HeatmapReader
 from training.evaluation.report_schema import MethodDescription
 from training.evaluation.truth import FieldTruth, read_truth
 
@@ -47,7 +48,11 @@ class Method(Protocol[State]):
 
     name: str
     threshold: float
-    sweep: tuple[float, ...]
+
+    @property
+    def sweep(self) -> tuple[float, ...]:
+        """The thresholds the method is also scored at."""
+        ...
 
     def prepare(self, truth: FieldTruth) -> State: ...
 
@@ -57,23 +62,39 @@ class Method(Protocol[State]):
 
 
 class DenseModel:
-    """A dense ONNX model through the service's engine, heatmaps cached per model and image."""
+    """A dense ONNX model through the service's engine, heatmaps cached per model, image and mode.
+
+    In fast mode (the service's default, when the model's folder has its fast networks) the heatmap is exact mode's
+    at and above :data:`~training.evaluation.heatmap_cache.FAST_EXACT_FROM` only, so the threshold sweep starts
+    there; exact mode sweeps every threshold (:mod:`training.evaluation.heatmap_cache`).
+    """
 
     kind = "dense-onnx"
-    sweep = PROBABILITY_SWEEP
 
-    def __init__(self, path: Path, name: str, threshold: float, cache: Path, tile_px: int = TILE_PX) -> None:
+    def __init__(
+        self, path: Path, name: str, threshold: float, cache: Path, tile_px: int = TILE_PX, mode: Mode = Mode.FAST
+    ) -> None:
         self.path, self.name, self.threshold, self.tile_px = path, name, threshold, tile_px
         self.model = OnnxModel(path, providers=("CPUExecutionProvider",))
         self.model_id = self.model.meta.model_id
         self.cache = cache
         self.inference_s, self.megapixels = 0.0, 0.0
+        self.reader = HeatmapReader(self.model, mode, cut=threshold, tile_px=tile_px)
+
+    @property
+    def sweep(self) -> tuple[float, ...]:
+        if self.reader.mode is Mode.FAST:
+            return tuple(t for t in PROBABILITY_SWEEP if t >= FAST_EXACT_FROM)
+        return PROBABILITY_SWEEP
+
+    def require_cut(self, cut: float) -> None:
+        """Heatmaps will also be cut at ``cut``: below what fast mode gives exactly, read in exact mode."""
+        if self.reader.mode is Mode.FAST and cut < FAST_EXACT_FROM:
+            self.reader = HeatmapReader(self.model, Mode.FAST, cut=cut, tile_px=self.tile_px)
 
     def prepare(self, truth: FieldTruth) -> npt.NDArray[np.float32]:
         """The field's heatmap (what :meth:`predict` cuts)."""
-        heatmap, seconds = cached_heatmap(
-            self.model, truth.field_id, truth.image, self.cache, self.tile_px, truth.digest
-        )
+        heatmap, seconds = self.reader.cached(truth.field_id, truth.image, self.cache, truth.digest)
         if seconds:
             self.inference_s += seconds
             self.megapixels += truth.image.shape[0] * truth.image.shape[1] / 1e6
@@ -90,7 +111,7 @@ class DenseModel:
             "model_id": self.model_id,
             "recipe": self.model.meta.raw.get("recipe", ""),
             "threshold": self.threshold,
-            "score": "P(bacillus) from the dense network through the service's exact tiling",
+            "score": f"P(bacillus) from the dense network through the service's engine in {self.reader.mode} mode",
             "inference": {
                 "seconds": round(self.inference_s, 1),
                 "megapixels": round(self.megapixels, 2),
@@ -98,6 +119,8 @@ class DenseModel:
                 "note": "fields whose heatmaps were cached cost no inference and are not counted",
                 "providers": list(self.model.providers),
                 "tile_px": self.tile_px,
+                "mode": self.reader.mode.value,
+                "mode_why": self.reader.why,
             },
         }
 
@@ -162,6 +185,7 @@ class FilteredModel:
             )
         self.name = f"{dense.name} + object filter"
         self.threshold = self.filter.cut(threshold)
+        dense.require_cut(self.filter.meta.candidate_threshold)
         self.estimated_bacilli: dict[str, int] = {}
 
     def prepare(self, truth: FieldTruth) -> FilteredField:

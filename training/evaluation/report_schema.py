@@ -40,6 +40,8 @@ class Inference(TypedDict):
     note: str
     providers: list[str]
     tile_px: int
+    mode: NotRequired[str]
+    mode_why: NotRequired[str]
 
 
 class ColourFit(TypedDict):

@@ -23,15 +23,20 @@ default one. The steps, each timed:
    grade negative), or the out-of-fold one when the held-out fields have no negative field. The held-out figures
    of the card are therefore in-sample for that one number; ``--test`` fields are not.
 6. **Export** the folder: ``bacilli_dense.onnx``, ``object_filter.onnx``, ``patch_cnn.keras``, ``MODEL_CARD.md``,
-   ``finetune.json`` and ``curves.png`` (the networks before step 5, which learns from their candidates): servable
-   as it is (copy it into ``TBSEG_MODELS_DIR``); last, fast mode's
-   networks (coarse pass and int8 copies, calibrated on a few replay fields; :mod:`training.model.fast_variants`).
+   ``finetune.json`` and ``curves.png`` (the networks and the coarse pass before step 5, which learns from their
+   candidates): servable as it is (copy it into ``TBSEG_MODELS_DIR``); last, fast mode's int8 copies (calibrated on
+   a few replay fields; :mod:`training.model.fast_variants`).
 7. **Compare** base and fine-tuned, each with its filter, on the held-out fields, on ``--test`` fields when given,
-   and (unless ``--no-znsm-test``) on the ZNSM-iDB test split, to show what was kept.
+   and (unless ``--no-znsm-test``) on the ZNSM-iDB test split, to show what was kept. What they will cost is logged
+   (and recorded) before they start.
+
+Steps 5 and 7 read fields in fast mode, the service's default, which gives exact mode's candidates and kept bacilli
+(``--exact`` for exact mode: about 12× slower on 2 cores; :mod:`training.evaluation.heatmap_cache`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -53,12 +58,14 @@ from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
 from service.engine.lab_profile import LabProfile
 from service.engine.model import OnnxModel
 from service.engine.model_folder import CARD_MD, DENSE_ONNX, OBJECT_FILTER_ONNX, PATCH_KERAS, ModelFolder, open_folder
+from service.engine.modes import Mode
 from service.engine.normalisation import InputNormalisation
 from service.engine.scale import FieldScale, ModelScale, resolve_scale
-from training.data.dataset import FieldFiles, discover_fields, read_rgb
+from training.data.dataset import FieldFiles, discover_fields, image_size, read_rgb
 from training.data.rescale import rescaled_copy
 from training.data.sampling import PATCH_SIZE, PatchSet
 from training.data.split import DatasetSplit
+from training.evaluation.heatmap_cache import HeatmapReader
 from training.evaluation.labs import Pair
 from training.fit.lab_data import FieldLab, LabData, LabScores, PatchCounts, read_lab, split_by_field
 from training.fit.profile_negatives import open_profile, profile_hard_negatives
@@ -66,7 +73,7 @@ from training.fit.recipes import get_recipe
 from training.fit.train import fit_patches, plot_curves
 from training.model.calibration import expected_calibration_error, fit_platt, fold_into_last_conv
 from training.model.export import export_onnx
-from training.model.fast_variants import write_fast_variants
+from training.model.fast_variants import write_coarse_network, write_fast_variants
 from training.objects.classifier import (
     NEGATIVE_BUDGET,
     TARGET_RECALL,
@@ -104,6 +111,9 @@ class FinetuneSettings:
             candidate off a box on a held-out field is a false bacillus, and the budget holds per held-out field.
         background_share: share of background pixels drawn for calibration.
         seed: seeds the split, the sampling and the training.
+        exact: the object filter's candidates and the comparisons read fields in exact mode (default: fast mode,
+            the service's default, which gives exact mode's candidates and kept bacilli;
+            :mod:`training.evaluation.heatmap_cache`). Pixel calibration reads exact mode in any case.
     """
 
     epochs: int = 10
@@ -118,6 +128,7 @@ class FinetuneSettings:
     microns_per_pixel: float | None = None
     background_share: float = 0.05
     seed: int = 0
+    exact: bool = False
 
 
 class Stopwatch:
@@ -504,15 +515,16 @@ def _object_filter(
     settings: FinetuneSettings,
     cache: Path,
     base_threshold: float | None = None,
+    mode: Mode = Mode.FAST,
 ) -> dict[str, Any] | None:
     """Step 5: the object filter refitted on the lab's and a few replay fields' candidates, its threshold
     recalibrated on the held-out fields; None when there is nothing to learn a filter from."""
-    samples, negative = split.train.candidates(tuned, cache)
+    samples, negative = split.train.candidates(tuned, cache, mode)
     chosen = sorted(
         np.random.default_rng([settings.seed, 7]).choice(replay.split.train, settings.replay_filter_fields, False)
     )
     if chosen:
-        more, more_negative = replay.lab(chosen).candidates(tuned, cache)
+        more, more_negative = replay.lab(chosen).candidates(tuned, cache, mode)
         samples = ObjectSamples.concatenate([samples, more])
         negative = np.concatenate([negative, more_negative])
     try:
@@ -520,7 +532,7 @@ def _object_filter(
     except ValueError as exc:  # e.g. no debris candidate at all: nothing to learn a filter from
         log.warning("no object filter: %s; the folder keeps every candidate", exc)
         return None
-    held, held_negative = split.held_out.candidates(tuned, cache)
+    held, held_negative = split.held_out.candidates(tuned, cache, mode)
     if (negative != "").any() or (held_negative != "").any():
         fit = held_out_threshold(fit, held, held_negative, settings.negative_budget)
     elif settings.exhaustive:  # every candidate off a box on a held-out field is debris
@@ -550,6 +562,47 @@ def _object_filter(
     }
 
 
+def _megapixels(images: Sequence[tuple[str, Path]]) -> float:
+    return sum(w * h for w, h in (image_size(path) for _, path in images)) / 1e6
+
+
+def _estimate(labs: Sequence[LabData], pairs: tuple[Pair, Pair], mode: Mode, cache: Path) -> dict[str, Any]:
+    """What the comparisons will cost, said before they start: the megapixels both models read, at the rate they
+    read the first image of the largest set (timed now, and cached, so the comparison does not read it again)."""
+    sizes = [(lab, _megapixels(lab.images())) for lab in labs]
+    megapixels = sum(mp for _, mp in sizes)
+    field_id, path = max(sizes, key=lambda s: s[1])[0].images()[0]
+    probe = read_rgb(path)
+    seconds, modes = 0.0, {}
+    for pair in pairs:
+        reader = HeatmapReader(OnnxModel(pair.model, providers=("CPUExecutionProvider",)), mode)
+        started = time.perf_counter()
+        reader.cached(field_id, probe, cache)
+        seconds += time.perf_counter() - started
+        modes[pair.name] = reader.mode.value
+    per_megapixel = seconds / (probe.shape[0] * probe.shape[1] / 1e6)
+    estimate = {
+        "images": sum(len(lab.images()) for lab in labs),
+        "megapixels": round(megapixels, 2),
+        "modes": modes,
+        "probe": str(path),
+        "seconds_per_megapixel_both_models": round(per_megapixel, 3),
+        "estimated_inference_seconds": round(megapixels * per_megapixel, 1),
+    }
+    log.info(
+        "finetune: the comparisons read %d images (%.1f megapixels) with both models (%s): about %.0f min of "
+        "inference (%.2f s per megapixel on %s), and their scoring; --no-znsm-test skips the ZNSM test split, "
+        "--exact reads in exact mode",
+        estimate["images"],
+        megapixels,
+        ", ".join(f"{name} in {m} mode" for name, m in modes.items()),
+        estimate["estimated_inference_seconds"] / 60,
+        per_megapixel,
+        path.name,
+    )
+    return estimate
+
+
 def _compare(
     clock: Stopwatch,
     pairs: tuple[Pair, Pair],
@@ -558,20 +611,25 @@ def _compare(
     replay: Replay,
     znsm_test: bool,
     cache: Path,
-) -> dict[str, list[LabScores]]:
+    mode: Mode,
+) -> tuple[dict[str, list[LabScores]], dict[str, Any]]:
     """Step 7: base and fine-tuned, each with its filter, on the held-out fields, the lab's test fields and the
-    base lab's test split."""
-    comparison: dict[str, list[LabScores]] = {}
-    comparison["lab held-out"] = clock.run(
-        "held-out comparison", lambda: [split.held_out.score(p, cache) for p in pairs]
-    )
+    base lab's test split, read in ``mode``; and what they were estimated to cost before they started."""
+    labs: dict[str, LabData] = {"lab held-out": split.held_out}
     if test is not None:
-        test_lab = read_lab(test)
-        comparison["lab test"] = clock.run("test comparison", lambda: [test_lab.score(p, cache) for p in pairs])
+        labs["lab test"] = read_lab(test)
     if znsm_test and (replay.root / "images").is_dir():
-        znsm = replay.lab(replay.split.test)
-        comparison["znsm-test"] = clock.run("ZNSM test comparison", lambda: [znsm.score(p, cache) for p in pairs])
-    return comparison
+        labs["znsm-test"] = replay.lab(replay.split.test)
+    estimate = clock.run("comparison estimate", lambda: _estimate(list(labs.values()), pairs, mode, cache))
+    steps = {"lab held-out": "held-out comparison", "lab test": "test comparison", "znsm-test": "ZNSM test comparison"}
+    comparison: dict[str, list[LabScores]] = {}
+    for name, lab in labs.items():
+        comparison[name] = clock.run(steps[name], functools.partial(_scores, lab, pairs, cache, mode))
+    return comparison, estimate
+
+
+def _scores(lab: LabData, pairs: tuple[Pair, Pair], cache: Path, mode: Mode) -> list[LabScores]:
+    return [lab.score(p, cache, mode) for p in pairs]
 
 
 def _record(
@@ -658,8 +716,11 @@ def finetune(
         )
         metrics["calibration"] = calibration
     meta, tuned = _export_networks(model, out, base, training_data, metrics)  # 6: the object filter needs them
+    clock.run("coarse network", lambda: write_coarse_network(out))  # 6: fast mode reads the lab's fields from here
+    mode = Mode.EXACT if settings.exact else Mode.FAST
     filter_record = clock.run(
-        "object filter", lambda: _object_filter(out, tuned, split, replay, data, settings, cache, base.filter_threshold)
+        "object filter",
+        lambda: _object_filter(out, tuned, split, replay, data, settings, cache, base.filter_threshold, mode),
     )  # 5
     replay_filter_fields = filter_record.pop("replay_fields") if filter_record else []
     finetune_seconds = round(time.perf_counter() - started, 1)
@@ -668,7 +729,7 @@ def finetune(
         Pair("base", base.folder.dense, base.folder.object_filter),
         Pair("fine-tuned", out / DENSE_ONNX, out / OBJECT_FILTER_ONNX if filter_record else None),
     )
-    comparison = _compare(clock, pairs, split, test, replay, znsm_test, cache)  # 7
+    comparison, estimate = _compare(clock, pairs, split, test, replay, znsm_test, cache, mode)  # 7
     record = {
         "model_id": meta["model_id"],
         "base_model_id": base.folder.model_id,
@@ -685,6 +746,7 @@ def finetune(
         "calibration": calibration,
         "filter": filter_record,
         "comparison": comparison,
+        "comparison_estimate": estimate,
         "wall_seconds": clock.seconds,
         "finetune_seconds": finetune_seconds,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},

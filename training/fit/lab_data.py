@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.engine.model import OnnxModel
+from service.engine.modes import Mode
 from service.engine.normalisation import InputNormalisation
 from training.data.box_masks import MaskDerivation, label_map
 from training.data.dataset import FieldFiles, discover_fields, read_annotation, read_rgb
@@ -38,6 +39,7 @@ class LabScores(TypedDict):
     """A model (and its filter) on a part of a lab's data."""
 
     name: str
+    mode: str  # the engine mode the fields were read in (fast: the service's default; exact on request)
     model_id: str
     filter_id: str | None
     positives: int
@@ -75,15 +77,19 @@ class LabData(Protocol):
 
     def describe(self) -> str: ...
 
+    def images(self) -> list[tuple[str, Path]]: ...
+
     def patches(self, normalisation: InputNormalisation | None, counts: PatchCounts, seed: int) -> PatchSet: ...
 
     def pixels(
         self, model: OnnxModel, background_share: float, seed: int, cache: Path
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.float64] | None]: ...
 
-    def candidates(self, model: OnnxModel, cache: Path) -> tuple[ObjectSamples, npt.NDArray[np.str_]]: ...
+    def candidates(
+        self, model: OnnxModel, cache: Path, mode: Mode = Mode.FAST
+    ) -> tuple[ObjectSamples, npt.NDArray[np.str_]]: ...
 
-    def score(self, pair: Pair, cache: Path) -> LabScores: ...
+    def score(self, pair: Pair, cache: Path, mode: Mode = Mode.FAST) -> LabScores: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,10 @@ class FieldLab:
         wanted = set(ids)
         return FieldLab(self.root, tuple(f for f in self.fields if f.field_id in wanted))
 
+    def images(self) -> list[tuple[str, Path]]:
+        """Every image a comparison reads, with its field id."""
+        return [(f.field_id, f.image) for f in self.fields]
+
     def describe(self) -> str:
         negatives = len(self.negative_ids)
         boxes = sum(len(read_annotation(f).boxes) for f in self.fields)
@@ -133,12 +143,14 @@ class FieldLab:
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.float64] | None]:
         return field_pixels(model, list(self.fields), background_share, seed, cache)
 
-    def candidates(self, model: OnnxModel, cache: Path) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
-        samples = collect_samples(model, list(self.fields), cache=cache)
+    def candidates(
+        self, model: OnnxModel, cache: Path, mode: Mode = Mode.FAST
+    ) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
+        samples = collect_samples(model, list(self.fields), cache=cache, mode=mode)
         negative = np.isin(samples.fields, list(self.negative_ids))
         return samples, np.where(negative, samples.fields, "").astype(str)
 
-    def score(self, pair: Pair, cache: Path) -> LabScores:
+    def score(self, pair: Pair, cache: Path, mode: Mode = Mode.FAST) -> LabScores:
         from training.evaluation.evaluate import evaluate
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -156,6 +168,8 @@ class FieldLab:
                 patch_model=None,
                 gallery=False,
                 cache=cache,
+                mode=mode,
+                sweep=False,
             )
         methods = report["methods"]
         method = next((m for m in methods if m.get("filter_id")), methods[0])
@@ -169,6 +183,7 @@ class FieldLab:
         )
         return {
             "name": pair.name,
+            "mode": report["inference"].get("mode", "exact"),
             "model_id": report["model_id"],
             "filter_id": method.get("filter_id"),
             "positives": int(b["boxes"]),
@@ -204,6 +219,10 @@ class PatchLab:
     def part(self, ids: tuple[str, ...]) -> PatchLab:
         return PatchLab(self.data.of_fields(ids))
 
+    def images(self) -> list[tuple[str, Path]]:
+        """Every image a comparison reads, with its id: the negative fields, then the positive patches."""
+        return [(n.field_id, n.path) for n in self.data.negatives] + [(p.patch_id, p.path) for p in self.data.positives]
+
     def describe(self) -> str:
         positive_fields = len({p.field for p in self.data.positives})
         return (
@@ -227,14 +246,17 @@ class PatchLab:
         z, y = ufam_pixels(model, self.data, background_share, seed, cache)
         return z, y, None  # patches do not tell a field's bacillus share: the caller weights the classes
 
-    def candidates(self, model: OnnxModel, cache: Path) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
-        return collect_ufam_samples(model, self.data, cache=cache)
+    def candidates(
+        self, model: OnnxModel, cache: Path, mode: Mode = Mode.FAST
+    ) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
+        return collect_ufam_samples(model, self.data, cache=cache, mode=mode)
 
-    def score(self, pair: Pair, cache: Path) -> LabScores:
-        report = evaluate_ufam(pair, self.data, self.root.name)
+    def score(self, pair: Pair, cache: Path, mode: Mode = Mode.FAST) -> LabScores:
+        report = evaluate_ufam(pair, self.data, self.root.name, mode=mode)
         per_field = report["false_bacilli_per_field"]
         return {
             "name": pair.name,
+            "mode": report["mode"],
             "model_id": report["model_id"],
             "filter_id": report["filter_id"],
             "positives": report["positives"],

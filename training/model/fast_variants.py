@@ -119,16 +119,39 @@ def sample_windows(
     return out["dense"], out["coarse"]
 
 
-def quantise(source: Path, target: Path, windows: Sequence[npt.NDArray[np.float32]], metadata: dict[str, str]) -> None:
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How a network is quantised beyond the fixed settings (QDQ, int8 weights per channel, uint8 activations per
+    tensor, min-max ranges, softmax in float).
+
+    Attributes:
+        float_convs: convolutions kept in float, by their patch CNN layer (``conv1`` … ``conv4``): their inputs are
+            dequantised and their outputs quantised again for the next layer.
+    """
+
+    float_convs: tuple[str, ...] = ()
+
+
+def quantise(
+    source: Path,
+    target: Path,
+    windows: Sequence[npt.NDArray[np.float32]],
+    metadata: dict[str, str],
+    recipe: QuantRecipe = QuantRecipe(),
+) -> None:
     """Write the static int8 (QDQ) copy of ``source`` to ``target``, calibrated on ``windows``, with
-    ``metadata`` as its ONNX metadata."""
+    ``metadata`` as its ONNX metadata, the softmax and ``recipe``'s convolutions in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = target.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        float_only = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
+        float_only = [
+            n.name
+            for n in onnx.load(str(prepared)).graph.node
+            if n.op_type == "Softmax" or any(f"/{conv}_" in n.name for conv in recipe.float_convs)
+        ]
         quantize_static(
             str(prepared),
             str(target),
@@ -260,6 +283,27 @@ def restore_card_section(folder: Path) -> bool:
     return True
 
 
+def write_coarse_network(folder: Path) -> Path:
+    """Export the coarse network of ``folder``'s patch CNN (``bacilli_coarse.onnx``, fp32) into ``folder``: with it
+    the folder reads fields in fast mode.
+
+    Raises:
+        FileNotFoundError: the folder lacks its patch CNN or dense network.
+    """
+    import keras
+
+    from training.model.coarse import coarse_onnx
+    from training.model.export import read_metadata
+
+    for needed in (PATCH_KERAS, DENSE_ONNX):
+        if not (folder / needed).is_file():
+            raise FileNotFoundError(f"{folder / needed}: needed to write the fast variants")
+    dense_meta = read_metadata(folder / DENSE_ONNX)
+    proto = coarse_onnx(keras.models.load_model(folder / PATCH_KERAS), dense_meta)
+    onnx.save(proto, str(folder / COARSE_ONNX))
+    return folder / COARSE_ONNX
+
+
 def write_fast_variants(
     folder: Path,
     calibration: Sequence[npt.NDArray[np.uint8]],
@@ -286,17 +330,7 @@ def write_fast_variants(
     Raises:
         FileNotFoundError: the folder lacks its patch CNN or dense network.
     """
-    import keras
-
-    from training.model.coarse import coarse_onnx
-    from training.model.export import read_metadata
-
-    for needed in (PATCH_KERAS, DENSE_ONNX):
-        if not (folder / needed).is_file():
-            raise FileNotFoundError(f"{folder / needed}: needed to write the fast variants")
-    dense_meta = read_metadata(folder / DENSE_ONNX)
-    proto = coarse_onnx(keras.models.load_model(folder / PATCH_KERAS), dense_meta)
-    onnx.save(proto, str(folder / COARSE_ONNX))
+    write_coarse_network(folder)
     cpu = ("CPUExecutionProvider",)
     dense, coarse = OnnxModel(folder / DENSE_ONNX, providers=cpu), OnnxModel(folder / COARSE_ONNX, providers=cpu)
     stride = int(coarse.meta.raw["output_stride"])

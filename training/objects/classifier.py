@@ -35,6 +35,7 @@ from sklearn.model_selection import GroupKFold
 from service.engine.candidates import FEATURES
 from service.engine.defaults import THRESHOLD
 from service.engine.model import OnnxModel
+from service.engine.modes import Mode
 from service.engine.object_filter import FORMAT
 from training.data.dataset import discover_fields
 from training.data.split import DatasetSplit
@@ -216,17 +217,18 @@ def train_object_filter(
     target_recall: float = TARGET_RECALL,
     seed: int = 0,
     cache: Path = DEFAULT_CACHE,
+    mode: Mode = Mode.FAST,
 ) -> dict[str, str]:
     """Train the object filter on ``model_path``'s candidates in the split's ``subsets`` of ``data`` (and of the
     UFAM set's slides in the same subsets of ``ufam_split`` when ``ufam`` is given), write it to ``out``; returns
-    its metadata."""
+    its metadata. Candidates are read in ``mode`` where it gives exact mode's (:mod:`training.objects.samples`)."""
     split = DatasetSplit.load(split_path)
     fields = {f.field_id: f for f in discover_fields(data)}
     split.check_covers(set(fields))
     ids = [fid for subset in subsets for fid in split.subset(subset)]
     model = OnnxModel(model_path, providers=("CPUExecutionProvider",))
     rules = ObjectRules(min_object_px=min_object_px)
-    samples = collect_samples(model, [fields[f] for f in ids], threshold=threshold, rules=rules, cache=cache)
+    samples = collect_samples(model, [fields[f] for f in ids], threshold=threshold, rules=rules, cache=cache, mode=mode)
     negative_field = np.full(len(samples), "")
     trained_on = f"{data.name}: fields {' '.join(ids)} ({' + '.join(subsets)}); split {split_path.name}"
     if ufam is not None:
@@ -236,7 +238,12 @@ def train_object_filter(
         by_slide.check_covers(set(ufam_set.slides))
         slides = [s for subset in subsets for s in by_slide.subset(subset)]
         lab, lab_negative = collect_ufam_samples(
-            model, ufam_set.of_slides(slides), threshold=threshold, min_object_px=min_object_px, cache=cache
+            model,
+            ufam_set.of_slides(slides),
+            threshold=threshold,
+            min_object_px=min_object_px,
+            cache=cache,
+            mode=mode,
         )
         samples = ObjectSamples.concatenate([samples, lab])
         negative_field = np.concatenate([negative_field, lab_negative])

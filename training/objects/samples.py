@@ -29,11 +29,11 @@ from tqdm import tqdm
 from service.engine.candidates import FEATURES, Candidates, find_candidates
 from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
 from service.engine.model import OnnxModel
-from service.engine.segmenter import Segmenter
+from service.engine.modes import Mode
 from training.data.annotations import Box, BoxLabel
 from training.data.dataset import FieldFiles, read_rgb
 from training.data.ufam import CENTRE_PX, UfamSet, patch_centre, read_positives
-from training.evaluation.heatmap_cache import cached_heatmap
+from training.evaluation.heatmap_cache import HeatmapReader
 from training.evaluation.metrics import ObjectRules, Outcome, match_objects
 from training.evaluation.truth import image_digest, read_truth
 from training.paths import DEFAULT_CACHE
@@ -89,14 +89,17 @@ def collect_samples(
     threshold: float = THRESHOLD,
     rules: ObjectRules | None = None,
     cache: Path = DEFAULT_CACHE,
+    mode: Mode = Mode.FAST,
 ) -> ObjectSamples:
-    """Candidates of ``fields`` with their labels (module docstring, steps 1–2)."""
+    """Candidates of ``fields`` with their labels (module docstring, steps 1–2); heatmaps read in ``mode`` where
+    it gives exact mode's candidates (:class:`~training.evaluation.heatmap_cache.HeatmapReader`)."""
     rules = rules or ObjectRules()
+    reader = HeatmapReader(model, mode, cut=threshold)
     features, labels, names, single = [], [], [], []
     for files in tqdm(fields, desc="object candidates", unit="field", file=sys.stderr):
         truth = read_truth(files)
-        heatmap, _ = cached_heatmap(model, files.field_id, truth.image, cache, digest=truth.digest)
-        field = Segmenter(model).prepare(truth.image)
+        heatmap, _ = reader.cached(files.field_id, truth.image, cache, truth.digest)
+        field = reader.segmenter.prepare(truth.image)
         candidates = find_candidates(heatmap, field, threshold, rules.min_object_px)
         for c, outcome in zip(candidates.items, candidate_outcomes(candidates, truth.boxes, rules), strict=True):
             if outcome not in (Outcome.TRUE_POSITIVE, Outcome.FALSE_POSITIVE):
@@ -129,6 +132,7 @@ def collect_ufam_samples(
     threshold: float = THRESHOLD,
     min_object_px: int = MIN_OBJECT_PX,
     cache: Path = DEFAULT_CACHE,
+    mode: Mode = Mode.FAST,
 ) -> tuple[ObjectSamples, npt.NDArray[np.str_]]:
     """Candidates of a part of the UFAM set, labelled (module docstring, step 3), grouped by slide.
 
@@ -136,14 +140,15 @@ def collect_ufam_samples(
         the samples (their ``fields`` are slide ids: the cross-validation's groups), and beside each the negative
         field it came from ("" for a positive patch's candidate), for the false bacilli per negative field.
     """
-    segmenter = Segmenter(model)
+    reader = HeatmapReader(model, mode, cut=threshold)
+    segmenter = reader.segmenter
     rows: list[tuple[npt.NDArray[np.float32], int, str]] = []
     negative_of: list[str] = []
     images, backgrounds = read_positives(part, model.meta.normalisation)
     for p in tqdm(part.positives, desc="object candidates (UFAM positives)", unit="patch", file=sys.stderr):
         rgb = images[p.patch_id]
         field = segmenter.prepare(rgb, backgrounds.get(p.field))
-        heatmap = segmenter.heatmap(rgb, backgrounds.get(p.field))
+        heatmap = reader.heatmap(rgb, backgrounds.get(p.field))
         cy, cx = patch_centre(rgb)
         for c in find_candidates(heatmap, field, threshold, min_object_px).items:
             rows_, cols_ = c.window
@@ -154,7 +159,7 @@ def collect_ufam_samples(
                 negative_of.append("")
     for f in tqdm(part.negatives, desc="object candidates (UFAM negative fields)", unit="field", file=sys.stderr):
         rgb = read_rgb(f.path)
-        heatmap, _ = cached_heatmap(model, f.field_id, rgb, cache, digest=image_digest(rgb))
+        heatmap, _ = reader.cached(f.field_id, rgb, cache, image_digest(rgb))
         for c in find_candidates(heatmap, segmenter.prepare(rgb), threshold, min_object_px).items:
             rows.append((c.features, 0, f.slide))
             negative_of.append(f.field_id)
