@@ -67,16 +67,12 @@ function keepErrors() {
 
 // ---------- models ----------
 async function loadModels() {
+  // everything is read before anything is filled in: the model list filled is the sign that the page is ready
+  // (one after another: the first call may have to ask for the key, and the others wait for it)
   const list = await json("/v1/models");
-  const select = $("model");
-  select.replaceChildren(...list.models.map((m) => {
-    const option = new Option(`${m.model_id}${m.default ? " (default)" : ""}`, m.model_id, m.default, m.default);
-    option.title = m.card_summary;
-    return option;
-  }));
   const me = await json("/v1/me");
+  const { labs } = await json("/v1/labs");
   state.user = me.user;
-  await loadLabs(me.lab);
   $("who").textContent = me.user ? `Signed in as ${me.user}` : "";
   if (me.user) {
     $("reviewer").value = me.user;
@@ -84,11 +80,17 @@ async function loadModels() {
   } else {
     $("reviewer").value = sessionStorage.getItem("tbseg-reviewer") || "";
   }
+  const select = $("model");
+  select.replaceChildren(...list.models.map((m) => {
+    const option = new Option(`${m.model_id}${m.default ? " (default)" : ""}`, m.model_id, m.default, m.default);
+    option.title = m.card_summary;
+    return option;
+  }));
+  showLabs(labs, me.lab);
 }
 
 // ---------- lab profiles ----------
-async function loadLabs(defaultLab) {
-  const { labs } = await json("/v1/labs");
+function showLabs(labs, defaultLab) {
   const select = $("lab");
   const options = labs.map((lab) => {
     const text = `${lab.lab_id} (v${lab.version}): operating point ${lab.object_threshold}, ` +

@@ -142,6 +142,7 @@ def test_a_technician_reads_reviews_signs_and_exports_a_slide(
         _shot(page, "01-key")
         page.fill("#key-input", KEY)
         page.click("#key-submit")
+        # the model list is filled last, when who is signed in and the labs are known
         page.wait_for_function("document.querySelector('#model').options.length > 0")
         assert page.evaluate("sessionStorage.getItem('tbseg-api-key')") == KEY
         assert page.inner_text("#who") == f"Signed in as {USER}"
