@@ -183,6 +183,9 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
     assert quality["model_id"] == default and "validation fields of every lab" in quality["source"]
     assert "## Field quality" in card_text(folder)
     assert "## Scale" in card_text(folder) and f"{scale['pixel_size_um']:.4g} µm per pixel" in card_text(folder)
+    int8 = json.loads((folder / "fast_variants.json").read_text())  # int8: calibrated on every lab, measured on each
+    assert int8["quantisation"]["float_nodes"] == "Softmax, conv1" and "ufam-dds1" in int8["calibration"]
+    assert {"znsm-ms2", "ufam-dds1 centres ×1"} <= set(int8["int8_on_test"]["detections"])
     for fast in ("bacilli_coarse.onnx", "bacilli_coarse.int8.onnx", "bacilli_dense.int8.onnx"):
         fast_meta = {p.key: p.value for p in onnx.load(str(folder / fast)).metadata_props}
         assert fast_meta["dense_model_id"] == default, fast

@@ -46,6 +46,7 @@ from training.data.dataset import AnnotationKind
 from training.data.sampling import SamplerConfig
 from training.evaluation.metrics import ObjectRules
 from training.fit.recipes import RECIPES
+from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 from training.paths import (
     DEFAULT_CACHE,
     LABS_DIR,
@@ -584,7 +585,24 @@ def add_fast(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_data_arguments(fast)
     fast.add_argument("--split", type=Path, default=ZNSM_MS2_SPLIT, help="(default: %(default)s)")
     fast.add_argument(
-        "--calibration-fields", type=int, default=12, help="train-split fields calibrating int8 (default: 12)"
+        "--calibration-fields",
+        type=int,
+        default=12,
+        help="train-split fields per lab (ZNSM) calibrating int8; validation fields check it (default: 12)",
+    )
+    fast.add_argument(
+        "--calibrate-on",
+        choices=("every-lab", "data"),
+        default="every-lab",
+        help="every-lab: train fields of ZNSM-iDB MS-2 and MS-1 and UFAM's negative fields, each at the scale the "
+        "service reads it (training/data/every_lab.py); data: --data's train fields only (default: %(default)s)",
+    )
+    fast.add_argument(
+        "--float-convs",
+        nargs="*",
+        default=list(DEFAULT_RECIPE.float_convs),
+        choices=("conv1", "conv2", "conv3", "conv4"),
+        help="convolutions kept in float in the int8 copies (default: %(default)s; docs/results.md section 15)",
     )
     fast.add_argument("--windows", type=int, default=8, help="windows per field and network (default: 8)")
     fast.add_argument("--seed", type=int, default=0)
@@ -596,6 +614,7 @@ def add_fast(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_fast(args: argparse.Namespace) -> int:
     from training.data.dataset import discover_fields, read_rgb
+    from training.data.every_lab import Rgb, every_lab_fields
     from training.data.split import DatasetSplit
     from training.model.fast_variants import add_detections, write_fast_variants
 
@@ -605,20 +624,36 @@ def run_fast(args: argparse.Namespace) -> int:
         add_detections(args.model, args.detections)
         sys.stdout.write(f"recorded {args.detections} in {args.model}\n")
         return 0
-    split = DatasetSplit.load(args.split)
-    fields = {f.field_id: f for f in discover_fields(args.data)}
-    missing = [fid for fid in (*split.train, *split.validation) if fid not in fields]
-    if missing:
-        raise ValueError(f"{args.split}: fields {', '.join(missing[:5])} are not in {args.data}")
-    calibration_ids = split.train[: args.calibration_fields]
+    if args.calibrate_on == "every-lab":
+        calibration = every_lab_fields("train", args.calibration_fields)
+        check = every_lab_fields("validation", args.calibration_fields)
+
+        def said(fields: dict[str, list[tuple[str, Rgb]]], part: str) -> str:
+            return f"{part} fields of " + ", ".join(f"{lab} ({len(items)})" for lab, items in fields.items())
+
+        calibration_rgb = [rgb for items in calibration.values() for _, rgb in items]
+        check_rgb = [rgb for items in check.values() for _, rgb in items]
+        calibration_source, check_source = said(calibration, "train"), said(check, "validation")
+    else:
+        split = DatasetSplit.load(args.split)
+        fields = {f.field_id: f for f in discover_fields(args.data)}
+        missing = [fid for fid in (*split.train, *split.validation) if fid not in fields]
+        if missing:
+            raise ValueError(f"{args.split}: fields {', '.join(missing[:5])} are not in {args.data}")
+        calibration_ids = split.train[: args.calibration_fields]
+        calibration_rgb = [read_rgb(fields[fid].image) for fid in calibration_ids]
+        check_rgb = [read_rgb(fields[fid].image) for fid in split.validation]
+        calibration_source = f"{len(calibration_ids)} train fields of {args.data.name}"
+        check_source = f"the {len(split.validation)} validation fields of {args.data.name}"
     write_fast_variants(
         args.model,
-        [read_rgb(fields[fid].image) for fid in calibration_ids],
-        [read_rgb(fields[fid].image) for fid in split.validation],
-        calibration_source=f"{len(calibration_ids)} train fields of {args.data.name}",
-        check_source=f"the {len(split.validation)} validation fields of {args.data.name}",
+        calibration_rgb,
+        check_rgb,
+        calibration_source=calibration_source,
+        check_source=check_source,
         windows_per_field=args.windows,
         seed=args.seed,
+        recipe=QuantRecipe(float_convs=tuple(args.float_convs)),
     )
     if args.detections is not None:
         add_detections(args.model, args.detections)

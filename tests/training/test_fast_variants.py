@@ -42,7 +42,13 @@ def test_the_folder_gains_fast_networks_that_describe_themselves(red_fast_folder
             assert (meta.raw["output_stride"], meta.raw["output_phase"]) == ("6", "0,0")
     ops = {n.op_type for n in onnx.load(str(red_fast_folder / DENSE_INT8_ONNX)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
+    for name in (DENSE_INT8_ONNX, COARSE_INT8_ONNX):  # the first convolution stays in float (its weights as stored)
+        graph = onnx.load(str(red_fast_folder / name)).graph
+        floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+        convs = [n for n in graph.node if n.op_type == "Conv"]
+        assert len(convs) == 4 and [c.input[1] in floats for c in convs] == [True, False, False, False], name
     report = json.loads((red_fast_folder / FAST_JSON).read_text())
+    assert report["quantisation"]["float_nodes"] == "Softmax, conv1"
     assert [a["network"] for a in report["agreement"]] == ["dense", "coarse"]
     assert all(0.9 <= a["mask_agreement"] <= 1.0 and a["max_abs_diff"] < 0.5 for a in report["agreement"])
     card = (red_fast_folder / "MODEL_CARD.md").read_text()
@@ -79,4 +85,45 @@ def test_the_benchmark_figures_go_into_the_card(red_fast_folder: Path, tmp_path:
     assert card.count(CARD_SECTION) == 1 and "| ZNSM 256x256 (2) | 3 | 3 / 0 / 1 | 7 |" in card
     assert json.loads((folder / FAST_JSON).read_text())["detections"]["summary"] == summary
     bench.write_text(json.dumps({"model_id": "another", "summary": summary}))
+    assert main(["fast", "--model", str(folder), "--card-only", "--detections", str(bench)]) == 2
+
+
+def test_the_int8_test_figures_go_into_the_card(red_fast_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.cli import main
+
+    folder = shutil.copytree(red_fast_folder, tmp_path / "red")
+    report = json.loads((folder / FAST_JSON).read_text())
+    model_id = report["dense_model_id"]
+    rows = {
+        "znsm-ms2": {
+            "fields": 2,
+            "reference_kept": 40,
+            "kept": 40,
+            "found": 40,
+            "missed": 0,
+            "added": 0,
+            "seconds_median": {"fp32": 5.0, "int8": 3.0},
+        },
+        "ufam-dds1 centres ×1": {"patches": 9, "reference_kept": 3, "kept": 3, "found": 2, "missed": 1, "added": 1},
+    }
+    bench = tmp_path / "int8.json"
+    measured = {
+        "bench": "int8_calibration --shipped-on-test",
+        "model_id": model_id,
+        "machine": {"cpus": 2},
+        "quantisation": report["quantisation"],
+        "calibration": report["calibration"],
+        "detections": rows,
+        "meets": False,
+    }
+    bench.write_text(json.dumps(measured))
+    assert main(["fast", "--model", str(folder), "--card-only", "--detections", str(bench)]) == 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "| znsm-ms2 (2 fields) | 40 | 40 / 0 / 0 | 5.00 / 3.00 |" in card
+    assert "| ufam-dds1 centres ×1 (9 patches, at the centre) | 3 | 2 / 1 / 1 |  |" in card
+    assert "does not meet the rule" in card and card.count(CARD_SECTION) == 1
+    # figures of other int8 networks (calibrated otherwise) are refused
+    bench.write_text(json.dumps({**measured, "calibration": "12 train fields of znsm-ms2"}))
     assert main(["fast", "--model", str(folder), "--card-only", "--detections", str(bench)]) == 2

@@ -37,6 +37,7 @@ from service.engine.quality import FOCUS_MIN_STAINED, MEASURES, Limit, QualityMo
 from service.engine.scale import resample
 from training.data.dataset import discover_fields, read_rgb
 from training.data.degrade import gaussian_blur
+from training.data.every_lab import MS1_FACTOR, UFAM_FACTOR
 from training.data.split import DatasetSplit
 from training.data.ufam import read_ufam
 
@@ -59,8 +60,6 @@ SIDES = {
     "edge_share": "high",
 }
 FLOORS = {"saturated_share": 0.05, "dark_share": 0.05}  # the high limit is at least this
-MS1_FACTOR = 0.1357 / 0.06461  # MS-1's rods against MS-2's (docs/results.md section 13)
-UFAM_FACTOR = 2.5  # UFAM's lab profile (labs/ufam-dds1, v3)
 
 
 @dataclass(frozen=True)
