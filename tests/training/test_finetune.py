@@ -82,6 +82,7 @@ def test_finetune_on_points_changes_the_weights_and_writes_a_servable_folder(
     result = Segmenter(model, tile_px=64).segment(fields[0].image)
     assert result.heatmap.shape == fields[0].image.shape[:2]
     assert folder.fast_files("int8") is not None and "## Fast mode" in folder.card()  # it runs mode=fast too
+    assert "of the lab's fine-tune fields" in folder.card()  # its int8 copies calibrated on the lab's fields too
 
     record = json.loads((out / "finetune.json").read_text())
     assert record["base_model_id"] == base_id and record["model_id"] == folder.model_id

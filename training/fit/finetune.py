@@ -305,17 +305,26 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
     (out / CARD_MD).write_text("\n".join(lines), encoding="utf-8")
 
 
-def write_fast_networks(out: Path, replay: Replay, fields: int = FAST_CALIBRATION_FIELDS) -> None:
+def write_fast_networks(
+    out: Path, replay: Replay, lab: LabData, held_out: LabData, fields: int = FAST_CALIBRATION_FIELDS
+) -> None:
     """Give the new folder fast mode's networks (:mod:`training.model.fast_variants`), int8 calibrated on a few of
-    the replay data's train fields and compared on its validation fields."""
-    calibration = [read_rgb(replay.fields[i].image) for i in replay.split.train[:fields]]
-    check = [read_rgb(replay.fields[i].image) for i in replay.split.validation]
+    the replay data's train fields and of the lab's own fine-tune fields (as the model reads them: at its scale),
+    and compared on the replay data's validation fields and the lab's held-out fields."""
+    lab_calibration = [read_rgb(path) for _, path in lab.images()[:fields]]
+    lab_check = [read_rgb(path) for _, path in held_out.images()[:fields]]
+    calibration = [read_rgb(replay.fields[i].image) for i in replay.split.train[:fields]] + lab_calibration
+    check = [read_rgb(replay.fields[i].image) for i in replay.split.validation] + lab_check
     write_fast_variants(
         out,
         calibration,
         check or calibration,
-        calibration_source=f"{len(calibration)} train fields of {replay.root.name}",
-        check_source=f"{len(check)} validation fields of {replay.root.name}" if check else "the same fields",
+        calibration_source=f"{len(calibration) - len(lab_calibration)} train fields of {replay.root.name} and "
+        f"{len(lab_calibration)} of the lab's fine-tune fields",
+        check_source=f"{len(check) - len(lab_check)} validation fields of {replay.root.name} and {len(lab_check)} "
+        "of the lab's held-out fields"
+        if check
+        else "the same fields",
     )
 
 
@@ -754,7 +763,7 @@ def finetune(
     base.write_scale(out, meta["model_id"])
     (out / "finetune.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
     write_card(out, record)
-    clock.run("fast networks", lambda: write_fast_networks(out, replay))  # 6, last part
+    clock.run("fast networks", lambda: write_fast_networks(out, replay, split.train, split.held_out))  # 6, last part
     log.info(
         "fine-tuned %s → %s in %.0f s (comparisons %.0f s more); folder %s",
         base.folder.model_id,
