@@ -109,3 +109,41 @@ def test_runner_records_failures_stops_between_fields_and_resumes(tmp_path: Path
         }
     )
     assert [j.job_id for j in finished] == [job.job_id]
+
+
+def test_a_runner_with_two_fields_in_flight_holds_two_in_hand_records_each_and_stops_after_them(
+    tmp_path: Path,
+) -> None:
+    store = JobStore(tmp_path)
+    job, _ = store.submit([(f"f{i}.png", b"fine") for i in range(5)], JobParams())
+    both_in_hand = threading.Barrier(2, timeout=10)  # broken (an engine failure) unless two fields are in hand at once
+    lock, in_hand, most = threading.Lock(), [0], [0]
+    stop_now, release = threading.Event(), threading.Event()
+
+    def run_field(j: Job, position: int, data: bytes) -> dict[str, object]:
+        with lock:
+            in_hand[0] += 1
+            most[0] = max(most[0], in_hand[0])
+        try:
+            if position < 2:
+                both_in_hand.wait()
+            if position in (2, 3):  # the second pair: the stop comes while both are in hand
+                both_in_hand.wait()
+                stop_now.set()
+                release.wait(10)
+            return {"count": position}
+        finally:
+            with lock:
+                in_hand[0] -= 1
+
+    runner = JobRunner(store, run_field, lambda j: None, retention_s=3600, fields_in_flight=2)
+    runner.start()
+    runner.wake()
+    assert stop_now.wait(10)
+    assert not runner.stop(timeout_s=0.2)  # the two fields in hand finish first
+    release.set()
+    assert runner.stop(timeout_s=10)
+    stopped = store.get(job.job_id)
+    assert stopped is not None and stopped.state == "running" and most[0] == 2
+    assert [f.state for f in stopped.fields] == ["done", "done", "done", "done", "queued"]
+    assert [f.result for f in stopped.fields[:4]] == [{"count": i} for i in range(4)]
