@@ -54,7 +54,7 @@ from service.engine.model_folder import (  # noqa: E402
 from service.engine.segmenter import Mode, Segmentation, Segmenter  # noqa: E402
 from training.data.every_lab import MS1_FACTOR, UFAM_FACTOR, every_lab_fields, scaled, ufam_part  # noqa: E402
 from training.data.ufam import CENTRE_PX, UfamSet, patch_centre, read_positives  # noqa: E402
-from training.model.fast_variants import quantise, sample_windows  # noqa: E402
+from training.model.fast_variants import int8_metadata, quantise, sample_windows  # noqa: E402
 from training.model.quant_recipe import QuantRecipe  # noqa: E402
 from training.paths import SHIPPED_DIR  # noqa: E402
 
@@ -149,8 +149,8 @@ def detections(
                 totals[key] += value
         totals["seconds_median"] = {k: round(statistics.median(v), 3) for k, v in seconds.items() if v}
         out[lab] = totals
+    images, backgrounds = read_positives(part, fp32.model.meta.normalisation)
     for factor in (1.0, UFAM_FACTOR):
-        images, backgrounds = read_positives(part, fp32.model.meta.normalisation)
         found = {"fp32": 0, "int8": 0, "both": 0}
         for p in tqdm(part.positives, desc=f"ufam centres ×{factor:g}", unit="patch", file=sys.stderr):
             rgb = scaled(images[p.patch_id], factor)
@@ -196,13 +196,7 @@ def write_recipe(
     dense = OnnxModel(SHIPPED_DIR / DENSE_ONNX, providers=CPU)
     for source, target, key in ((DENSE_ONNX, DENSE_INT8_ONNX, "dense"), (COARSE_ONNX, COARSE_INT8_ONNX, "coarse")):
         fp32 = OnnxModel(SHIPPED_DIR / source, providers=CPU)
-        metadata = {
-            **fp32.meta.raw,
-            "model_id": f"{fp32.meta.model_id}-int8",
-            "dense_model_id": dense.meta.model_id,
-            "variant": key,
-            "precision": "int8",
-        }
+        metadata = int8_metadata(fp32, dense.meta.model_id, key, {"float_nodes": recipe.describe()})
         quantise(SHIPPED_DIR / source, out / target, windows[key], metadata, recipe)
     return out
 

@@ -195,12 +195,6 @@ class LimitSettings(BaseSettings):
     model_config = CONFIG
 
     inference_workers: int = Field(1, ge=1, le=16, description="fields inferred at once")
-    job_fields_in_flight: int = Field(
-        2,
-        ge=1,
-        le=32,
-        description="fields of a job in hand at once: while one infers, the next is read and the last is stored",
-    )
     queue_size: int = Field(8, ge=0, le=1000, description="fields waiting beyond the workers; more get 503")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when the queue is full")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")

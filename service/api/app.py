@@ -92,7 +92,7 @@ def _start(settings: Settings, state: ServiceState, registry: ModelRegistry) -> 
         lambda job: file_into_slide(slide_store, job),
         settings.job_retention_s,
         field_errors=(ImageRejected,),
-        fields_in_flight=settings.job_fields_in_flight,
+        fields_in_flight=settings.inference_workers,  # a job uses every worker, no more
     )
     serving = Serving(
         settings=settings,

@@ -3,10 +3,10 @@ hand at once.
 
 :class:`JobRunner` is the loop (claim, run each queued field, record it, finish, clean up expired jobs); on start
 it queues again the jobs a stop left ``running``, and on stop it finishes the fields in hand first. With more than
-one field in hand (``fields_in_flight``), a job uses as many inference workers as the service has (each field still
-passes the inference gate like a request's), and a field's reading, mask PNGs and storage overlap another field's
-inference. On 2 cores with one inference worker this changed nothing measurable (a 20-field slide as one job: 157.3 s
-one field at a time, 156.8 s with two in hand; ``docs/results.md`` section 15).
+one field in hand (``fields_in_flight``: the service passes its inference workers), a job uses every worker (each
+field still passes the inference gate like a request's). More fields in hand than workers buys nothing: with one
+worker on 2 cores, two in hand read a 20-field slide as one job in 156.8 s against 157.3 s one at a time
+(``docs/results.md`` section 15).
 :class:`JobFieldWork` is a field's work in the service: segment it on an inference worker (``run_on_worker``: the
 same gate as HTTP requests, so a job and a request never infer at once beyond the workers), write both masks, return
 the field's summary (:mod:`service.field_result`). :func:`file_into_slide` adds a finished job's fields to its slide.

@@ -122,6 +122,20 @@ def sample_windows(
     return out["dense"], out["coarse"]
 
 
+def int8_metadata(
+    fp32: OnnxModel, dense_model_id: str, variant: str, quantisation: dict[str, object]
+) -> dict[str, str]:
+    """The ONNX metadata of an int8 copy of ``fp32``: its own, with the copy's id, variant and precision."""
+    return {
+        **fp32.meta.raw,
+        "model_id": f"{fp32.meta.model_id}-int8",
+        "dense_model_id": dense_model_id,
+        "variant": variant,
+        "precision": "int8",
+        "quantisation": json.dumps(quantisation, sort_keys=True),
+    }
+
+
 def quantise(
     source: Path,
     target: Path,
@@ -372,14 +386,8 @@ def write_fast_variants(
         (COARSE_ONNX, COARSE_INT8_ONNX, coarse_windows, coarse),
     )
     for source, target, windows, fp32 in pairs:
-        metadata = {
-            **fp32.meta.raw,
-            "model_id": f"{fp32.meta.model_id}-int8",
-            "dense_model_id": dense.meta.model_id,
-            "variant": "coarse" if source == COARSE_ONNX else "dense",
-            "precision": "int8",
-            "quantisation": json.dumps({**settings, "windows": len(windows)}, sort_keys=True),
-        }
+        variant = "coarse" if source == COARSE_ONNX else "dense"
+        metadata = int8_metadata(fp32, dense.meta.model_id, variant, {**settings, "windows": len(windows)})
         log.info("quantising %s on %d windows", source, len(windows))
         quantise(folder / source, folder / target, windows, metadata, recipe)
     check_dense, check_coarse = sample_windows(dense, coarse, check, windows_per_field, seed + 1)
