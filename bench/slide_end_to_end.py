@@ -52,6 +52,7 @@ from tests.service.e2e.conftest import LiveServer, start_server, stop_server  # 
 from training.paths import SHIPPED_DIR, ZNSM_MS2  # noqa: E402
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider,CPUExecutionProvider"}
+POLL_S = 0.2  # a scripted client polling its job's state
 VARIANTS = ("as is", "mirrored left-right", "mirrored top-bottom", "half-turned")
 
 
@@ -121,14 +122,23 @@ def as_job(server: LiveServer, paths: list[Path], mode: str, slide_id: str) -> d
     if accepted.status_code != 202:
         raise SystemExit(f"job refused: {accepted.status_code} {accepted.text[:500]}")
     status_url = f"{server.url}{accepted.json()['status_url']}"
-    while (state := httpx.get(status_url, timeout=60).json())["state"] not in ("done", "failed"):
-        time.sleep(0.2)
+    polls = 0
+    with httpx.Client(timeout=60) as client:  # one connection, as a client that polls keeps it
+        while (state := client.get(status_url).json())["state"] not in ("done", "failed"):
+            polls += 1
+            time.sleep(POLL_S)
     seconds = time.perf_counter() - started
     if state["state"] != "done":
         raise SystemExit(f"job failed: {state}")
     result = httpx.get(f"{status_url}/result", timeout=120).json()
     counts = {r["name"]: r["count"] for r in result["results"]}
-    return {"seconds": round(seconds, 2), "fields_per_second": round(len(paths) / seconds, 3), "counts": counts}
+    return {
+        "seconds": round(seconds, 2),
+        "fields_per_second": round(len(paths) / seconds, 3),
+        "poll_every_s": POLL_S,
+        "polls": polls,
+        "counts": counts,
+    }
 
 
 def as_requests(server: LiveServer, paths: list[Path], mode: str, slide_id: str, clients: int = 2) -> dict[str, Any]:
@@ -137,16 +147,21 @@ def as_requests(server: LiveServer, paths: list[Path], mode: str, slide_id: str,
     counts: dict[str, int] = {}
     retries = 0
 
+    local = threading.local()
+    opened: list[httpx.Client] = []
+
     def send(path: Path) -> None:
         nonlocal retries
         data = path.read_bytes()
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=600)  # each client keeps its connection
+            opened.append(local.client)
         while True:
             began = time.perf_counter()
-            answer = httpx.post(
+            answer = local.client.post(
                 f"{server.url}/v1/slides/{slide_id}/fields",
                 params={"mode": mode},
                 files=[("files", (path.name, data, "image/jpeg"))],
-                timeout=600,
             )
             if answer.status_code == 503:
                 retries += 1
@@ -163,6 +178,8 @@ def as_requests(server: LiveServer, paths: list[Path], mode: str, slide_id: str,
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, paths))
     seconds = time.perf_counter() - started
+    for client in opened:
+        client.close()
     ordered = sorted(latencies)
     return {
         "seconds": round(seconds, 2),
@@ -234,6 +251,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["fast"], choices=("fast", "exact"))
     parser.add_argument("--exact-fields", type=int, default=10, help="at most this many fields in exact mode")
     parser.add_argument("--check-fields", type=int, default=5, help="fields read again on the CPU in this process")
+    parser.add_argument(
+        "--ways", nargs="+", default=["job", "requests"], choices=("job", "requests"), help="as one job, as requests"
+    )
     parser.add_argument("--ray", action="store_true", help="also the batch-ray command with one worker")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -268,25 +288,29 @@ def main() -> None:
             with Sampler(server.process.pid) as sampler:
                 for mode in args.modes:
                     part = paths[: args.exact_fields] if mode == "exact" and args.device == "cpu" else paths
-                    job = as_job(server, part, mode, f"job-{mode}")
-                    print(json.dumps({"mode": mode, "job_s": job["seconds"]}), file=sys.stderr, flush=True)
-                    requests = as_requests(server, part, mode, f"requests-{mode}")
-                    print(json.dumps({"mode": mode, "requests_s": requests["seconds"]}), file=sys.stderr, flush=True)
+                    run: dict[str, Any] = {"mode": mode, "fields": len(part)}
+                    readings: dict[str, dict[str, Any]] = {}
+                    if "job" in args.ways:
+                        job = readings["job"] = as_job(server, part, mode, f"job-{mode}")
+                        print(json.dumps({"mode": mode, "job_s": job["seconds"]}), file=sys.stderr, flush=True)
+                        run["as_one_job"] = {k: v for k, v in job.items() if k != "counts"}
+                        run["seconds_per_field_job"] = round(job["seconds"] / len(part), 3)
+                    if "requests" in args.ways:
+                        requests = readings["requests"] = as_requests(server, part, mode, f"requests-{mode}")
+                        took = {"mode": mode, "requests_s": requests["seconds"]}
+                        print(json.dumps(took), file=sys.stderr, flush=True)
+                        run["as_requests"] = {k: v for k, v in requests.items() if k != "counts"}
+                        run["seconds_per_field_requests"] = round(requests["seconds"] / len(part), 3)
+                    if len(readings) == 2:
+                        run["job_vs_requests"] = agreement(readings["job"]["counts"], readings["requests"]["counts"])
+                    first = next(iter(readings.values()))
                     checked = part[: args.check_fields]
-                    run: dict[str, Any] = {
-                        "mode": mode,
-                        "fields": len(part),
-                        "as_one_job": {k: v for k, v in job.items() if k != "counts"},
-                        "as_requests": {k: v for k, v in requests.items() if k != "counts"},
-                        "seconds_per_field_job": round(job["seconds"] / len(part), 3),
-                        "job_vs_requests": agreement(job["counts"], requests["counts"]),
-                        "job_vs_cpu_engine": agreement(job["counts"], cpu_counts(checked, mode)),
-                        "bacilli_kept": sum(job["counts"].values()),
-                    }
+                    run[f"{next(iter(readings))}_vs_cpu_engine"] = agreement(first["counts"], cpu_counts(checked, mode))
+                    run["bacilli_kept"] = sum(first["counts"].values())
                     if args.ray:
                         ray = ray_batch(part, mode, args.device, work)
                         run["ray_one_worker"] = {k: v for k, v in ray.items() if k != "counts"}
-                        run["ray_vs_job"] = agreement(ray["counts"], job["counts"])
+                        run[f"ray_vs_{next(iter(readings))}"] = agreement(ray["counts"], first["counts"])
                     run["server_peak_rss_mb"] = sampler.rss_mb()
                     run["server_peak_gpu_mb"] = sampler.gpu_mb if sampler.nvidia_smi else None
                     record["runs"].append(run)

@@ -64,7 +64,16 @@ def _job(serving: ReadyDep, job_id: JobId) -> Job:
     return job
 
 
+def _job_state(serving: ReadyDep, job_id: JobId) -> Job:
+    """The job without its fields' results (its state, progress and fields' states: what a poll needs)."""
+    job = serving.jobs.get(job_id, results=False)
+    if job is None:
+        raise NotFound(f"no job {job_id} (finished jobs are removed after the retention time)")
+    return job
+
+
 ExistingSlide = Annotated[Slide, Depends(_slide)]
 ExistingField = Annotated[SlideField, Depends(_field)]
 ReviewableField = Annotated[SlideField, Depends(_reviewable_field)]
 ExistingJob = Annotated[Job, Depends(_job)]
+PolledJob = Annotated[Job, Depends(_job_state)]

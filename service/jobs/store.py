@@ -240,7 +240,10 @@ class JobStore:
             ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, results: bool = True) -> Job | None:
+        """A job with its fields; ``results=False`` leaves the fields' results unread (``None``): a job's state and
+        progress read often (clients poll it) need no results, and reading 100 fields' results costs about 0.2 s of
+        a core (``docs/results.md`` section 15)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT job_id, idempotency_key, slide_id, params, state, created_at, started_at, finished_at, error "
@@ -250,7 +253,8 @@ class JobStore:
             if row is None:
                 return None
             fields = self._db.execute(
-                "SELECT position, name, state, result, error FROM job_fields WHERE job_id = ? ORDER BY position",
+                f"SELECT position, name, state, {'result' if results else 'NULL'}, error FROM job_fields "
+                "WHERE job_id = ? ORDER BY position",
                 (job_id,),
             ).fetchall()
         return Job(
@@ -290,7 +294,7 @@ class JobStore:
                 (JobState.RUNNING, time.time(), row[0]),
             )
             self._db.execute("COMMIT")
-        return self.get(row[0])
+        return self.get(row[0], results=False)
 
     def finish_field(self, job_id: str, position: int, result: JsonObject | None, error: str | None) -> None:
         with self._lock:

@@ -55,6 +55,8 @@ def test_claim_order_requeue_and_retention(tmp_path: Path) -> None:
     store.finish(a.job_id)
     done = store.get(a.job_id)
     assert done is not None and done.state == "done" and done.fields[0].result == {"count": 3}
+    polled = store.get(a.job_id, results=False)  # what a poll of the job's state reads: states, not results
+    assert polled is not None and polled.progress == done.progress and polled.fields[0].result is None
     assert store.remove_expired(3600) == 0  # finished just now
     assert store.remove_expired(3600, now=time.time() + 3601) == 1
     assert store.get(a.job_id) is None and not store.folder(a.job_id).exists()

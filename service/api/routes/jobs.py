@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.inference import lab_of, plan_reading
-from service.api.lookups import ExistingJob
+from service.api.lookups import ExistingJob, PolledJob
 from service.api.model_choice import LabParam, MixedModels, ModelParam, ModeParam, check_one_model
 from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.params import JobId, MicronsPerPixel
@@ -154,7 +154,7 @@ async def submit_job(
 
 
 @router.get("/{job_id}", summary="A job's state and progress", response_model=JobStatus, responses=ERRORS)
-def get_job(serving: ReadyDep, job: ExistingJob) -> JobStatus:
+def get_job(serving: ReadyDep, job: PolledJob) -> JobStatus:
     return status(job, serving)
 
 
@@ -202,7 +202,7 @@ def job_field_image(
     job_id: JobId,
     index: Annotated[int, Path(ge=0, le=100_000)],
     kind: Annotated[str, Path(pattern="^(mask|objects)$")],
-    job: ExistingJob,
+    job: PolledJob,
 ) -> Response:
     if index >= len(job.fields):
         raise NotFound(f"no field {index} in job {job_id}")
