@@ -221,7 +221,9 @@ class SlideStore:
             ),
         )
 
-    def get(self, slide_id: str) -> Slide | None:
+    def get(self, slide_id: str, objects: bool = True) -> Slide | None:
+        """A slide with its fields; ``objects=False`` leaves the fields' objects unread (empty): enough to count the
+        fields and see which models read them, at a fraction of the cost (a slide's objects are most of its rows)."""
         with self._lock:
             row = self._db.execute("SELECT created_at FROM slides WHERE slide_id = ?", (slide_id,)).fetchone()
             if row is None:
@@ -233,10 +235,15 @@ class SlideStore:
                 "ORDER BY position",
                 (slide_id,),
             ).fetchall()
-            object_rows = self._db.execute(
-                f"SELECT position, {OBJECT_COLUMNS} FROM slide_objects WHERE slide_id = ? ORDER BY position, number",
-                (slide_id,),
-            ).fetchall()
+            object_rows = (
+                self._db.execute(
+                    f"SELECT position, {OBJECT_COLUMNS} FROM slide_objects WHERE slide_id = ? "
+                    "ORDER BY position, number",
+                    (slide_id,),
+                ).fetchall()
+                if objects
+                else []
+            )
             signature_rows = self._db.execute(
                 "SELECT signed_at, signed_by, grade, report, total_afb, fields_examined FROM slide_signatures "
                 "WHERE slide_id = ? ORDER BY signed_at",

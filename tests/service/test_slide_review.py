@@ -90,6 +90,9 @@ def test_reviewed_figures_follow_the_decisions(tmp_path: Path) -> None:
     assert [o.source for o in field.objects] == [ObjectSource.KEPT, ObjectSource.KEPT, ObjectSource.REJECTED]
     assert field.objects[0].outline == ((5, 10), (11, 10), (11, 22), (5, 22), (5, 10))
     assert field.reviewed_afb == field.afb == 3
+    header = store.get("s", objects=False)  # what a request adding fields reads: models and count, no objects
+    assert header is not None and header.model_ids == store.get("s").model_ids  # type: ignore[union-attr]
+    assert len(header.fields) == 1 and header.fields[0].objects == ()
 
     store.review("s", 0, 2, Decision.REJECT, "ann")  # the clump of 2: with a filter it counted 2
     store.review("s", 0, 3, Decision.ACCEPT, "ann")  # the rejected candidate

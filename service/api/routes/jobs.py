@@ -114,7 +114,7 @@ async def submit_job(
     )
     model_id, chosen, options = reading.model_id, reading.options.mode, reading.options
     if slide_id is not None:
-        check_one_model(serving.slides.get(slide_id), model_id, mixed_models)
+        check_one_model(serving.slides.get(slide_id, objects=False), model_id, mixed_models)
     if store.queued_count() >= settings.max_queued_jobs:
         raise Busy(f"{settings.max_queued_jobs} jobs are waiting already; retry later", settings.retry_after_s)
     uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files_per_request)

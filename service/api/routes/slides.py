@@ -80,7 +80,7 @@ async def create_slide(
     """Send the fields as multipart parts named ``files`` (or one image as the raw body). The response gives the
     per-field counts, the total, AFB per field and the WHO/IUATLD grade with ``needs_review``."""
     store = serving.slides
-    if slide_id is not None and store.get(slide_id) is not None:
+    if slide_id is not None and store.get(slide_id, objects=False) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
     fields = await _read_fields(serving, request, 0, model, mode, lab, microns_per_pixel)
     new_id, created = store.ensure(slide_id)
@@ -112,7 +112,7 @@ async def add_fields(
     """One field as the raw body or the multipart part ``file``, or several as parts named ``files``. A slide is
     read by one model: fields for a slide read by another are refused (409) unless ``mixed_models``."""
     store = serving.slides
-    existing = store.get(slide_id)
+    existing = store.get(slide_id, objects=False)  # its fields' models and count
     profile = lab_of(serving, request, lab)
     check_one_model(existing, profile.model_id if profile else serving.model(model).model_id, mixed_models)
     first = len(existing.fields) if existing else 0
