@@ -249,9 +249,9 @@ class SlideStore:
                 "WHERE slide_id = ? ORDER BY signed_at",
                 (slide_id,),
             ).fetchall()
-        objects: dict[int, list[SlideObject]] = {}
+        by_position: dict[int, list[SlideObject]] = {}
         for position, *columns in object_rows:
-            objects.setdefault(position, []).append(_object_of(columns))
+            by_position.setdefault(position, []).append(_object_of(columns))
         fields = tuple(
             SlideField(
                 name=r[1],
@@ -266,7 +266,7 @@ class SlideStore:
                 job_id=r[10],
                 job_field=r[11],
                 reviewable=bool(r[12]),
-                objects=tuple(objects.get(r[0], ())),
+                objects=tuple(by_position.get(r[0], ())),
                 in_domain=None if r[13] is None else bool(r[13]),
                 domain_distance=r[14],
                 domain_reasons=tuple(json.loads(r[15])) if r[15] else (),
