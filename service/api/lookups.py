@@ -57,19 +57,20 @@ def _reviewable_field(slide: Annotated[Slide, Depends(_slide)], index: FieldInde
     return slide_field(slide, index, reviewable=True)
 
 
-def _job(serving: ReadyDep, job_id: JobId) -> Job:
-    job = serving.jobs.get(job_id)
+def _job_or_404(serving: Serving, job_id: str, results: bool) -> Job:
+    job = serving.jobs.get(job_id, results=results)
     if job is None:
         raise NotFound(f"no job {job_id} (finished jobs are removed after the retention time)")
     return job
+
+
+def _job(serving: ReadyDep, job_id: JobId) -> Job:
+    return _job_or_404(serving, job_id, results=True)
 
 
 def _job_state(serving: ReadyDep, job_id: JobId) -> Job:
     """The job without its fields' results (its state, progress and fields' states: what a poll needs)."""
-    job = serving.jobs.get(job_id, results=False)
-    if job is None:
-        raise NotFound(f"no job {job_id} (finished jobs are removed after the retention time)")
-    return job
+    return _job_or_404(serving, job_id, results=False)
 
 
 ExistingSlide = Annotated[Slide, Depends(_slide)]
