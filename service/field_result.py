@@ -22,6 +22,7 @@ from service.engine.postprocess import DetectedObject
 from service.engine.quality import QualityCheck
 from service.engine.rescaled import segment_at_scale
 from service.engine.scale import FieldScale, ModelScale, resolve_scale
+from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
@@ -94,14 +95,22 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class FieldEstimateOut(BaseModel):
+    """A field's own scale estimate from its kept objects' lengths."""
+
+    factor: float = Field(description="field pixels × factor = the model's pixels")
+    objects: int = Field(description="the kept objects it rests on")
+
+
 class ScaleOut(BaseModel):
     """The scale the field was read at (:mod:`service.engine.scale`)."""
 
     microns_per_pixel: float | None = Field(description="the uploaded field's pixel size; null when not known")
     source: str = Field(
         description="request (microns_per_pixel), lab (its profile), metadata (the image's resolution), estimated "
-        "(from the lengths of the objects the model keeps on the field), assumed (nothing known: the model's own "
-        "scale), or model-scale-unknown (the model declares none: read as uploaded)"
+        "(from the lengths of the objects the model keeps on the field), slide (pooled from the estimates of the "
+        "slide's earlier fields), assumed (nothing known: the model's own scale), or model-scale-unknown (the model "
+        "declares none: read as uploaded)"
     )
     factor: float = Field(
         description="how much the field was enlarged (> 1) or reduced (< 1) for the model; 1: as sent"
@@ -109,8 +118,20 @@ class ScaleOut(BaseModel):
     model_microns_per_pixel: float | None = Field(description="the model's training fields' pixel size")
     reasons: list[str]
     relative_error: float | None = Field(
-        None, description="estimated: the estimated pixel size's relative standard error (µm are not measured on it)"
+        None,
+        description="estimated or slide: the estimated pixel size's relative standard error (µm are not measured on "
+        "it)",
     )
+    field_estimate: FieldEstimateOut | None = Field(
+        None,
+        description="the field's own estimate from its kept objects, when it made one (also under source slide when "
+        "read as uploaded): a slide pools them for its later fields",
+    )
+    empty_probe: bool = Field(
+        False, description="too few objects as uploaded and read ×2: a slide stops probing after a few such fields"
+    )
+    slide_fields: int | None = Field(None, description="slide: how many earlier fields the pooled estimate rests on")
+    slide_objects: int | None = Field(None, description="slide: their kept objects together")
 
 
 class DomainOut(BaseModel):
@@ -225,6 +246,8 @@ class FieldOptions:
             or None.
         estimate_scale: when nothing tells the field's pixel size, estimate it from the field's own kept objects
             (:mod:`service.engine.scale_estimate`) rather than assume the model's.
+        slide_scale: the scale evidence of the slide the field joins (its earlier fields read by the same model),
+            which this field's reading adds to; None: a field on its own.
     """
 
     find_objects: bool = True
@@ -235,6 +258,7 @@ class FieldOptions:
     lab_id: str | None = None
     lab_version: int | None = None
     estimate_scale: bool = True
+    slide_scale: SlideScaleEvidence | None = None
 
     def scale_of(self, model: ModelScale | None, image: DecodedImage) -> FieldScale:
         """The scale ``image`` is read at for a model of scale ``model`` (:func:`~service.engine.scale.resolve_scale`:
@@ -296,6 +320,14 @@ class FieldResult:
                     model_microns_per_pixel=scale.model_microns_per_pixel,
                     reasons=list(scale.reasons),
                     relative_error=scale.relative_error,
+                    field_estimate=(
+                        FieldEstimateOut(factor=scale.own_estimate[0], objects=scale.own_estimate[1])
+                        if scale.own_estimate is not None
+                        else None
+                    ),
+                    empty_probe=scale.empty_probe,
+                    slide_fields=scale.slide.fields if scale.slide is not None else None,
+                    slide_objects=scale.slide.objects if scale.slide is not None else None,
                 )
                 if scale is not None
                 else None
@@ -365,5 +397,6 @@ def segment_field(
         mode=options.mode,
         max_pixels=max_pixels,
         estimate=options.estimate_scale,
+        slide=options.slide_scale,
     )
     return FieldResult(decoded, result, decoded_at - started, options, field_fingerprint(decoded.rgb), digest(data))

@@ -85,7 +85,9 @@ def _start(settings: Settings, state: ServiceState, registry: ModelRegistry) -> 
         """From the job runner's thread: wait in the gate's queue like a request, infer on a worker."""
         return anyio.from_thread.run(state.gate.run_waiting, work, token=token)
 
-    field_work = JobFieldWork(job_store, registry, settings.max_pixels, run_on_worker, state.metrics.record_field)
+    field_work = JobFieldWork(
+        job_store, registry, settings.max_pixels, run_on_worker, state.metrics.record_field, slides=slide_store
+    )
     runner = JobRunner(
         job_store,
         field_work,

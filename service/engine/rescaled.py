@@ -19,7 +19,13 @@ import numpy.typing as npt
 from service.engine.image_io import ResampledTooLarge
 from service.engine.postprocess import DetectedObject
 from service.engine.scale import FieldScale, ScaleSource, resample, resample_mask, resample_probabilities
-from service.engine.scale_estimate import MIN_OBJECTS, PROBE_PIXELS, estimate_and_read
+from service.engine.scale_estimate import (
+    EMPTY_PROBES,
+    MIN_OBJECTS,
+    PROBE_PIXELS,
+    SlideScaleEvidence,
+    estimate_and_read,
+)
 from service.engine.segmenter import Mode, Segmentation, Segmenter
 
 
@@ -66,13 +72,16 @@ def segment_at_scale(
     mode: Mode = Mode.EXACT,
     max_pixels: int | None = None,
     estimate: bool = False,
+    slide: SlideScaleEvidence | None = None,
 ) -> Segmentation:
     """``rgb`` segmented at the model's scale, in the uploaded pixels (module docstring); ``scale`` is recorded on
     the result.
 
     When the scale is only assumed (nothing told it) and ``estimate`` is on, the model's reference object length
     is known and objects are asked for, the scale is estimated from the field's own kept objects
-    (:mod:`service.engine.scale_estimate`) and the result records that estimate instead.
+    (:mod:`service.engine.scale_estimate`) and the result records that estimate instead. With ``slide`` (the
+    evidence of the slide the field belongs to, read by this model), the slide's earlier fields are used as that
+    module says, and what this field shows is added to ``slide``.
 
     Raises:
         ResampledTooLarge: the field at the model's scale would be over ``max_pixels``.
@@ -80,7 +89,10 @@ def segment_at_scale(
     """
     reference = segmenter.scale.object_length_px if segmenter.scale is not None else None
     if estimate and find_objects and scale.source is ScaleSource.ASSUMED and reference is not None:
-        return _estimated(segmenter, rgb, scale, reference, object_threshold, mode, max_pixels)
+        result = _estimated(segmenter, rgb, scale, reference, object_threshold, mode, max_pixels, slide)
+        if slide is not None and result.scale is not None:
+            slide.record(result.scale.own_estimate, result.scale.empty_probe)
+        return result
     height, width = rgb.shape[:2]
     if scale.resampled:
         check_resampled_size(scale, width, height, max_pixels)
@@ -125,8 +137,10 @@ def _estimated(
     object_threshold: float | None,
     mode: Mode,
     max_pixels: int | None,
+    slide: SlideScaleEvidence | None,
 ) -> Segmentation:
-    """The field read at the scale its own objects suggest (:func:`.scale_estimate.estimate_and_read`)."""
+    """The field read at the scale its own objects (or its slide's earlier fields) suggest
+    (:func:`.scale_estimate.estimate_and_read`)."""
     height, width = rgb.shape[:2]
     largest = math.inf if max_pixels is None else math.sqrt(max_pixels / (width * height))
     capped: list[float] = []
@@ -144,16 +158,44 @@ def _estimated(
         crop = np.ascontiguousarray(rgb[y0 : y0 + h, x0 : x0 + w])
         return _read(segmenter, crop, factor, True, object_threshold, mode)[1]
 
-    reading = estimate_and_read(read, reference_px, probe)
+    evidence = slide.snapshot() if slide is not None else None
+    reading = estimate_and_read(read, reference_px, probe, evidence)
     model_um = assumed.model_microns_per_pixel
-    found = reading.estimate
+    found, pooled = reading.estimate, reading.pooled
+    own = (round(found.factor, 4), found.objects) if found is not None else None
+    capped_how = (
+        f"; the field at ×{capped[-1]:.3g} would be over the pixel limit, read at the largest allowed" if capped else ""
+    )
+    if pooled is not None and model_um is not None:
+        microns = pooled.factor * model_um
+        said = (
+            f"pixel size estimated from this slide's earlier fields: {pooled.fields} fields' {pooled.objects} kept "
+            f"objects give {microns:.4g} µm per pixel (±{pooled.relative_error:.0%}); an estimate, give "
+            "microns_per_pixel for a measured one"
+        )
+        how = (
+            f"×{pooled.factor:.2f} lies within the range the model reads as uploaded: not resampled"
+            if reading.factor == 1.0
+            else f"read once at ×{reading.factor:.3g}"
+        )
+        how += capped_how
+        slide_scale = FieldScale(
+            microns, ScaleSource.SLIDE, reading.factor, model_um, (said, how), pooled.relative_error, own, slide=pooled
+        )
+        return replace(reading.result, scale=slide_scale)
     if found is None or model_um is None:
         objects = len(reading.result.bacilli)
         reason = (
             f"the scale could not be estimated from the field: {objects} kept object(s), at least {MIN_OBJECTS} "
             "are needed; give microns_per_pixel"
         )
-        return replace(reading.result, scale=replace(assumed, reasons=(*assumed.reasons, reason)))
+        reasons = (*assumed.reasons, reason)
+        if reading.probe_skipped and evidence is not None:
+            reasons += (
+                f"not read ×2 to look for smaller rods: {evidence.empty_probes} earlier fields of this slide (at "
+                f"least {EMPTY_PROBES}) showed none that way, and none showed rods as uploaded",
+            )
+        return replace(reading.result, scale=replace(assumed, reasons=reasons, empty_probe=reading.empty_probe))
     microns = found.factor * model_um
     said = (
         f"pixel size estimated from the field: {found.objects} kept objects of median length "
@@ -164,9 +206,8 @@ def _estimated(
         how = f"×{found.factor:.2f} lies within the range the model reads as uploaded: not resampled"
     else:
         how = f"read at ×{reading.factor:.3g} ({reading.readings} readings of the field or a part of it)"
-    if capped:
-        how += f"; the field at ×{capped[-1]:.3g} would be over the pixel limit, read at the largest allowed"
+    how += capped_how
     scale = FieldScale(
-        microns, ScaleSource.ESTIMATED, reading.factor, model_um, (said, how), round(found.relative_error, 4)
+        microns, ScaleSource.ESTIMATED, reading.factor, model_um, (said, how), round(found.relative_error, 4), own
     )
     return replace(reading.result, scale=scale)

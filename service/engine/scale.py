@@ -33,6 +33,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from service.engine.errors import ModelContractError
+from service.engine.scale_estimate import SlideEstimate
 
 SCALE_JSON = "scale.json"
 FORMAT = "tbseg-scale/1"
@@ -49,6 +50,7 @@ class ScaleSource(StrEnum):
     LAB = "lab"  # the lab profile's pixel size
     METADATA = "metadata"  # the image's own resolution (PNG pHYs, TIFF, JPEG density)
     ESTIMATED = "estimated"  # from the lengths of the objects the model keeps on the field (scale_estimate.py)
+    SLIDE = "slide"  # pooled from the estimates of the slide's earlier fields (scale_estimate.py)
     ASSUMED = "assumed"  # nothing known: the model's own scale is assumed
     NATIVE = "model-scale-unknown"  # the model folder declares no pixel size: the field is read as it is
 
@@ -122,7 +124,11 @@ class FieldScale:
         factor: how much the field is enlarged (> 1) or reduced (< 1) to reach the model's scale; 1: as uploaded.
         model_microns_per_pixel: the model's pixel size, when its folder declares one.
         reasons: what a person should know (an assumed scale, a factor snapped to 1).
-        relative_error: an estimated pixel size's relative standard error (None unless ``source`` is estimated).
+        relative_error: an estimated pixel size's relative standard error (None unless ``source`` is estimated or
+            slide).
+        own_estimate: the field's own estimate ``(factor, objects)`` when it made one (a slide pools them).
+        empty_probe: the field showed too few objects as uploaded and read ×2 (a slide counts them).
+        slide: the slide's pooled estimate when ``source`` is slide.
     """
 
     microns_per_pixel: float | None
@@ -131,11 +137,15 @@ class FieldScale:
     model_microns_per_pixel: float | None
     reasons: tuple[str, ...] = ()
     relative_error: float | None = None
+    own_estimate: tuple[float, int] | None = None
+    empty_probe: bool = False
+    slide: SlideEstimate | None = None
 
     @property
     def measured_microns(self) -> float | None:
         """The pixel size µm measurements may use: a given or recorded one, never an estimate."""
-        return None if self.source is ScaleSource.ESTIMATED else self.microns_per_pixel
+        estimated = self.source in (ScaleSource.ESTIMATED, ScaleSource.SLIDE)
+        return None if estimated else self.microns_per_pixel
 
     @property
     def resampled(self) -> bool:

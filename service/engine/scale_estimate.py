@@ -22,16 +22,30 @@ cautiously (:func:`estimate_and_read`):
 
 The result says ``source: estimated``, the factor, and how many objects it rests on with the estimate's relative
 standard error; µm measurements are not given on an estimated pixel size.
+
+**A slide's fields share one microscope**, so what its earlier fields showed serves the fields that follow
+(:class:`SlideScaleEvidence`, filled as a slide's fields are read: a job's, a request's, those already stored):
+
+* once :data:`SLIDE_FIELDS` fields have given their own estimate, on :data:`SLIDE_OBJECTS` kept objects together,
+  their pooled factor (:func:`pool_estimates`: the median of the fields' factors, each weighted by its objects) is
+  the scale of every further field (``source: slide``). A field is then read once: at the pooled factor, or as
+  uploaded when that lies within :data:`READ_AS_IS` (its own estimate is still taken from that reading, and
+  joins the pool); no probe, no second reading. One field's 5–20 rods spread ±30%; a slide's do not;
+* with no pooled estimate yet, once :data:`EMPTY_PROBES` fields and no field at all have shown too few objects at
+  ×1 and at ×2, further fields are not probed (a negative slide's fields would otherwise each pay the probe, about
+  40% of a field's time) and are read at the model's scale, saying why.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 MIN_OBJECTS = 5
 READ_AS_IS = (0.7, 1.45)
@@ -39,6 +53,9 @@ PROBE_FACTOR = 2.0
 PROBE_PIXELS = 2_000_000  # the probe's pixels once enlarged: a 2592×1944 field pays about 40% more
 LARGEST_FACTOR = 4.0
 SMALLEST_FACTOR = 0.25
+SLIDE_FIELDS = 3  # a slide's pooled estimate needs the own estimates of this many fields…
+SLIDE_OBJECTS = 30  # …resting on this many kept objects together
+EMPTY_PROBES = 3  # fields of a slide showing too few objects at ×1 and ×2 before the others are not probed
 
 R = TypeVar("R")
 
@@ -82,6 +99,95 @@ def read_as_is(factor: float) -> bool:
 
 
 @dataclass(frozen=True)
+class SlideEstimate:
+    """A slide's factor pooled from its fields' own estimates.
+
+    Attributes:
+        factor: field pixels × factor = the model's pixels.
+        fields: how many fields' estimates it pools.
+        objects: their kept objects together.
+        relative_error: the pooled factor's relative standard error (the fields' spread, robust, over √fields).
+    """
+
+    factor: float
+    fields: int
+    objects: int
+    relative_error: float
+
+
+def _weighted_quantile(values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], q: float) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, q * cumulative[-1])])
+
+
+def pool_estimates(estimates: Iterable[tuple[float, int]]) -> SlideEstimate | None:
+    """The pooled factor of fields' own estimates ``(factor, objects)``: the median of their factors weighted by
+    their objects (in log space); None with fewer than :data:`SLIDE_FIELDS` fields or :data:`SLIDE_OBJECTS`
+    objects."""
+    usable = [(f, n) for f, n in estimates if n >= MIN_OBJECTS and math.isfinite(f) and f > 0]
+    objects = sum(n for _, n in usable)
+    if len(usable) < SLIDE_FIELDS or objects < SLIDE_OBJECTS:
+        return None
+    logs = np.log(np.asarray([f for f, _ in usable], dtype=np.float64))
+    weights = np.asarray([n for _, n in usable], dtype=np.float64)
+    median = _weighted_quantile(logs, weights, 0.5)
+    spread = (_weighted_quantile(logs, weights, 0.75) - _weighted_quantile(logs, weights, 0.25)) / 1.349
+    relative = 1.2533 * spread / math.sqrt(len(usable))
+    factor = min(max(math.exp(median), SMALLEST_FACTOR), LARGEST_FACTOR)
+    return SlideEstimate(factor, len(usable), objects, round(relative, 4))
+
+
+@dataclass(frozen=True)
+class SlideEvidence:
+    """What a slide's fields had shown of its scale when a field was read (a snapshot of
+    :class:`SlideScaleEvidence`).
+
+    Attributes:
+        estimates: the fields' own estimates, ``(factor, objects)``.
+        empty_probes: fields that showed too few objects at ×1 and at ×2.
+    """
+
+    estimates: tuple[tuple[float, int], ...] = ()
+    empty_probes: int = 0
+
+    @property
+    def pooled(self) -> SlideEstimate | None:
+        return pool_estimates(self.estimates)
+
+    @property
+    def skip_probe(self) -> bool:
+        """No field has shown rods, and :data:`EMPTY_PROBES` fields were probed in vain."""
+        return not self.estimates and self.empty_probes >= EMPTY_PROBES
+
+
+class SlideScaleEvidence:
+    """A slide's scale evidence, filled as its fields are read (thread-safe; module docstring).
+
+    Args:
+        estimates: own estimates ``(factor, objects)`` of fields already read (e.g. stored with the slide).
+        empty_probes: fields already read that showed too few objects at ×1 and at ×2.
+    """
+
+    def __init__(self, estimates: Iterable[tuple[float, int]] = (), empty_probes: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._estimates = list(estimates)
+        self._empty = empty_probes
+
+    def snapshot(self) -> SlideEvidence:
+        with self._lock:
+            return SlideEvidence(tuple(self._estimates), self._empty)
+
+    def record(self, estimate: tuple[float, int] | None, empty_probe: bool) -> None:
+        """Add what one field showed: its own estimate, or an empty probe."""
+        with self._lock:
+            if estimate is not None:
+                self._estimates.append(estimate)
+            if empty_probe:
+                self._empty += 1
+
+
+@dataclass(frozen=True)
 class EstimatedReading(Generic[R]):
     """The reading a field is answered with, and the estimate it was read at.
 
@@ -90,35 +196,56 @@ class EstimatedReading(Generic[R]):
         factor: the factor the field was read at (1: as uploaded).
         estimate: the last estimate (None: too few objects on the first reading).
         readings: how many times the field went through the network.
+        pooled: the slide's pooled estimate, when it set the factor.
+        empty_probe: the field showed too few objects as uploaded and at ×2.
+        probe_skipped: too few objects as uploaded, and not probed (the slide's earlier probes found none).
     """
 
     result: R
     factor: float
     estimate: LengthEstimate | None
     readings: int
+    pooled: SlideEstimate | None = None
+    empty_probe: bool = False
+    probe_skipped: bool = False
 
 
 def estimate_and_read(
     read: Callable[[float], tuple[R, Sequence[float]]],
     reference_px: float,
     probe: Callable[[float], Sequence[float]] | None = None,
+    slide: SlideEvidence | None = None,
 ) -> EstimatedReading[R]:
-    """Read a field at factor 1, estimate its factor and read it again where the estimate says so (module
-    docstring).
+    """Read a field at factor 1, estimate its factor and read it again where the estimate says so; or, on a slide
+    whose fields already agree, read it at the slide's factor (module docstring).
 
     Args:
         read: reads the field at a factor and returns the reading with its kept objects' lengths in the pixels it
             was read at (the model's scale); it may raise for a factor it cannot read (e.g. over the pixel limit).
         reference_px: the model's median kept-object length on its training fields.
         probe: reads a part of the field at a factor and returns its kept objects' lengths there (None: no probe).
+        slide: what the slide's earlier fields showed (None: a field on its own).
+
+    Returns:
+        the reading; ``estimate`` is the field's own (from a reading as uploaded or the probe), ``pooled`` the
+        slide's when it decided the factor.
     """
+    pooled = slide.pooled if slide is not None else None
+    if pooled is not None and not read_as_is(pooled.factor):
+        result, _ = read(pooled.factor)
+        return EstimatedReading(result, pooled.factor, None, 1, pooled)
     first, lengths = read(1.0)
     estimate = factor_from_lengths(lengths, 1.0, reference_px)
-    readings = 1
+    if pooled is not None:
+        return EstimatedReading(first, 1.0, estimate, 1, pooled)
+    readings, empty_probe, skipped = 1, False, False
     if estimate is None and probe is not None:
-        estimate = factor_from_lengths(probe(PROBE_FACTOR), PROBE_FACTOR, reference_px)
-        readings = 2
+        if slide is not None and slide.skip_probe:
+            skipped = True
+        else:
+            estimate = factor_from_lengths(probe(PROBE_FACTOR), PROBE_FACTOR, reference_px)
+            readings, empty_probe = 2, estimate is None
     if estimate is None or read_as_is(estimate.factor):
-        return EstimatedReading(first, 1.0, estimate, readings)
+        return EstimatedReading(first, 1.0, estimate, readings, None, empty_probe, skipped)
     second, _ = read(estimate.factor)
     return EstimatedReading(second, estimate.factor, estimate, readings + 1)

@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode
 from service.field_result import FieldOptions, FieldResult, FieldSummary, segment_field
 from service.files import write_atomically
@@ -33,6 +35,7 @@ from service.slides.store import SlideStore
 log = logging.getLogger(__name__)
 
 FieldRunner = Callable[[Job, int, bytes], JsonObject]
+SCALES_KEPT = 8  # slide jobs whose scale evidence is kept in memory (the running one, and a few just before)
 
 
 class JobRunner:
@@ -162,6 +165,7 @@ class JobFieldWork:
         max_pixels: largest image accepted.
         run_on_worker: runs a function on an inference worker and returns its result (blocking).
         on_field: called with each segmented field (metrics).
+        slides: the slide store, for the scale evidence of a slide job's fields (None: each field on its own).
     """
 
     store: JobStore
@@ -169,10 +173,37 @@ class JobFieldWork:
     max_pixels: int
     run_on_worker: RunOnWorker
     on_field: Callable[[FieldResult], None] = lambda result: None
+    slides: SlideStore | None = None
+    _scales: OrderedDict[str, SlideScaleEvidence] = field(default_factory=OrderedDict)
+    _scales_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def slide_scale(self, job: Job, model_id: str) -> SlideScaleEvidence | None:
+        """The scale evidence a slide job's fields share (:mod:`service.engine.scale_estimate`): the slide's stored
+        fields read by the job's model and the job's own fields read so far (its stored results, read once when the
+        job starts or resumes), then each field as it is read. None for a job without a slide."""
+        if not job.slide_id or self.slides is None:
+            return None
+        with self._scales_lock:
+            evidence = self._scales.get(job.job_id)
+            if evidence is None:
+                slide = self.slides.get(job.slide_id, objects=False)
+                estimates, empty = slide.scale_evidence(model_id) if slide else ([], 0)
+                stored = self.store.get(job.job_id)
+                for f in stored.fields if stored else ():
+                    scale = (f.result or {}).get("scale") or {}
+                    own = scale.get("field_estimate")
+                    if own:
+                        estimates.append((float(own["factor"]), int(own["objects"])))
+                    empty += bool(scale.get("empty_probe"))
+                evidence = self._scales[job.job_id] = SlideScaleEvidence(estimates, empty)
+                while len(self._scales) > SCALES_KEPT:
+                    self._scales.popitem(last=False)
+            return evidence
 
     def __call__(self, job: Job, position: int, data: bytes) -> JsonObject:
         started = time.perf_counter()
-        segmenter = self.models.get(job.params.model_id).segmenter  # UnknownModel: the job fails, saying which
+        served = self.models.get(job.params.model_id)  # UnknownModel: the job fails, saying which
+        segmenter = served.segmenter
         params = job.params
         options = FieldOptions(
             object_threshold=params.object_threshold,
@@ -181,6 +212,7 @@ class JobFieldWork:
             lab_version=params.lab_version,
             lab_pixel_size_um=params.lab_pixel_size_um,
             microns_per_pixel=params.microns_per_pixel,
+            slide_scale=self.slide_scale(job, served.model_id),
         )
         result = self.run_on_worker(lambda: segment_field(segmenter, data, max_pixels=self.max_pixels, options=options))
         self.on_field(result)

@@ -59,4 +59,11 @@ def slide_field(
         quality_reasons=tuple(summary.quality.reasons) if summary.quality else (),
         sha256=summary.sha256,
         fingerprint=summary.fingerprint,
+        scale_source=summary.scale.source if summary.scale is not None else None,
+        scale_estimate=(
+            (summary.scale.field_estimate.factor, summary.scale.field_estimate.objects)
+            if summary.scale is not None and summary.scale.field_estimate is not None
+            else None
+        ),
+        scale_empty_probe=summary.scale.empty_probe if summary.scale is not None else False,
     )

@@ -100,6 +100,10 @@ class SlideField:
         quality_reasons: why it is unreadable.
         sha256, fingerprint: its bytes' digest and stain-density map (:mod:`service.engine.fingerprint`): the same
             field sent twice is counted once.
+        scale_source: where the pixel size it was read at came from (a field's ``scale.source``), or None.
+        scale_estimate: its own scale estimate ``(factor, objects)`` when it made one, and
+        scale_empty_probe: whether it showed too few objects as uploaded and at ×2: what the slide's later fields
+            read without a pixel size learn from it (:mod:`service.engine.scale_estimate`).
     """
 
     name: str
@@ -124,6 +128,9 @@ class SlideField:
     quality_reasons: tuple[str, ...] = ()
     sha256: str | None = None
     fingerprint: str | None = None
+    scale_source: str | None = None
+    scale_estimate: tuple[float, int] | None = None
+    scale_empty_probe: bool = False
 
     @property
     def afb(self) -> int:
@@ -185,6 +192,13 @@ class Slide:
     def model_ids(self) -> list[str]:
         """The models that read its fields, in the order they first appear."""
         return list(dict.fromkeys(f.model_id for f in self.fields))
+
+    def scale_evidence(self, model_id: str) -> tuple[list[tuple[float, int]], int]:
+        """What its fields read by ``model_id`` showed of its pixel size: their own estimates ``(factor, objects)``
+        and how many probed in vain (:mod:`service.engine.scale_estimate`)."""
+        fields = [f for f in self.fields if f.model_id == model_id]
+        estimates = [f.scale_estimate for f in fields if f.scale_estimate is not None]
+        return estimates, sum(f.scale_empty_probe for f in fields)
 
     def other_models(self, model_id: str) -> list[str]:
         """The models other than ``model_id`` that read some of its fields."""

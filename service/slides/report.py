@@ -65,6 +65,11 @@ class SlideFieldOut(BaseModel):
     counted: bool = Field(
         True, description="whether it counts towards the fields examined and the grade: readable and not a repeat"
     )
+    scale_source: str | None = Field(
+        None,
+        description="where the pixel size it was read at came from (as a field's scale.source: request, lab, "
+        "metadata, estimated, slide, assumed); null: not recorded",
+    )
 
 
 class SignatureOut(BaseModel):
@@ -229,6 +234,7 @@ def _field_out(slide_id: str, index: int, f: SlideField, duplicate_of: int | Non
         quality_reasons=list(f.quality_reasons),
         duplicate_of=duplicate_of,
         counted=duplicate_of is None and f.readable is not False,
+        scale_source=f.scale_source,
     )
 
 

@@ -100,6 +100,7 @@ FIELD_COLUMNS_ADDED = (
     ("quality_reasons", "TEXT"),  # JSON list
     ("sha256", "TEXT"),  # the image's bytes
     ("fingerprint", "TEXT"),  # its stain-density map (service.engine.fingerprint)
+    ("scale_evidence", "TEXT"),  # JSON: the scale's source, the field's own estimate, an empty probe
 )
 
 OBJECT_COLUMNS = "number, origin, x, y, bbox, outline, score, estimated_count, decision, reviewer, reviewed_at"
@@ -121,6 +122,26 @@ def _object_of(row: Sequence[Any]) -> SlideObject:
         reviewer=reviewer,
         reviewed_at=at,
     )
+
+
+def _scale_evidence_json(f: SlideField) -> str | None:
+    evidence: dict[str, Any] = {"source": f.scale_source} if f.scale_source else {}
+    if f.scale_estimate is not None:
+        evidence.update(factor=f.scale_estimate[0], objects=f.scale_estimate[1])
+    if f.scale_empty_probe:
+        evidence["empty_probe"] = True
+    return json.dumps(evidence) if evidence else None
+
+
+def _scale_evidence_of(text: str | None) -> dict[str, Any]:
+    """:class:`SlideField`'s scale arguments from the stored JSON."""
+    raw = json.loads(text) if text else {}
+    estimate = (float(raw["factor"]), int(raw["objects"])) if "factor" in raw else None
+    return {
+        "scale_source": raw.get("source"),
+        "scale_estimate": estimate,
+        "scale_empty_probe": bool(raw.get("empty_probe", False)),
+    }
 
 
 class SlideStore:
@@ -166,7 +187,8 @@ class SlideStore:
                         "INSERT INTO slide_fields (slide_id, position, name, objects, estimated_bacilli, width, "
                         "height, model_id, filter_id, added_at, mode, job_id, job_field, objects_kept, in_domain, "
                         "domain_distance, domain_reasons, lab_id, lab_version, readable, quality_reasons, sha256, "
-                        "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "fingerprint, scale_evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                        "?, ?, ?, ?, ?)",
                         (
                             slide_id,
                             last + offset,
@@ -191,6 +213,7 @@ class SlideStore:
                             json.dumps(list(f.quality_reasons)) if f.quality_reasons else None,
                             f.sha256,
                             f.fingerprint,
+                            _scale_evidence_json(f),
                         ),
                     )
                     for o in f.objects:
@@ -231,7 +254,8 @@ class SlideStore:
             rows = self._db.execute(
                 "SELECT position, name, objects, estimated_bacilli, width, height, model_id, filter_id, added_at, "
                 "mode, job_id, job_field, objects_kept, in_domain, domain_distance, domain_reasons, lab_id, "
-                "lab_version, readable, quality_reasons, sha256, fingerprint FROM slide_fields WHERE slide_id = ? "
+                "lab_version, readable, quality_reasons, sha256, fingerprint, scale_evidence FROM slide_fields "
+                "WHERE slide_id = ? "
                 "ORDER BY position",
                 (slide_id,),
             ).fetchall()
@@ -276,6 +300,7 @@ class SlideStore:
                 quality_reasons=tuple(json.loads(r[19])) if r[19] else (),
                 sha256=r[20],
                 fingerprint=r[21],
+                **_scale_evidence_of(r[22]),
             )
             for r in rows
         )

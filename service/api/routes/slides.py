@@ -8,6 +8,7 @@ time (a lab information system sending each field as the microscope reaches it).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,10 +21,11 @@ from service.api.openapi import IMAGE_ERRORS, Responses, image_body
 from service.api.params import MicronsPerPixel, SlideId
 from service.api.problems import Conflict, InvalidRequest, NotFound
 from service.api.state import ReadyDep, Serving
+from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode
 from service.field_result import FieldOptions
 from service.slides.intake import slide_field
-from service.slides.model import SLIDE_ID_PATTERN, SlideField
+from service.slides.model import SLIDE_ID_PATTERN, Slide, SlideField
 from service.slides.report import SlideReport
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
@@ -43,16 +45,22 @@ ERRORS: Responses = {
 async def _read_fields(
     serving: Serving,
     request: Request,
-    first_index: int,
+    existing: Slide | None,
     model: str | None,
     mode: Mode | None,
     lab: str | None,
     microns_per_pixel: float | None = None,
 ) -> list[SlideField]:
     """Read and segment every field of the request, keeping each field's objects for review; any bad field fails
-    the whole request before anything is stored."""
-    options = FieldOptions(microns_per_pixel=microns_per_pixel)
-    reading = plan_reading(serving, model, mode, options, lab=lab_of(serving, request, lab))
+    the whole request before anything is stored. Fields read without a pixel size learn the slide's scale from its
+    earlier fields (stored, then this request's: :mod:`service.engine.scale_estimate`)."""
+    reading = plan_reading(
+        serving, model, mode, FieldOptions(microns_per_pixel=microns_per_pixel), lab=lab_of(serving, request, lab)
+    )
+    estimates, empty_probes = existing.scale_evidence(reading.model_id) if existing else ([], 0)
+    evidence = SlideScaleEvidence(estimates, empty_probes)
+    reading = replace(reading, options=replace(reading.options, slide_scale=evidence))
+    first_index = len(existing.fields) if existing else 0
     done = await segment_uploads(serving, request, reading)
     return [
         slide_field(upload.filename or f"field-{first_index + i}", result.summary(include_rejected=True, outlines=True))
@@ -82,7 +90,7 @@ async def create_slide(
     store = serving.slides
     if slide_id is not None and store.get(slide_id, objects=False) is not None:
         raise Conflict(f"slide {slide_id!r} exists already; add fields to it instead")
-    fields = await _read_fields(serving, request, 0, model, mode, lab, microns_per_pixel)
+    fields = await _read_fields(serving, request, None, model, mode, lab, microns_per_pixel)
     new_id, created = store.ensure(slide_id)
     if not created:
         raise Conflict(f"slide {new_id!r} exists already; add fields to it instead")
@@ -115,8 +123,7 @@ async def add_fields(
     existing = store.get(slide_id, objects=False)  # its fields' models and count
     profile = lab_of(serving, request, lab)
     check_one_model(existing, profile.model_id if profile else serving.model(model).model_id, mixed_models)
-    first = len(existing.fields) if existing else 0
-    fields = await _read_fields(serving, request, first, model, mode, lab, microns_per_pixel)
+    fields = await _read_fields(serving, request, existing, model, mode, lab, microns_per_pixel)
     if not fields:
         raise InvalidRequest(
             "the request has no image: send it as the body or as multipart 'files'", slug="missing-image"

@@ -5,15 +5,21 @@ metadata is used when credible; nothing known is said; impossible pixel sizes ar
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
-from service.engine.scale import ModelScale
-from tests.conftest import install_model
-from tests.service.e2e.conftest import model_id_of, png_bytes, start_server, stop_server
+from service.engine.loading import SegmenterConfig, load_segmenter
+from service.engine.model_folder import DENSE_ONNX
+from service.engine.scale import ModelScale, resample
+from service.engine.scale_estimate import SLIDE_OBJECTS
+from tests.conftest import install_model, red_rod_field
+from tests.service.e2e.conftest import finished_job, model_id_of, png_bytes, start_server, stop_server
+from tests.service.engine.test_scale_estimate import rods_field
 from training.data.synthetic import synthetic_field
 
 MODEL_UM = 0.1
@@ -48,6 +54,10 @@ def test_a_field_is_read_at_the_models_scale_and_answered_in_its_own_pixels(scal
         "model_microns_per_pixel": MODEL_UM,
         "reasons": [],
         "relative_error": None,
+        "field_estimate": None,
+        "empty_probe": False,
+        "slide_fields": None,
+        "slide_objects": None,
     }
     assert (body["image"]["width"], body["image"]["height"]) == (260, 200)
     for b in body["bacilli"]:  # in the uploaded field's pixels, measured in µm with its pixel size
@@ -91,3 +101,59 @@ def test_impossible_pixel_sizes_are_problems_and_nothing_is_queued(scaled_server
     )
     assert job.status_code == 422 and "big.png" in job.json()["detail"]  # refused at submission, named
     assert _analyze(scaled_server.url, field).status_code == 200  # and the service keeps serving
+
+
+@pytest.fixture(scope="module")
+def estimating_server(red_fast_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real server on the red-seeing model, whose scale.json gives the length of its 40 px rods: it estimates."""
+    root = tmp_path_factory.mktemp("slide-scale")
+    folder = shutil.copytree(red_fast_folder, root / "models" / "red")
+    segmenter = load_segmenter(SegmenterConfig(folder / DENSE_ONNX, providers=("CPUExecutionProvider",)))
+    lengths = sorted(o.length_px for o in segmenter.segment(rods_field(40)).bacilli)
+    ModelScale(model_id_of(folder / DENSE_ONNX), MODEL_UM, "set by the test", {}, lengths[len(lengths) // 2]).write(folder)
+    server = start_server(root / "models", root / "server.log")
+    yield server
+    stop_server(server)
+
+
+def test_a_slides_sparse_field_is_read_at_the_scale_its_earlier_fields_agree_on(estimating_server) -> None:
+    """Half-scale fields of six rods each estimate their own scale; once the slide holds enough of them (sent one by
+    one, or in one job, or stored before), a field of two rods, too few alone, is read at the slide's scale."""
+    url = estimating_server.url
+    dense = png_bytes(resample(rods_field(40), (128, 128)))
+    two = np.minimum.reduce([red_rod_field(s, 40, (256, 256)) for s in [(20, 20), (150, 150)]])
+    sparse = png_bytes(resample(two, (128, 128)))
+    alone = _analyze(url, sparse).json()["scale"]
+    assert alone["source"] == "assumed" and alone["factor"] == 1.0  # 2 rods: too few to estimate alone
+    fields_needed = -(-SLIDE_OBJECTS // 6)
+    for _ in range(fields_needed):
+        added = httpx.post(
+            f"{url}/v1/slides/by-requests/fields", files={"file": ("d.png", dense, "image/png")}, timeout=60
+        )
+        assert added.status_code == 200
+    answer = httpx.post(
+        f"{url}/v1/slides/by-requests/fields", files={"file": ("s.png", sparse, "image/png")}, timeout=60
+    )
+    report = answer.json()
+    assert answer.status_code == 200 and [f["scale_source"] for f in report["fields"]] == [
+        *["estimated"] * fields_needed,
+        "slide",
+    ]
+    assert report["fields"][-1]["objects"] == 2
+    files = [("files", (f"d{i}.png", dense, "image/png")) for i in range(fields_needed)]
+    job = httpx.post(
+        f"{url}/v1/jobs", params={"slide_id": "by-job"}, files=[*files, ("files", ("s.png", sparse, "image/png"))]
+    )
+    done = finished_job(f"{url}{job.headers['Location']}", timeout_s=120)
+    result = httpx.get(f"{url}{job.headers['Location']}/result", timeout=30).json()
+    assert done["state"] == "done"
+    fields = result["results"]
+    own = [f["scale"] for f in fields[:-1]]
+    assert {s["source"] for s in own} == {"estimated"} and all(s["field_estimate"]["objects"] == 6 for s in own)
+    last = fields[-1]
+    assert last["scale"]["source"] == "slide" and last["scale"]["factor"] == pytest.approx(2.0, rel=0.2)
+    assert last["scale"]["slide_fields"] == fields_needed and last["count"] == 2
+    assert last["microns_per_pixel"] is None  # µm are not measured on an estimate
+    later = httpx.post(f"{url}/v1/slides/by-job/fields", files={"file": ("s2.png", sparse, "image/png")}, timeout=60)
+    stored = later.json()["fields"]  # the slide's stored fields (the job's) give the scale of a field sent later
+    assert later.status_code == 200 and stored[-1]["scale_source"] == "slide" and stored[-1]["objects"] == 2
