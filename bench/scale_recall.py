@@ -8,7 +8,11 @@
 * ``estimated`` (both sets): no pixel size given, the scale estimated from each field's own kept objects as the
   service does by default (:mod:`service.engine.scale_estimate`); each field's estimated factor against the true one
   (MS-2 resized: 1 ÷ the resize; MS-1: the rods' 2.10). ``--only-estimated`` runs these alone and merges them into
-  ``--merge``'s JSON.
+  ``--merge``'s JSON;
+* ``slides`` (``--only-slides``, merged the same way): the same fields sent as slides, as the service reads a slide's
+  fields (``SlideScaleEvidence``: MS-1's validation fields one slide, each resize of the MS-2 test fields one slide,
+  in the split's order), beside the same fields read one by one (``estimated``) in the same run: each field's
+  scale source and estimate, how many times the network read each set, and its seconds.
 
 A marked bacillus (``single bacillus`` or ``bacilli cluster`` box) is found when a kept object's centroid lies in
 its box; precision is the share of kept objects whose centroid lies in any box. Fast mode (fp32), 2 CPU cores.
@@ -30,6 +34,7 @@ from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model_folder import open_folder
 from service.engine.rescaled import segment_at_scale
 from service.engine.scale import FieldScale, ScaleSource, resolve_scale
+from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode, Segmenter
 from training.data.annotations import BoxLabel
 from training.data.dataset import discover_fields, read_annotation, read_rgb
@@ -46,10 +51,12 @@ def score(
     every: list[tuple[float, float, float, float]],
     scale: FieldScale,
     estimate: bool = False,
+    slide: SlideScaleEvidence | None = None,
 ) -> dict[str, float]:
-    result = segment_at_scale(segmenter, rgb, scale, mode=Mode.FAST, estimate=estimate)
+    result = segment_at_scale(segmenter, rgb, scale, mode=Mode.FAST, estimate=estimate, slide=slide)
     centres = [o.centroid for o in result.bacilli]
     read = result.scale if result.scale is not None else scale
+    estimated = read.source in (ScaleSource.ESTIMATED, ScaleSource.SLIDE)
 
     def inside(c: tuple[float, float], b: tuple[float, float, float, float]) -> bool:
         return b[0] <= c[0] < b[0] + b[2] and b[1] <= c[1] < b[1] + b[3]
@@ -62,9 +69,10 @@ def score(
         "read_factor": read.factor,
         "estimated_factor": (
             read.microns_per_pixel / read.model_microns_per_pixel
-            if read.source is ScaleSource.ESTIMATED and read.microns_per_pixel and read.model_microns_per_pixel
+            if estimated and read.microns_per_pixel and read.model_microns_per_pixel
             else None
         ),
+        "source": read.source.value,
     }
 
 
@@ -84,7 +92,64 @@ def total(rows: list[dict[str, float]], true_factor: float | None = None) -> dic
             "read_factors": [round(r["read_factor"], 3) for r in rows],
             "estimates_within_20pct": sum(within),
             "fields_without_estimate": sum(e is None for e in estimates),
+            "sources": [r["source"] for r in rows],
         }
+    return out
+
+
+class CountingReads:
+    """Counts the network's readings of fields (``Segmenter.segment`` calls) and their seconds."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self.readings, self.seconds = 0, 0.0
+        inner = segmenter.segment
+
+        def segment(*args, **kwargs):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.readings += 1
+                self.seconds += time.perf_counter() - started
+
+        segmenter.segment = segment  # type: ignore[method-assign]
+
+    def take(self) -> dict[str, float]:
+        out = {"network_readings": self.readings, "network_seconds": round(self.seconds, 1)}
+        self.readings, self.seconds = 0, 0.0
+        return out
+
+
+def slide_runs(
+    segmenter: Segmenter,
+    ms1: list,
+    tests: list,
+    factors: list[float],
+    ms1_factor: float,
+    ways: tuple[str, ...] = ("as_one_slide", "field_by_field"),
+) -> dict:
+    """The same fields as :func:`estimated_runs`, each set read as one slide and then field by field (``ways``)."""
+    assumed = resolve_scale(segmenter.scale)
+    counter = CountingReads(segmenter)
+    sets = [("ms1_validation", ms1, 1.0, ms1_factor)] + [
+        (f"znsm_test_resized_{factor:g}", tests, factor, 1.0 / factor) for factor in [1.0, *factors]
+    ]
+    out: dict[str, object] = {}
+    for name, fields, resize_by, true_factor in sets:
+        images = [resize(read_rgb(f.image), resize_by) if resize_by != 1.0 else read_rgb(f.image) for f in fields]
+        boxes = [boxes_of(f, resize_by) for f in fields]
+        by_way: dict[str, object] = {}
+        for way in ways:
+            slide = SlideScaleEvidence() if way == "as_one_slide" else None
+            started = time.perf_counter()
+            rows = [score(segmenter, rgb, *b, assumed, True, slide) for rgb, b in zip(images, boxes, strict=True)]
+            by_way[way] = {
+                **total(rows, true_factor),
+                **counter.take(),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            print(f"{name} {way}: {by_way[way]}", file=sys.stderr)
+        out[name] = by_way
     return out
 
 
@@ -158,7 +223,9 @@ def main() -> int:
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--plot", type=Path, help="only draw --figure from this JSON (a run's output)")
     parser.add_argument("--only-estimated", action="store_true", help="run the estimated runs alone")
-    parser.add_argument("--merge", type=Path, help="with --only-estimated: a run's JSON to add them to")
+    parser.add_argument("--only-slides", action="store_true", help="run the slide runs alone")
+    parser.add_argument("--ways", nargs="+", default=["as_one_slide", "field_by_field"], help="with --only-slides")
+    parser.add_argument("--merge", type=Path, help="with --only-estimated or --only-slides: a run's JSON to add to")
     args = parser.parse_args()
     if args.plot is not None:
         plot(json.loads(args.plot.read_text()), args.figure)
@@ -174,6 +241,14 @@ def main() -> int:
     ms1 = [f for f in discover_fields(ZNSM_MS1) if f.field_id in set(ms1_split.validation)]
     split = DatasetSplit.load(ZNSM_MS2_SPLIT)
     tests = [f for f in discover_fields(ZNSM_MS2) if f.field_id in set(split.test)]
+    if args.only_slides:
+        merged = json.loads(args.merge.read_text()) if args.merge else record
+        merged["slides"] = slide_runs(
+            segmenter, ms1, tests, args.factors, args.ms1_um / model.pixel_size_um, tuple(args.ways)
+        )
+        merged["slides"]["seconds"] = round(time.perf_counter() - started, 1)
+        sys.stdout.write(json.dumps(merged, indent=1) + "\n")
+        return 0
     if args.only_estimated:
         merged = json.loads(args.merge.read_text()) if args.merge else record
         merged["estimated"] = estimated_runs(segmenter, ms1, tests, args.factors, args.ms1_um / model.pixel_size_um)

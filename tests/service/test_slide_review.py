@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.field_result import BacillusOut, BoundingBox, ImageInfo, Point
+from service.field_result import BacillusOut, BoundingBox, FieldEstimateOut, ImageInfo, Point, ScaleOut
 from service.field_result import FieldSummary as Summary
 from service.slides.exports import points_csv, voc_xml
 from service.slides.intake import slide_field
@@ -119,6 +119,29 @@ def test_without_a_filter_every_object_counts_once(tmp_path: Path) -> None:
     store.add_fields("s", [slide_field("a.png", _summary(filter_id=None))])
     field = store.get("s").fields[0]  # type: ignore[union-attr]
     assert field.afb == 2 and field.reviewed_afb == 2  # objects, not estimated bacilli
+    store.close()
+
+
+def test_a_fields_scale_evidence_is_kept_for_the_slides_later_fields(tmp_path: Path) -> None:
+    store = SlideStore(tmp_path / "slides.sqlite3")
+    store.ensure("s")
+    estimated = ScaleOut(
+        microns_per_pixel=0.2,
+        source="estimated",
+        factor=2.0,
+        model_microns_per_pixel=0.1,
+        reasons=[],
+        field_estimate=FieldEstimateOut(factor=2.05, objects=7),
+    )
+    empty = estimated.model_copy(update={"source": "assumed", "field_estimate": None, "empty_probe": True})
+    other_model = _summary().model_copy(update={"model_id": "other", "scale": estimated})
+    fields = [_summary().model_copy(update={"scale": scale}) for scale in (estimated, empty, None)]
+    store.add_fields("s", [slide_field(f"{i}.png", f) for i, f in enumerate([*fields, other_model])])
+    slide = store.get("s", objects=False)
+    assert slide is not None
+    assert [f.scale_source for f in slide.fields] == ["estimated", "assumed", None, "estimated"]
+    assert slide.scale_evidence("m") == ([(2.05, 7)], 1) and slide.scale_evidence("other") == ([(2.05, 7)], 0)
+    assert [f.scale_source for f in slide_report(slide).fields] == ["estimated", "assumed", None, "estimated"]
     store.close()
 
 

@@ -110,7 +110,9 @@ def estimating_server(red_fast_folder: Path, tmp_path_factory: pytest.TempPathFa
     folder = shutil.copytree(red_fast_folder, root / "models" / "red")
     segmenter = load_segmenter(SegmenterConfig(folder / DENSE_ONNX, providers=("CPUExecutionProvider",)))
     lengths = sorted(o.length_px for o in segmenter.segment(rods_field(40)).bacilli)
-    ModelScale(model_id_of(folder / DENSE_ONNX), MODEL_UM, "set by the test", {}, lengths[len(lengths) // 2]).write(folder)
+    ModelScale(model_id_of(folder / DENSE_ONNX), MODEL_UM, "set by the test", {}, lengths[len(lengths) // 2]).write(
+        folder
+    )
     server = start_server(root / "models", root / "server.log")
     yield server
     stop_server(server)
