@@ -39,7 +39,7 @@ from service.engine.segmenter import Mode, Segmenter
 from training.data.annotations import BoxLabel
 from training.data.dataset import discover_fields, read_annotation, read_rgb
 from training.data.split import DatasetSplit
-from training.paths import SHIPPED_DIR, ZNSM_MS1, ZNSM_MS2, ZNSM_MS2_SPLIT
+from training.paths import SHIPPED_DIR, UFAM_DDS1, UFAM_DDS1_SPLIT, ZNSM_MS1, ZNSM_MS2, ZNSM_MS2_SPLIT
 
 BACILLI = (BoxLabel.SINGLE_BACILLUS, BoxLabel.BACILLI_CLUSTER)
 
@@ -127,6 +127,7 @@ def slide_runs(
     factors: list[float],
     ms1_factor: float,
     ways: tuple[str, ...] = ("as_one_slide", "field_by_field"),
+    only: tuple[str, ...] = (),
 ) -> dict:
     """The same fields as :func:`estimated_runs`, each set read as one slide and then field by field (``ways``)."""
     assumed = resolve_scale(segmenter.scale)
@@ -134,10 +135,18 @@ def slide_runs(
     sets = [("ms1_validation", ms1, 1.0, ms1_factor)] + [
         (f"znsm_test_resized_{factor:g}", tests, factor, 1.0 / factor) for factor in [1.0, *factors]
     ]
+    split = DatasetSplit.load(UFAM_DDS1_SPLIT)
+    negatives = sorted(p for p in (UFAM_DDS1 / "negatives").glob("*.png") if p.name[:3] in set(split.test))
+    sets.append(("ufam_test_negatives", negatives, 1.0, None))  # a negative slide: no rods, no true factor
     out: dict[str, object] = {}
     for name, fields, resize_by, true_factor in sets:
-        images = [resize(read_rgb(f.image), resize_by) if resize_by != 1.0 else read_rgb(f.image) for f in fields]
-        boxes = [boxes_of(f, resize_by) for f in fields]
+        if only and name not in only:
+            continue
+        if true_factor is None:
+            images, boxes = [read_rgb(path) for path in fields], [([], [])] * len(fields)
+        else:
+            images = [resize(read_rgb(f.image), resize_by) if resize_by != 1.0 else read_rgb(f.image) for f in fields]
+            boxes = [boxes_of(f, resize_by) for f in fields]
         by_way: dict[str, object] = {}
         for way in ways:
             slide = SlideScaleEvidence() if way == "as_one_slide" else None
@@ -145,6 +154,7 @@ def slide_runs(
             rows = [score(segmenter, rgb, *b, assumed, True, slide) for rgb, b in zip(images, boxes, strict=True)]
             by_way[way] = {
                 **total(rows, true_factor),
+                "sources": [r["source"] for r in rows],
                 **counter.take(),
                 "seconds": round(time.perf_counter() - started, 1),
             }
@@ -225,6 +235,7 @@ def main() -> int:
     parser.add_argument("--only-estimated", action="store_true", help="run the estimated runs alone")
     parser.add_argument("--only-slides", action="store_true", help="run the slide runs alone")
     parser.add_argument("--ways", nargs="+", default=["as_one_slide", "field_by_field"], help="with --only-slides")
+    parser.add_argument("--sets", nargs="*", default=[], help="with --only-slides: these sets alone (default: all)")
     parser.add_argument("--merge", type=Path, help="with --only-estimated or --only-slides: a run's JSON to add to")
     args = parser.parse_args()
     if args.plot is not None:
@@ -244,7 +255,7 @@ def main() -> int:
     if args.only_slides:
         merged = json.loads(args.merge.read_text()) if args.merge else record
         merged["slides"] = slide_runs(
-            segmenter, ms1, tests, args.factors, args.ms1_um / model.pixel_size_um, tuple(args.ways)
+            segmenter, ms1, tests, args.factors, args.ms1_um / model.pixel_size_um, tuple(args.ways), tuple(args.sets)
         )
         merged["slides"]["seconds"] = round(time.perf_counter() - started, 1)
         sys.stdout.write(json.dumps(merged, indent=1) + "\n")

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,13 @@ def as_job(server: LiveServer, paths: list[Path], mode: str, slide_id: str) -> d
         raise SystemExit(f"job failed: {state}")
     result = httpx.get(f"{status_url}/result", timeout=120).json()
     counts = {r["name"]: r["count"] for r in result["results"]}
+    sources = Counter(str((r.get("scale") or {}).get("source")) for r in result["results"])
     return {
         "seconds": round(seconds, 2),
         "fields_per_second": round(len(paths) / seconds, 3),
         "poll_every_s": POLL_S,
         "polls": polls,
+        "scale_sources": dict(sorted(sources.items())),
         "counts": counts,
     }
 
@@ -145,6 +148,7 @@ def as_requests(server: LiveServer, paths: list[Path], mode: str, slide_id: str,
     """The slide as one request per field from ``clients`` clients (503 answers are retried after Retry-After)."""
     latencies: list[float] = []
     counts: dict[str, int] = {}
+    sources: Counter[str] = Counter()
     retries = 0
 
     local = threading.local()
@@ -172,6 +176,7 @@ def as_requests(server: LiveServer, paths: list[Path], mode: str, slide_id: str,
             latencies.append(time.perf_counter() - began)
             field = next(f for f in answer.json()["fields"] if f["name"] == path.name)
             counts[path.name] = field["objects"]
+            sources[str(field.get("scale_source"))] += 1
             return
 
     started = time.perf_counter()
@@ -188,6 +193,7 @@ def as_requests(server: LiveServer, paths: list[Path], mode: str, slide_id: str,
         "request_seconds_median": round(statistics.median(ordered), 3),
         "request_seconds_p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
         "retries_after_503": retries,
+        "scale_sources": dict(sorted(sources.items())),
         "counts": counts,
     }
 
