@@ -211,6 +211,10 @@ def plot(record: dict[str, object], path: Path) -> None:
     estimated = record.get("estimated", {}).get("znsm_test_resized")  # type: ignore[attr-defined]
     if estimated:
         ax.plot(xs, [estimated[f"{x:g}"]["recall"] for x in xs], marker="s", label="estimated from the field")
+    slides = record.get("slides")
+    if isinstance(slides, dict) and all(f"znsm_test_resized_{x:g}" in slides for x in xs):
+        as_slide = [slides[f"znsm_test_resized_{x:g}"]["as_one_slide"]["recall"] for x in xs]
+        ax.plot(xs, as_slide, marker="D", label="estimated, the fields sent as one slide")
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(xs, [f"{x:g}×" for x in xs])
