@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode
-from service.field_result import FieldOptions, FieldResult, FieldSummary, segment_field
+from service.field_result import FieldOptions, FieldResult, FieldSummary, ScaleOut, segment_field
 from service.files import write_atomically
 from service.jobs.store import FieldState, Job, JobStore, JsonObject
 from service.model_registry import ModelRegistry
 from service.render import mask_pngs
-from service.slides.intake import slide_field
+from service.slides.intake import scale_estimate, slide_field
 from service.slides.store import SlideStore
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,13 @@ class JobFieldWork:
                 estimates, empty = slide.scale_evidence(model_id) if slide else ([], 0)
                 stored = self.store.get(job.job_id)
                 for f in stored.fields if stored else ():
-                    scale = (f.result or {}).get("scale") or {}
-                    own = scale.get("field_estimate")
-                    if own:
-                        estimates.append((float(own["factor"]), int(own["objects"])))
-                    empty += bool(scale.get("empty_probe"))
+                    raw = (f.result or {}).get("scale")
+                    if not raw:
+                        continue
+                    scale = ScaleOut.model_validate(raw)
+                    own = scale_estimate(scale)
+                    estimates += [own] if own is not None else []
+                    empty += scale.empty_probe
                 evidence = self._scales[job.job_id] = SlideScaleEvidence(estimates, empty)
                 while len(self._scales) > SCALES_KEPT:
                     self._scales.popitem(last=False)

@@ -8,7 +8,7 @@ what it has), and the batch commands the summaries they wrote. The store never s
 
 from __future__ import annotations
 
-from service.field_result import BacillusOut, FieldSummary
+from service.field_result import BacillusOut, FieldSummary, ScaleOut
 from service.slides.model import ObjectSource, SlideField, SlideObject
 
 
@@ -60,10 +60,13 @@ def slide_field(
         sha256=summary.sha256,
         fingerprint=summary.fingerprint,
         scale_source=summary.scale.source if summary.scale is not None else None,
-        scale_estimate=(
-            (summary.scale.field_estimate.factor, summary.scale.field_estimate.objects)
-            if summary.scale is not None and summary.scale.field_estimate is not None
-            else None
-        ),
+        scale_estimate=scale_estimate(summary.scale),
         scale_empty_probe=summary.scale.empty_probe if summary.scale is not None else False,
     )
+
+
+def scale_estimate(scale: ScaleOut | None) -> tuple[float, int] | None:
+    """A field's own scale estimate ``(factor, objects)`` from its summary's scale, when it made one: what a slide's
+    later fields pool (:mod:`service.engine.scale_estimate`)."""
+    own = scale.field_estimate if scale is not None else None
+    return (own.factor, own.objects) if own is not None else None
