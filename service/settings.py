@@ -148,6 +148,12 @@ class InferenceSettings(BaseSettings):
         description="fast mode's networks: fp32 (exact mode's mask wherever refined) or int8 (the folder's quantised "
         "copies; fp32 when a folder has none)",
     )
+    fast_cascade: bool = Field(
+        True,
+        description="fast mode in fp32 on the CPU: read the network's last convolution only where a sparser look "
+        "saw anything, with the model's cascade (cascade.json; about twice as fast on 2 cores, the same bacilli on "
+        "every test field measured); false reads every grid point and every refined pixel",
+    )
     fast_screen_threshold: float = Field(
         FastSettings.screen_threshold,
         gt=0.0,
@@ -278,6 +284,7 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
             object_threshold=self.object_threshold,
             fast_paths=fast_paths,
             fast_precision=precision,
+            cascade_path=folder.cascade if self.fast_cascade else None,
             fast_settings=FastSettings(
                 screen_threshold=self.fast_screen_threshold,
                 tile_px=self.fast_tile_px,

@@ -16,7 +16,9 @@ Commands:
     objects  train the object filter (scikit-learn, exported as ONNX) on a model's candidates
     ship     copy the run with the best test bacillus F1 into models/<model_id>/ and write its model card
     finetune adapt a model folder to a lab's own annotated fields, into a new servable model folder
-    fast     write a model folder's fast-mode networks: the coarse pass and int8 copies (mode=fast)
+    fast     write a model folder's fast-mode networks: the coarse pass, int8 copies and the cascade (mode=fast)
+    cascade  cut a model folder's fast networks at their last convolution (cascade.json): fast mode reads that
+             convolution only where a sparser look saw anything
     domain   write a model folder's training domain (domain.json): the per-field domain check's spreads, its limit
              (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
     lab-profile  write a lab's profile (labs/<lab_id>/profile.json) from its confirmed-negative fields and
@@ -31,6 +33,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -612,6 +615,32 @@ def add_fast(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     fast.add_argument("--card-only", action="store_true", help="keep the networks; update the card and JSON only")
 
 
+def add_cascade(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cascade = commands.add_parser("cascade", help="cut a model folder's fast networks for the cascade")
+    cascade.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    cascade.add_argument(
+        "--check-fields",
+        type=int,
+        default=1,
+        help="validation fields of each lab on which the cascade reading everything is compared with the networks "
+        "(training/data/every_lab.py; default: 1; 0: none)",
+    )
+
+
+def run_cascade(args: argparse.Namespace) -> int:
+    from training.data.every_lab import every_lab_fields
+    from training.model.cascade import write_cascade
+
+    fields = every_lab_fields("validation", args.check_fields) if args.check_fields > 0 else {}
+    chosen = [rgb for items in fields.values() for _, rgb in items[: args.check_fields]]
+    source = "validation fields of " + ", ".join(
+        f"{lab} ({min(len(v), args.check_fields)})" for lab, v in fields.items()
+    )
+    report = write_cascade(args.model, chosen, source)
+    sys.stdout.write(f"wrote the cascade into {args.model}: {json.dumps(report['check'])}\n")
+    return 0
+
+
 def run_fast(args: argparse.Namespace) -> int:
     from training.data.dataset import discover_fields, read_rgb
     from training.data.every_lab import Rgb, every_lab_fields
@@ -955,6 +984,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "labs": (add_labs, run_labs),
     "finetune": (add_finetune, run_finetune),
     "fast": (add_fast, run_fast),
+    "cascade": (add_cascade, run_cascade),
     "domain": (add_domain, run_domain),
     "lab-profile": (add_lab_profile, run_lab_profile),
     "pixel-size": (add_pixel_size, run_pixel_size),

@@ -27,14 +27,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from service.engine.errors import ModelContractError
-from service.engine.model import OnnxModel
+from service.engine.model import ModelMeta, OnnxModel
 from service.engine.mosaic import PaddedField
 from service.engine.tiling import Tile
+
+if TYPE_CHECKING:
+    from service.engine.cascade import Cascade
 
 PRECISIONS = ("int8", "fp32")
 
@@ -77,6 +81,24 @@ class GridGeometry:
         return GridGeometry(stride, (phase_y, phase_x))
 
 
+def grid_shape(field_shape: tuple[int, ...], geometry: GridGeometry) -> tuple[int, int]:
+    """Grid points (rows, columns) of a field, one past its last row and column."""
+    return geometry.points(field_shape[0], 0), geometry.points(field_shape[1], 1)
+
+
+def pad_for_grid(field: npt.NDArray[np.uint8], meta: ModelMeta, geometry: GridGeometry) -> npt.NDArray[np.uint8]:
+    """The field padded by the halo (the model's padding), then at its end (edge) as far as the last grid
+    point's window reaches."""
+    rows, cols = grid_shape(field.shape, geometry)
+    rf, halo = 2 * meta.halo_px + 1, meta.halo_px
+    padded = np.pad(field, ((halo, halo), (halo, halo), (0, 0)), mode=meta.input_padding)
+    need_y = geometry.phase[0] + geometry.stride * (rows - 1) + rf
+    need_x = geometry.phase[1] + geometry.stride * (cols - 1) + rf
+    return np.pad(
+        padded, ((0, max(0, need_y - padded.shape[0])), (0, max(0, need_x - padded.shape[1])), (0, 0)), mode="edge"
+    )
+
+
 def predict_grid(
     field: npt.NDArray[np.uint8], coarse: OnnxModel, geometry: GridGeometry, block_points: int = 64
 ) -> npt.NDArray[np.float32]:
@@ -86,16 +108,10 @@ def predict_grid(
     (past the last pixel) read edge-padded context and serve interpolation only.
     """
     meta = coarse.meta
-    height, width = field.shape[:2]
     stride, (phase_y, phase_x) = geometry.stride, geometry.phase
-    rows, cols = geometry.points(height, 0), geometry.points(width, 1)
+    rows, cols = grid_shape(field.shape, geometry)
     rf = 2 * meta.halo_px + 1
-    halo = meta.halo_px
-    padded = np.pad(field, ((halo, halo), (halo, halo), (0, 0)), mode=meta.input_padding)
-    need_y, need_x = phase_y + stride * (rows - 1) + rf, phase_x + stride * (cols - 1) + rf
-    padded = np.pad(
-        padded, ((0, max(0, need_y - padded.shape[0])), (0, max(0, need_x - padded.shape[1])), (0, 0)), mode="edge"
-    )
+    padded = pad_for_grid(field, meta, geometry)
     scale, channel = np.float32(meta.input_scale), meta.positive_index
     grid = np.empty((rows, cols), dtype=np.float32)
     for i0 in range(0, rows, block_points):
@@ -138,12 +154,16 @@ class FastNetworks:
         refine: the dense network the refined tiles go through (the fp32 dense network, or its int8 copy).
         precision: ``fp32`` or ``int8``.
         geometry: the coarse grid's stride and phase.
+        cascade: the networks cut in two at their last convolution (:mod:`service.engine.cascade`), when the
+            folder has them and they are used: the coarse pass and the refinement then read the network's outputs
+            where the cascade's rule says, not everywhere.
     """
 
     coarse: OnnxModel
     refine: OnnxModel
     precision: str
     geometry: GridGeometry
+    cascade: Cascade | None = None
 
     @staticmethod
     def pair(dense: OnnxModel, coarse: OnnxModel, refine: OnnxModel, precision: str) -> FastNetworks:
@@ -204,6 +224,8 @@ class FastHeatmap:
         tile_px: side of a refinement tile.
         coarse_seconds: the coarse pass.
         refine_seconds: screening, refinement and interpolation.
+        coarse_read: grid points whose output the network computed (all of them without a cascade).
+        refine_read: refined pixels whose output the network computed (all of them without a cascade).
     """
 
     heatmap: npt.NDArray[np.float32]
@@ -211,6 +233,8 @@ class FastHeatmap:
     tile_px: int
     coarse_seconds: float
     refine_seconds: float
+    coarse_read: int = 0
+    refine_read: int = 0
 
     @property
     def tiles(self) -> int:
@@ -250,29 +274,42 @@ def fast_heatmap(
     ``threshold`` is the mask threshold: refinement grows across tile edges its mask reaches.
     """
     started = time.perf_counter()
-    geometry = networks.geometry
-    grid = predict_grid(field, networks.coarse, geometry, settings.block_points)
+    geometry, cascade = networks.geometry, networks.cascade
+    cut = min(settings.screen_threshold, threshold)
+    if cascade is not None and not cascade.rule.applies(cut, threshold):
+        cascade = None  # thresholds at or below the cascade's own: read everything, as without one
+    read = {"refine": 0}
+    if cascade is None:
+        grid = predict_grid(field, networks.coarse, geometry, settings.block_points)
+        coarse_read = grid.size
+    else:
+        rows, cols = grid_shape(field.shape, geometry)
+        reading = cascade.grid(pad_for_grid(field, networks.coarse.meta, geometry), rows, cols)
+        grid, coarse_read = reading.values, reading.read
     coarse_done = time.perf_counter()
     meta = networks.refine.meta
     padded = PaddedField(
         field, halo_px=meta.halo_px, input_scale=meta.input_scale, padding=meta.input_padding, tile_px=settings.tile_px
     )
+
+    def refine(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if cascade is None:
+            probabilities = networks.refine.run(batch)
+            read["refine"] += probabilities.shape[0] * probabilities.shape[1] * probabilities.shape[2]
+            return probabilities[..., meta.positive_index : meta.positive_index + 1]
+        tiles_read = cascade.refine(batch)
+        read["refine"] += tiles_read.read
+        return tiles_read.values[..., None]
+
     heatmap = upsample(grid, geometry, padded.shape)
     tiles, columns = padded.tiles, padded.columns
     rows = len(tiles) // columns
     refined = np.zeros((rows, columns), dtype=bool)
-    cut = min(settings.screen_threshold, threshold)
     todo = [k for k, hot in enumerate(_screen(grid, geometry, tiles, geometry.stride, cut)) if hot]
     while todo:
         for k in todo:
             refined[divmod(k, columns)] = True
-        padded.run(
-            [tiles[k] for k in todo],
-            networks.refine.run,
-            heatmap,
-            batch_tiles=settings.batch_tiles,
-            channel=meta.positive_index,
-        )
+        padded.run([tiles[k] for k in todo], refine, heatmap, batch_tiles=settings.batch_tiles, channel=0)
         grown: set[int] = set()
         for k in todo:
             row, col = divmod(k, columns)
@@ -281,4 +318,12 @@ def fast_heatmap(
                 if 0 <= r < rows and 0 <= c < columns and not refined[r, c]:
                     grown.add(r * columns + c)
         todo = sorted(grown)
-    return FastHeatmap(heatmap, refined, settings.tile_px, coarse_done - started, time.perf_counter() - coarse_done)
+    return FastHeatmap(
+        heatmap,
+        refined,
+        settings.tile_px,
+        coarse_done - started,
+        time.perf_counter() - coarse_done,
+        coarse_read,
+        read["refine"],
+    )

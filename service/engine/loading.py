@@ -7,9 +7,10 @@ The service's start-up, its reload and the batch command all load through here, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from service.engine.cascade import Cascade, CascadeFiles
 from service.engine.defaults import BATCH_TILES, TILE_PX
 from service.engine.domain import DomainModel
 from service.engine.errors import ModelContractError
@@ -42,6 +43,8 @@ class SegmenterConfig:
         fast_paths: fast mode's (coarse, refinement) networks, or None for exact mode only
             (:meth:`ModelFolder.fast_networks <service.engine.model_folder.ModelFolder.fast_networks>`).
         fast_precision: their precision, ``fp32`` or ``int8``.
+        cascade_path: the folder's ``cascade.json`` (:mod:`service.engine.cascade`), or None to read every grid
+            point and refined pixel; used for fp32 on the CPU only.
         fast_settings: how fast mode screens and refines.
         domain_path: the folder's ``domain.json`` (None: fields are not checked against a domain).
         scale_path: the folder's ``scale.json`` (None: the model declares no pixel size; fields are read as given).
@@ -59,6 +62,7 @@ class SegmenterConfig:
     object_threshold: float | None = None
     fast_paths: tuple[Path, Path] | None = None
     fast_precision: str = "fp32"
+    cascade_path: Path | None = None
     fast_settings: FastSettings = field(default_factory=FastSettings)
     domain_path: Path | None = None
     scale_path: Path | None = None
@@ -73,6 +77,7 @@ class SegmenterConfig:
             providers=("CPUExecutionProvider",),
             object_filter_path=folder.object_filter,
             fast_paths=folder.fast_networks("fp32")[0],
+            cascade_path=folder.cascade,
             domain_path=folder.domain if domain else None,
             scale_path=folder.scale,
             quality_path=folder.quality if domain else None,
@@ -85,6 +90,35 @@ def _same_model(path: Path, described: str, model_id: str, command: str) -> None
         raise ModelContractError(
             f"{path}: describes {described}, not {model_id}; write it again (python -m training {command})"
         )
+
+
+def _with_cascade(config: SegmenterConfig, model: OnnxModel, fast: FastNetworks) -> FastNetworks:
+    """``fast`` with the folder's cascade, where it applies: fp32 networks on the CPU (measured there; on CUDA the
+    gathering between its calls is not measured, so fast mode reads everything as before)."""
+    if config.cascade_path is None:
+        return fast
+    if fast.precision != "fp32" or model.providers[0] != "CPUExecutionProvider":
+        log.info(
+            "fast mode's cascade not used: %s on %s (it is for fp32 on the CPU)", fast.precision, model.providers[0]
+        )
+        return fast
+    cascade = Cascade(
+        CascadeFiles.load(config.cascade_path),
+        model,
+        fast.geometry,
+        providers=config.providers,
+        intra_op_threads=config.intra_op_threads,
+    )
+    rule = cascade.rule
+    log.info(
+        "fast mode's cascade: every %d grid points first (more around P > %g), every %d px of a refined tile first "
+        "(more around P > %g)",
+        rule.first_step,
+        rule.first_threshold,
+        rule.refine_step,
+        rule.refine_threshold,
+    )
+    return replace(fast, cascade=cascade)
 
 
 def load_segmenter(config: SegmenterConfig) -> Segmenter:
@@ -115,6 +149,7 @@ def load_segmenter(config: SegmenterConfig) -> Segmenter:
         fast = FastNetworks.pair(model, coarse, refine, config.fast_precision)
         stride, name = fast.geometry.stride, refine_path.name
         log.info("fast mode: %s, coarse pass every %d px, refinement by %s", fast.precision, stride, name)
+        fast = _with_cascade(config, model, fast)
     domain = None
     if config.domain_path is not None:
         domain = DomainModel.load(config.domain_path)

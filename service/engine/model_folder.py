@@ -42,6 +42,7 @@ DEFAULT_MARKER = "DEFAULT_MODEL"
 COARSE_ONNX = "bacilli_coarse.onnx"
 DENSE_INT8_ONNX = "bacilli_dense.int8.onnx"
 COARSE_INT8_ONNX = "bacilli_coarse.int8.onnx"
+CASCADE_JSON = "cascade.json"  # as service.engine.cascade.CASCADE_JSON
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ class ModelFolder:
     def quality(self) -> Path | None:
         """The limits of its field quality check (``python -m training quality`` writes them), when it has them."""
         path = self.path / QUALITY_JSON
+        return path if path.is_file() else None
+
+    @property
+    def cascade(self) -> Path | None:
+        """Fast mode's cascade (``python -m training cascade`` writes it), when the folder has one."""
+        path = self.path / CASCADE_JSON
         return path if path.is_file() else None
 
     @property

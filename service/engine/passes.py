@@ -114,4 +114,9 @@ class FastPass:
         self.networks.coarse.run(np.zeros((1, block, block, 3), np.float32))
         read = settings.tile_px + 2 * halo
         self.networks.refine.run(np.zeros((settings.batch_tiles, read, read, 3), np.float32))
+        if self.networks.cascade is not None:
+            self.networks.cascade.warm_up(settings.tile_px, settings.batch_tiles)
+            return (
+                f"a coarse block of {settings.block_points}² grid points, {settings.batch_tiles} tiles and the cascade"
+            )
         return f"a coarse block of {settings.block_points}² grid points and {settings.batch_tiles} tiles"

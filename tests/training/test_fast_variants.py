@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,26 @@ def test_the_int8_test_figures_go_into_the_card(red_fast_folder: Path, tmp_path:
     # figures of other int8 networks (calibrated otherwise) are refused
     bench.write_text(json.dumps({**measured, "calibration": "12 train fields of znsm-ms2"}))
     assert main(["fast", "--model", str(folder), "--card-only", "--detections", str(bench)]) == 2
+
+
+def test_the_folder_gains_the_cascade_cut_from_its_networks(red_fast_folder: Path, tmp_path: Path) -> None:
+    from service.engine.cascade import CASCADE_JSON, CascadeFiles
+    from training.cli import main
+    from training.model.cascade import COARSE_TRUNK_ONNX, DENSE_TRUNK_ONNX, HEAD_ONNX
+
+    dense = OnnxModel(red_fast_folder / DENSE_ONNX, providers=CPU)
+    for name, role in ((COARSE_TRUNK_ONNX, "coarse trunk"), (DENSE_TRUNK_ONNX, "dense trunk"), (HEAD_ONNX, "head")):
+        meta = OnnxModel(red_fast_folder / name, providers=CPU).meta
+        assert meta.raw["cascade_part"] == role and meta.raw["dense_model_id"] == dense.meta.model_id
+    head_ops = [n.op_type for n in onnx.load(str(red_fast_folder / HEAD_ONNX)).graph.node]
+    assert head_ops == ["Reshape", "Gemm", "Relu", "Gemm", "Softmax"]
+    files = CascadeFiles.load(red_fast_folder / CASCADE_JSON)
+    assert (files.window, files.trunk_receptive_field, files.dense_model_id) == (6, 15, dense.meta.model_id)
+    check = files.raw["check"]
+    assert check["fields"] != "none" and max(check["largest_difference"].values()) < 1e-5, check
+    # the command cuts it again in a folder that has its fast networks, without fields to check on
+    folder = tmp_path / "again"
+    shutil.copytree(red_fast_folder, folder)
+    (folder / CASCADE_JSON).unlink()
+    assert main(["cascade", "--model", str(folder), "--check-fields", "0"]) == 0
+    assert CascadeFiles.load(folder / CASCADE_JSON).raw["check"] == {"fields": "none", "largest_difference": None}

@@ -1,6 +1,7 @@
 """Fast mode's networks, written into a model folder beside its dense network.
 
 * ``bacilli_coarse.onnx``: the coarse (strided) pass of the same weights (:mod:`training.model.coarse`);
+* the cascade's parts and ``cascade.json``: both networks cut at their last convolution (:mod:`training.model.cascade`);
 * ``bacilli_dense.int8.onnx`` and ``bacilli_coarse.int8.onnx``: static int8 copies of both networks, QDQ format
   (ONNX Runtime's quantiser), weights int8 per output channel, activations uint8 per tensor, ranges calibrated
   (min-max) on windows of real training fields, half of them centred on what the network calls bacillus (random
@@ -407,6 +408,9 @@ def write_fast_variants(
     }
     (folder / FAST_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     _write_card(folder, _card_section(stride, report, agreements))
+    from training.model.cascade import CASCADE_CHECK_FIELDS, write_cascade  # the cascade is cut from the networks
+
+    write_cascade(folder, list(check[:CASCADE_CHECK_FIELDS]), check_source)
     for a in agreements:
         log.info(
             "int8 %s: max |ΔP| %.4f, same side of 0.5 %.3f%%, mask IoU %.2f%%",

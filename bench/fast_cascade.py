@@ -1,0 +1,169 @@
+"""Fast mode with its cascade against fast mode reading everything, on every lab's test data. Prints JSON.
+
+The cascade (:mod:`service.engine.cascade`) reads the network's last convolution at every other coarse grid point
+first and at the rest only around what that saw, then at every other pixel of a refined tile and at the rest only
+next to what that saw. Where it reads, it gives the network's output; what it can change is an output above the
+screening or mask threshold that its first level did not see. So the comparison is with fast mode reading every grid
+point and every refined pixel (exact mode's heatmap wherever refined, ``docs/results.md`` sections 10 and 15):
+
+* every candidate and every kept bacillus the same (their boxes), and the mask the same pixel for pixel;
+* seconds per image of the whole field read in fast mode (``Segmenter.segment``, median of ``--repeats`` runs, the
+  two ways alternating), and of the coarse pass and the refinement alone;
+* the outputs the network computed (grid points and refined pixels).
+
+The data: ZNSM-iDB MS-2's test fields (×1), MS-1's test fields at its pixel size (×2.10), UFAM's test negative fields
+and test positive centre patches as uploaded (×1) and at its lab profile's scale (×2.5). The cascade's thresholds
+were chosen on validation fields (``cascade.json``); this reads test data only. Run it alone on the machine.
+
+    .venv/bin/python bench/fast_cascade.py --out bench/results/fast_cascade_cpu_2cores.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.json_output import emit_json  # noqa: E402
+from service.engine.fast import fast_heatmap  # noqa: E402
+from service.engine.loading import load_segmenter  # noqa: E402
+from service.engine.model_folder import open_folder  # noqa: E402
+from service.engine.segmenter import Mode, Segmenter  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from training.data.dataset import discover_fields, read_rgb  # noqa: E402
+from training.data.every_lab import MS1_FACTOR, UFAM_FACTOR, scaled, ufam_part  # noqa: E402
+from training.data.split import DatasetSplit  # noqa: E402
+from training.data.ufam import read_positives  # noqa: E402
+from training.paths import SHIPPED_DIR, ZNSM_MS1, ZNSM_MS1_SPLIT, ZNSM_MS2, ZNSM_MS2_SPLIT  # noqa: E402
+
+Rgb = npt.NDArray[np.uint8]
+WAYS = ("everything", "cascade")
+
+
+def test_sets(patches: bool) -> dict[str, tuple[list[Rgb], bool]]:
+    """Every lab's test images by set, each with whether it is made of whole fields."""
+    ms2 = {f.field_id: f for f in discover_fields(ZNSM_MS2)}
+    ms1 = {f.field_id: f for f in discover_fields(ZNSM_MS1)}
+    sets: dict[str, tuple[list[Rgb], bool]] = {
+        "znsm-ms2 test fields ×1": ([read_rgb(ms2[i].image) for i in DatasetSplit.load(ZNSM_MS2_SPLIT).test], True),
+        f"znsm-ms1 test fields ×{MS1_FACTOR:.2f}": (
+            [scaled(read_rgb(ms1[i].image), MS1_FACTOR) for i in DatasetSplit.load(ZNSM_MS1_SPLIT).test],
+            True,
+        ),
+    }
+    part = ufam_part("test")
+    for factor in (1.0, UFAM_FACTOR):
+        sets[f"ufam-dds1 test negative fields ×{factor:g}"] = (
+            [scaled(read_rgb(n.path), factor) for n in part.negatives],
+            True,
+        )
+    if patches:
+        found, _ = read_positives(part, None)
+        for factor in (1.0, UFAM_FACTOR):
+            sets[f"ufam-dds1 test positive centre patches ×{factor:g}"] = (
+                [scaled(found[p.patch_id], factor) for p in part.positives],
+                False,
+            )
+    return sets
+
+
+def read(segmenter: Segmenter, rgb: Rgb) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = segmenter.segment(rgb, mode=Mode.FAST, object_threshold=None)
+    return time.perf_counter() - started, result
+
+
+def boxes(objects: Any) -> list[tuple[int, ...]]:
+    return sorted(tuple(o.bbox) for o in objects)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per whole field and way (default: 2)")
+    parser.add_argument("--no-patches", action="store_true", help="whole fields only")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    folder = open_folder(SHIPPED_DIR)
+    segmenters = {
+        way: load_segmenter(
+            Settings(providers="CPUExecutionProvider", fast_cascade=way == "cascade").segmenter_config(folder)
+        )
+        for way in WAYS
+    }
+    if segmenters["cascade"].fast is None or segmenters["cascade"].fast.cascade is None:
+        raise SystemExit(f"{folder.path}: no cascade (python -m training cascade)")
+    record: dict[str, Any] = {
+        "bench": "fast_cascade",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "model": SHIPPED_DIR.name,
+        "rule": json.loads((folder.path / "cascade.json").read_text(encoding="utf-8"))["rule"],
+        "repeats": args.repeats,
+        "sets": {},
+    }
+    for name, (images, whole) in test_sets(not args.no_patches).items():
+        repeats = args.repeats if whole else 1
+        seconds: dict[str, list[float]] = {w: [] for w in WAYS}
+        stages: dict[str, dict[str, list[float]]] = {w: {"coarse": [], "refine": []} for w in WAYS}
+        reads: dict[str, list[int]] = {w: [0, 0] for w in WAYS}
+        same = {"candidates": 0, "kept": 0, "mask": 0}
+        kept_total, mask_px = 0, 0
+        for rgb in tqdm(images, desc=name, unit="image"):
+            runs: dict[str, list[float]] = {w: [] for w in WAYS}
+            results: dict[str, Any] = {}
+            for r in range(repeats):
+                for way in WAYS if r % 2 == 0 else WAYS[::-1]:
+                    spent, results[way] = read(segmenters[way], rgb)
+                    runs[way].append(spent)
+            for way in WAYS:
+                seconds[way].append(statistics.median(runs[way]))
+                segmenter = segmenters[way]
+                assert segmenter.fast is not None
+                field = segmenter.prepare(rgb)
+                heat = fast_heatmap(field, segmenter.fast, segmenter.fast_settings, segmenter.threshold)
+                stages[way]["coarse"].append(heat.coarse_seconds)
+                stages[way]["refine"].append(heat.refine_seconds)
+                reads[way][0] += heat.coarse_read
+                reads[way][1] += heat.refine_read
+            a, b = results["everything"], results["cascade"]
+            same["candidates"] += boxes((*a.bacilli, *a.rejected)) == boxes((*b.bacilli, *b.rejected))
+            same["kept"] += boxes(a.bacilli) == boxes(b.bacilli)
+            same["mask"] += bool(np.array_equal(a.mask, b.mask))
+            kept_total += len(a.bacilli)
+            mask_px += int(a.mask.sum())
+        record["sets"][name] = {
+            "images": len(images),
+            "kept_bacilli_reading_everything": kept_total,
+            "mask_px_reading_everything": mask_px,
+            "images_with_the_same": same,
+            "by_way": {
+                way: {
+                    "median_seconds": round(statistics.median(seconds[way]), 3),
+                    "total_seconds": round(sum(seconds[way]), 2),
+                    "median_coarse_seconds": round(statistics.median(stages[way]["coarse"]), 3),
+                    "median_refine_seconds": round(statistics.median(stages[way]["refine"]), 3),
+                    "grid_points_read": reads[way][0],
+                    "refined_pixels_read": reads[way][1],
+                }
+                for way in WAYS
+            },
+        }
+        print(json.dumps({name: record["sets"][name]}), file=sys.stderr, flush=True)
+    emit_json(record, args.out)
+
+
+if __name__ == "__main__":
+    main()

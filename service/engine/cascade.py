@@ -1,0 +1,283 @@
+"""Fast mode's cascade: the network's last convolution only where an earlier, sparser look saw anything.
+
+Nearly all of the network's multiply-adds are in its last spatial convolution (conv3 of the patch CNN: a 6×6
+window of 64 features to 512, 1.18 M multiply-adds for each output), which fast mode runs at every coarse grid point
+and at every pixel of a refined tile. The layers before it (the *trunk*) are cheap. A model folder's
+``cascade.json`` (written by ``python -m training cascade``) names the network cut in two at that convolution's
+input, as three ONNX files beside the networks they come from:
+
+* the coarse trunk: the field to the features under every coarse grid point (stride 6, 64 channels);
+* the dense trunk: a tile to the features under every pixel (the same 64 channels, dilated by 6);
+* the head: one window of features (``[n, 6, 6, 64]``, channels last) to P(background), P(bacillus): the last
+  convolution as one matrix product, its ReLU, the 1×1 classifier and the softmax, with the network's own weights.
+
+The head applied to the trunk's features at any output equals the network's output there (to float rounding:
+``cascade.json`` records the largest difference measured when it was written). So a cascade reads outputs
+*where it chooses*:
+
+1. **Coarse pass** (:meth:`Cascade.grid`): the head at every ``first_step``-th grid point (every other one: a
+   stride-12 grid); then at every grid point whose first-level neighbours (3×3) include one above
+   ``first_threshold``. A grid point not read takes its first-level value, which is at most that threshold.
+2. **Refinement** (:meth:`Cascade.refine`): in each refined tile, the head at every ``refine_step``-th pixel of each
+   row and column; then at every pixel next to (3×3) one above ``refine_threshold``. A pixel not read takes its
+   nearest lower read value (at most the threshold, below the mask threshold, so never in the mask).
+
+What this can change is a grid point above the screening threshold whose first-level neighbours all stay under
+``first_threshold``, or a pixel above the mask threshold whose step-2 neighbours all stay under
+``refine_threshold``. Both thresholds are the model's, chosen on validation fields of every lab (``cascade.json``
+says how); how often either happens on test fields is measured (``bench/fast_cascade.py``, ``docs/results.md``
+section 15), not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+from service.engine.errors import ModelContractError
+from service.engine.fast import GridGeometry
+from service.engine.model import OnnxModel
+
+CASCADE_JSON = "cascade.json"
+HEAD_CHUNK = 4096  # windows per head call: 38 MB of features, past the size where the matrix product is at speed
+TRUNK_BLOCK = 64  # coarse feature positions per side of a trunk call (its window overlaps its neighbours' by 9 px)
+NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class CascadeRule:
+    """Where a cascade reads outputs (the model's own settings, from ``cascade.json``).
+
+    Attributes:
+        first_step: the first coarse level reads every ``first_step``-th grid point of each row and column.
+        first_threshold: a first-level P above which the grid points around it (3×3 first-level cells) are read.
+        refine_step: the first level inside a refined tile reads every ``refine_step``-th pixel of each row and
+            column.
+        refine_threshold: a first-level P above which the pixels next to it (3×3) are read.
+    """
+
+    first_step: int = 2
+    first_threshold: float = 0.01
+    refine_step: int = 2
+    refine_threshold: float = 0.1
+
+    def applies(self, screen_threshold: float, mask_threshold: float) -> bool:
+        """Whether the rule keeps its promise at these thresholds: what it leaves unread stays below both."""
+        return self.first_threshold < screen_threshold and self.refine_threshold < mask_threshold
+
+
+@dataclass(frozen=True)
+class CascadeFiles:
+    """A folder's ``cascade.json``: its three parts and how they fit.
+
+    Attributes:
+        path: the JSON file.
+        dense_model_id: the dense network the parts were cut from.
+        coarse_trunk, dense_trunk, head: the parts' ONNX files.
+        window: the head's window side in feature positions (6).
+        trunk_receptive_field: pixels one coarse feature position reads (15).
+        rule: where the cascade reads.
+        raw: the JSON as stored.
+    """
+
+    path: Path
+    dense_model_id: str
+    coarse_trunk: Path
+    dense_trunk: Path
+    head: Path
+    window: int
+    trunk_receptive_field: int
+    rule: CascadeRule
+    raw: dict[str, Any]
+
+    @staticmethod
+    def load(path: Path) -> CascadeFiles:
+        """Read a folder's ``cascade.json``.
+
+        Raises:
+            ModelContractError: unreadable, missing keys, or a part that is not there; naming the file.
+        """
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            files = raw["files"]
+            rule = CascadeRule(**raw["rule"])
+            loaded = CascadeFiles(
+                path=path,
+                dense_model_id=str(raw["dense_model_id"]),
+                coarse_trunk=path.parent / files["coarse_trunk"],
+                dense_trunk=path.parent / files["dense_trunk"],
+                head=path.parent / files["head"],
+                window=int(raw["window"]),
+                trunk_receptive_field=int(raw["trunk_receptive_field"]),
+                rule=rule,
+                raw=raw,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelContractError(f"{path}: not a readable cascade description ({exc!r})") from exc
+        for part in (loaded.coarse_trunk, loaded.dense_trunk, loaded.head):
+            if not part.is_file():
+                raise ModelContractError(f"{path}: names {part.name}, which is not in the folder")
+        if rule.first_step < 1 or rule.refine_step < 1 or loaded.window < 1:
+            raise ModelContractError(f"{path}: steps and window must be at least 1")
+        return loaded
+
+
+@dataclass(frozen=True)
+class CascadeReading:
+    """What a cascade read: outputs and how many of them went through the head."""
+
+    values: npt.NDArray[np.float32]
+    read: int
+
+
+class Cascade:
+    """A model's cascade: its trunks and head loaded, with the rule of where to read.
+
+    Args:
+        files: the folder's ``cascade.json``.
+        dense: the dense network the parts must come from (its id is checked).
+        geometry: the coarse grid's stride and phase.
+        providers, intra_op_threads: as the networks'.
+
+    Raises:
+        ModelContractError: parts of another model, or parts that do not fit the geometry.
+    """
+
+    def __init__(
+        self,
+        files: CascadeFiles,
+        dense: OnnxModel,
+        geometry: GridGeometry,
+        providers: tuple[str, ...] | list[str],
+        intra_op_threads: int = 0,
+    ) -> None:
+        if files.dense_model_id != dense.meta.model_id:
+            raise ModelContractError(
+                f"{files.path}: cut from {files.dense_model_id}, not from {dense.meta.model_id}; "
+                "write it again (python -m training cascade)"
+            )
+        self.files, self.rule, self.geometry = files, files.rule, geometry
+        # called in alternation, many times a field: no spinning (see OnnxModel)
+        self.coarse_trunk, self.dense_trunk, self.head = (
+            OnnxModel(part, providers=providers, intra_op_threads=intra_op_threads, spinning=False)
+            for part in (files.coarse_trunk, files.dense_trunk, files.head)
+        )
+        self.meta = dense.meta
+        self.window = files.window
+        rf = files.trunk_receptive_field
+        if geometry.stride * (self.window - 1) + rf != dense.meta.receptive_field_px:
+            raise ModelContractError(
+                f"{files.path}: a window of {self.window} positions at stride {geometry.stride} over "
+                f"{rf} px does not make the network's {dense.meta.receptive_field_px} px"
+            )
+        self.trunk_rf = rf
+
+    def warm_up(self, tile_px: int, batch_tiles: int) -> None:
+        """Run each part once at the sizes fast mode gives it."""
+        block = self.geometry.stride * (TRUNK_BLOCK - 1) + self.trunk_rf
+        self.coarse_trunk.run(np.zeros((1, block, block, 3), np.float32))
+        read = tile_px + 2 * self.meta.halo_px
+        self.dense_trunk.run(np.zeros((batch_tiles, read, read, 3), np.float32))
+        channels = int(self.head.session.get_inputs()[0].shape[3])
+        self.head.run(np.zeros((HEAD_CHUNK, self.window, self.window, channels), np.float32))
+
+    def read_windows(
+        self, view: npt.NDArray[np.float32], index: tuple[npt.NDArray[np.intp], ...]
+    ) -> npt.NDArray[np.float32]:
+        """P(bacillus) of the head on the windows ``view[index]`` (``view``'s last three axes are one window)."""
+        count = int(index[0].size)
+        out = np.empty(count, dtype=np.float32)
+        channel = self.meta.positive_index
+        for start in range(0, count, HEAD_CHUNK):
+            part = tuple(axis[start : start + HEAD_CHUNK] for axis in index)
+            windows = np.ascontiguousarray(view[part], dtype=np.float32)
+            out[start : start + HEAD_CHUNK] = self.head.run(windows)[:, channel]
+        return out
+
+    def features(self, padded: npt.NDArray[np.uint8], rows: int, cols: int) -> npt.NDArray[np.float32]:
+        """The coarse trunk's features ``[rows + window − 1, cols + window − 1, channels]`` of a padded field
+        (padded as :func:`service.engine.fast.predict_grid` pads it)."""
+        stride, (phase_y, phase_x) = self.geometry.stride, self.geometry.phase
+        height, width = rows + self.window - 1, cols + self.window - 1
+        scale = np.float32(self.meta.input_scale)
+        out: npt.NDArray[np.float32] | None = None
+        for p0 in range(0, height, TRUNK_BLOCK):
+            n = min(TRUNK_BLOCK, height - p0)
+            y0 = phase_y + stride * p0
+            for q0 in range(0, width, TRUNK_BLOCK):
+                m = min(TRUNK_BLOCK, width - q0)
+                x0 = phase_x + stride * q0
+                window = padded[y0 : y0 + stride * (n - 1) + self.trunk_rf, x0 : x0 + stride * (m - 1) + self.trunk_rf]
+                batch = window[None].astype(np.float32)
+                batch *= scale
+                found = self.coarse_trunk.run(batch)[0]  # [channels, n, m]
+                if out is None:
+                    out = np.empty((height, width, found.shape[0]), dtype=np.float32)
+                out[p0 : p0 + n, q0 : q0 + m] = found[:, :n, :m].transpose(1, 2, 0)
+        assert out is not None
+        return out
+
+    def grid(self, padded: npt.NDArray[np.uint8], rows: int, cols: int) -> CascadeReading:
+        """The coarse grid ``[rows, cols]`` read as the rule says (module description, step 1)."""
+        features = self.features(padded, rows, cols)
+        s0, s1, s2 = features.strides
+        view = np.lib.stride_tricks.as_strided(
+            features,
+            shape=(rows, cols, self.window, self.window, features.shape[2]),
+            strides=(s0, s1, s0, s1, s2),
+            writeable=False,
+        )
+        step, cut = self.rule.first_step, self.rule.first_threshold
+        first_i, first_j = np.meshgrid(np.arange(0, rows, step), np.arange(0, cols, step), indexing="ij")
+        first = self.read_windows(view, (first_i.ravel(), first_j.ravel())).reshape(first_i.shape)
+        near = ndi.binary_dilation(first > cut, NEIGHBOURS)
+        block = np.ones((step, step), dtype=bool)
+        todo = np.kron(near, block)[:rows, :cols]
+        todo[::step, ::step] = False
+        grid = np.kron(first, np.ones((step, step), dtype=np.float32))[:rows, :cols]
+        ii, jj = np.nonzero(todo)
+        grid[ii, jj] = self.read_windows(view, (ii, jj))
+        return CascadeReading(np.ascontiguousarray(grid, dtype=np.float32), int(first.size + ii.size))
+
+    def refine(self, batch: npt.NDArray[np.float32]) -> CascadeReading:
+        """P(bacillus) ``[n, th, tw]`` of a batch of scaled, padded tiles ``[n, th + 2·halo, tw + 2·halo, 3]``, read as
+        the rule says (module description, step 2)."""
+        # [n, channels, th + reach, tw + reach] to channels last: a window's taps are then 64 floats each
+        features = np.ascontiguousarray(self.dense_trunk.run(batch).transpose(0, 2, 3, 1))
+        n, channels = features.shape[0], features.shape[3]
+        halo = self.meta.halo_px
+        th, tw = batch.shape[1] - 2 * halo, batch.shape[2] - 2 * halo
+        dilation = self.geometry.stride
+        s0, s1, s2, s3 = features.strides
+        view = np.lib.stride_tricks.as_strided(
+            features,
+            shape=(n, th, tw, self.window, self.window, channels),
+            strides=(s0, s1, s2, dilation * s1, dilation * s2, s3),
+            writeable=False,
+        )
+        step, cut = self.rule.refine_step, self.rule.refine_threshold
+        # the lattice includes the tile's last row and column: every pixel's neighbours that decide whether it is
+        # read lie in its own tile
+        lattice_y = np.unique(np.r_[np.arange(0, th, step), th - 1])
+        lattice_x = np.unique(np.r_[np.arange(0, tw, step), tw - 1])
+        b, y, x = np.meshgrid(np.arange(n), lattice_y, lattice_x, indexing="ij")
+        first = self.read_windows(view, (b.ravel(), y.ravel(), x.ravel())).reshape(b.shape)
+        lower_y = np.searchsorted(lattice_y, np.arange(th), side="right") - 1
+        lower_x = np.searchsorted(lattice_x, np.arange(tw), side="right") - 1
+        values = first[:, lower_y][:, :, lower_x]
+        on_lattice = np.zeros((th, tw), dtype=bool)
+        on_lattice[np.ix_(lattice_y, lattice_x)] = True
+        hot = np.zeros((n, th, tw), dtype=bool)
+        hot[:, on_lattice] = (first > cut).reshape(n, -1)
+        reach = 2 * step - 1
+        todo = ndi.binary_dilation(hot, np.ones((1, reach, reach), dtype=bool))
+        todo[:, on_lattice] = False
+        bb, yy, xx = np.nonzero(todo)
+        values[bb, yy, xx] = self.read_windows(view, (bb, yy, xx))
+        return CascadeReading(np.ascontiguousarray(values, dtype=np.float32), int(first.size + bb.size))
