@@ -19,11 +19,12 @@ The head applied to the trunk's features at any output equals the network's outp
    stride-12 grid); then at every grid point whose first-level neighbours (3×3) include one above
    ``first_threshold``. A grid point not read takes its first-level value, which is at most that threshold.
 2. **Refinement** (:meth:`Cascade.refine`): in each refined tile, the head at every ``refine_step``-th pixel of each
-   row and column; then at every pixel next to (3×3) one above ``refine_threshold``. A pixel not read takes its
-   nearest lower read value (at most the threshold, below the mask threshold, so never in the mask).
+   row and column and at its last row and column; then at every pixel within ``refine_step − 1`` pixels of one above
+   ``refine_threshold``. A pixel not read takes its nearest lower read value (at most the threshold, below the mask
+   threshold, so never in the mask).
 
 What this can change is a grid point above the screening threshold whose first-level neighbours all stay under
-``first_threshold``, or a pixel above the mask threshold whose step-2 neighbours all stay under
+``first_threshold``, or a pixel above the mask threshold whose first-level neighbours all stay under
 ``refine_threshold``. Both thresholds are the model's, chosen on validation fields of every lab (``cascade.json``
 says how); how often either happens on test fields is measured (``bench/fast_cascade.py``, ``docs/results.md``
 section 15), not assumed.
@@ -64,7 +65,7 @@ class CascadeRule:
 
     first_step: int = 2
     first_threshold: float = 0.01
-    refine_step: int = 2
+    refine_step: int = 3
     refine_threshold: float = 0.1
 
     def applies(self, screen_threshold: float, mask_threshold: float) -> bool:
