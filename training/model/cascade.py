@@ -43,8 +43,8 @@ RULE_CHOICE = (
     "chosen before any test field was read, on the validation fields of every lab (ZNSM-iDB MS-2 3, MS-1 ×2.10 6, "
     "UFAM negatives ×1 and ×2.5 5 each): a first coarse level of every other grid point missed no grid point above "
     "the screening threshold 0.3 with a first threshold up to 0.02 (0.01 kept: half of it); refinement from every "
-    "2nd, 3rd or 4th pixel of a tile missed no pixel above the mask threshold with a first threshold up to 0.2 and read "
-    "0.39-0.45, 0.29-0.35 and 0.25-0.32 of the refined pixels at 0.1: every 3rd kept, at 0.1"
+    "2nd, 3rd or 4th pixel of a tile missed no pixel above the mask threshold with a first threshold up to 0.2 "
+    "and read 0.39-0.45, 0.29-0.35 and 0.25-0.32 of the refined pixels at 0.1: every 3rd kept, at 0.1"
 )
 
 
