@@ -183,8 +183,9 @@ class FieldSummary(BaseModel):
         None, description="fast mode: tiles that went through the dense network (of `tiles`); null in exact mode"
     )
     heatmap_exact: bool = Field(
-        description="false in fast mode: outside the refined tiles the heatmap is interpolated from the coarse pass "
-        "(and below the mask threshold there)"
+        description="false in fast mode: the heatmap is the network's output wherever it is above the mask threshold "
+        "(every refined tile's mask is exact mode's); elsewhere it may be interpolated from the outputs read nearby, "
+        "below the mask threshold (outside refined tiles, and inside them where the cascade did not read)"
     )
     threshold: float = Field(description="P(bacillus) above which a pixel belongs to a candidate")
     min_object_px: int

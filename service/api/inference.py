@@ -105,7 +105,7 @@ def result_headers(result: FieldResult) -> dict[str, str]:
             "X-Model-Id": s.origin.model_id,
             "X-Mode": s.origin.mode.value,
             "X-Precision": s.origin.precision,
-            "X-Heatmap": "exact" if s.heatmap_exact else "approximate outside refined tiles",
+            "X-Heatmap": "exact" if s.heatmap_exact else "approximate below the mask threshold",
             "X-Inference-Ms": f"{s.infer_seconds * 1000:.1f}",
             "X-Bacillus-Fraction": f"{s.bacillus_fraction:.6f}",
             "X-Image-Size": f"{result.image.width}x{result.image.height}",

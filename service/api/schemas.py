@@ -22,6 +22,12 @@ class FastVariant(BaseModel):
     phase_px: list[int] = Field(description="field pixel (y, x) of grid point (0, 0)")
     screen_threshold: float = Field(description="a coarse P above which the tiles around it are refined")
     tile_px: int = Field(description="side of a refinement tile")
+    cascade: dict[str, object] | None = Field(
+        None,
+        description="the cascade's rule when fast mode reads the network's last convolution only where a sparser look "
+        "saw anything (the folder's cascade.json: first_step, first_threshold, refine_step, refine_threshold); null "
+        "when it reads every grid point and refined pixel",
+    )
 
 
 class ModelSummary(BaseModel):

@@ -20,6 +20,10 @@ With ``margin >= stride`` and a screening threshold below the mask threshold, th
 refinement reached; what fast mode can miss is an object whose every nearby grid point stays under the screening
 threshold. How often that happens is measured (``bench/fast_mode.py``, ``docs/results.md`` section 10), not
 assumed.
+
+With the model folder's cascade (:mod:`service.engine.cascade`, fp32 on the CPU), steps 1 and 3 compute the
+network's output only where a sparser look of the same network saw anything (a third of the grid points and of the
+refined pixels on real fields); what it leaves unread stays below the screening and mask thresholds.
 """
 
 from __future__ import annotations

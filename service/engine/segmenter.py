@@ -92,7 +92,8 @@ class Segmentation:
 
     @property
     def heatmap_exact(self) -> bool:
-        """False in fast mode: outside the refined tiles the heatmap is interpolated from the coarse pass."""
+        """False in fast mode: below the mask threshold the heatmap may be interpolated (outside refined tiles, and
+        inside them where the cascade did not read)."""
         return self.origin.mode is Mode.EXACT
 
     @property

@@ -46,6 +46,7 @@ def fast_variant(loaded: LoadedModel) -> FastVariant | None:
         phase_px=list(fast.geometry.phase),
         screen_threshold=segmenter.fast_settings.screen_threshold,
         tile_px=segmenter.fast_settings.tile_px,
+        cascade=dataclasses.asdict(fast.cascade.rule) if fast.cascade is not None else None,
     )
 
 

@@ -230,6 +230,8 @@ def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms
     assert found >= 0.8 * len(boxes), f"{found} of {len(boxes)} annotated bacilli have an object"
     model = httpx.get(f"{shipped_server.url}/v1/model", timeout=30).json()
     assert body["model_id"] == model["model_id"]
+    # fast mode read with the folder's cascade, and found exact mode's bacilli above
+    assert model["fast"]["cascade"] == json.loads((SHIPPED_DIR / "cascade.json").read_text())["rule"]
     declared = model["metadata"].get("input_normalisation")
     if declared is None:
         assert model["input_normalisation"] is None

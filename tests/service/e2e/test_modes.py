@@ -58,7 +58,7 @@ def test_segment_takes_the_mode_and_bad_modes_are_refused(fast_server: tuple[Liv
     server, _, plain = fast_server
     mask = httpx.post(f"{server.url}/v1/segment?mode=fast&output=heatmap", content=png_bytes(FIELD), headers=PNG)
     assert mask.status_code == 200 and mask.headers["x-mode"] == "fast" and mask.headers["x-precision"] == "int8"
-    assert mask.headers["x-heatmap"] == "approximate outside refined tiles"
+    assert mask.headers["x-heatmap"] == "approximate below the mask threshold"
     bad = httpx.post(f"{server.url}/v1/analyze?mode=slow", content=png_bytes(FIELD), headers=PNG)
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     # a model without fast networks: the default falls back to exact; asking for fast is a 409 problem
@@ -101,5 +101,6 @@ def test_models_list_their_modes_and_metrics_count_them(fast_server: tuple[LiveS
     assert fast["precision"] == "int8" and fast["coarse"] == "bacilli_coarse.int8.onnx"
     assert fast["refine"] == "bacilli_dense.int8.onnx" and fast["stride_px"] == 6 and fast["phase_px"] == [0, 0]
     assert by_id[plain]["fast"] is None
+    assert fast["cascade"] is None  # int8 reads every grid point and refined pixel: the cascade is fp32's
     text = httpx.get(f"{server.url}/metrics").text
     assert f'tbseg_fields_processed_total{{mode="fast",model_id="{red}"}}' in text
