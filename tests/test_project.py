@@ -168,7 +168,11 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
         "bacilli_coarse.onnx",
         "bacilli_dense.int8.onnx",
         "bacilli_dense.onnx",
+        "bacilli_head.onnx",
+        "bacilli_trunk_coarse.onnx",
+        "bacilli_trunk_dense.onnx",
         "by_lab.json",
+        "cascade.json",
         "domain.json",
         "fast_variants.json",
         "object_filter.onnx",
@@ -176,6 +180,8 @@ def test_models_ships_exactly_one_self_describing_model_folder() -> None:
         "quality.json",
         "scale.json",
     ]
+    cascade = json.loads((folder / "cascade.json").read_text())  # fast mode's cascade: its rule and how it was chosen
+    assert cascade["dense_model_id"] == default and "validation fields of every lab" in cascade["rule_choice"]
     scale = json.loads((folder / "scale.json").read_text())  # the pixel size it was trained at, and how it is known
     assert scale["model_id"] == default and scale["pixel_size_um"] > 0 and "estimated from" in scale["how"]
     assert scale["object_length_px"] > 0  # the reference a field's own scale is estimated against

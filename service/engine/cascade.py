@@ -42,7 +42,7 @@ import numpy.typing as npt
 from scipy import ndimage as ndi
 
 from service.engine.errors import ModelContractError
-from service.engine.fast import GridGeometry
+from service.engine.grid import GridGeometry
 from service.engine.model import OnnxModel
 
 CASCADE_JSON = "cascade.json"

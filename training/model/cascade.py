@@ -27,7 +27,8 @@ from onnx import helper, numpy_helper
 from onnx.utils import Extractor
 
 from service.engine.cascade import CASCADE_JSON, Cascade, CascadeFiles, CascadeRule
-from service.engine.fast import GridGeometry, predict_grid
+from service.engine.fast import predict_grid
+from service.engine.grid import GridGeometry
 from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX
 from service.engine.mosaic import PaddedField
@@ -94,7 +95,7 @@ def head(proto: onnx.ModelProto) -> onnx.ModelProto:
     def weight_and_bias(conv: onnx.NodeProto) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         weight = weights[conv.input[1]]
         bias = weights[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0])
-        return weight, bias
+        return weight.astype(np.float32), np.asarray(bias, dtype=np.float32)
 
     (w3, b3), (w4, b4) = weight_and_bias(last), weight_and_bias(classifier)
     out_channels, in_channels, kh, kw = w3.shape

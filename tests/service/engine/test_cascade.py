@@ -12,7 +12,8 @@ import pytest
 
 from service.engine.cascade import CASCADE_JSON, Cascade, CascadeFiles, CascadeRule
 from service.engine.errors import ModelContractError
-from service.engine.fast import FastSettings, GridGeometry, fast_heatmap, grid_shape, pad_for_grid, predict_grid
+from service.engine.fast import FastSettings, fast_heatmap, grid_shape, pad_for_grid, predict_grid
+from service.engine.grid import GridGeometry
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX, open_folder

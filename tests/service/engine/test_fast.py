@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from service.engine.errors import ModelContractError, ModeUnavailable
-from service.engine.fast import FastNetworks, FastSettings, GridGeometry, fast_heatmap, predict_grid, upsample
+from service.engine.fast import FastNetworks, FastSettings, fast_heatmap, predict_grid, upsample
+from service.engine.grid import GridGeometry
 from service.engine.loading import SegmenterConfig, load_segmenter
 from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX, ModelFolder, open_folder
