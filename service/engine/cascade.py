@@ -204,23 +204,14 @@ class Cascade:
     def features(self, padded: npt.NDArray[np.uint8], rows: int, cols: int) -> npt.NDArray[np.float32]:
         """The coarse trunk's features ``[rows + window − 1, cols + window − 1, channels]`` of a padded field
         (padded as :func:`service.engine.fast.predict_grid` pads it)."""
-        stride, (phase_y, phase_x) = self.geometry.stride, self.geometry.phase
         height, width = rows + self.window - 1, cols + self.window - 1
-        scale = np.float32(self.meta.input_scale)
         out: npt.NDArray[np.float32] | None = None
-        for p0 in range(0, height, TRUNK_BLOCK):
-            n = min(TRUNK_BLOCK, height - p0)
-            y0 = phase_y + stride * p0
-            for q0 in range(0, width, TRUNK_BLOCK):
-                m = min(TRUNK_BLOCK, width - q0)
-                x0 = phase_x + stride * q0
-                window = padded[y0 : y0 + stride * (n - 1) + self.trunk_rf, x0 : x0 + stride * (m - 1) + self.trunk_rf]
-                batch = window[None].astype(np.float32)
-                batch *= scale
-                found = self.coarse_trunk.run(batch)[0]  # [channels, n, m]
-                if out is None:
-                    out = np.empty((height, width, found.shape[0]), dtype=np.float32)
-                out[p0 : p0 + n, q0 : q0 + m] = found[:, :n, :m].transpose(1, 2, 0)
+        for block in self.geometry.blocks(height, width, TRUNK_BLOCK, self.trunk_rf):
+            n, m = block.shape
+            found = self.coarse_trunk.run(block.batch(padded, self.meta.input_scale))[0]  # [channels, n, m]
+            if out is None:
+                out = np.empty((height, width, found.shape[0]), dtype=np.float32)
+            out[block.rows, block.cols] = found[:, :n, :m].transpose(1, 2, 0)
         assert out is not None
         return out
 

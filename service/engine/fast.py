@@ -74,22 +74,12 @@ def predict_grid(
     (past the last pixel) read edge-padded context and serve interpolation only.
     """
     meta = coarse.meta
-    stride, (phase_y, phase_x) = geometry.stride, geometry.phase
     rows, cols = grid_shape(field.shape, geometry)
-    rf = 2 * meta.halo_px + 1
     padded = pad_for_grid(field, meta, geometry)
-    scale, channel = np.float32(meta.input_scale), meta.positive_index
     grid = np.empty((rows, cols), dtype=np.float32)
-    for i0 in range(0, rows, block_points):
-        n_i = min(block_points, rows - i0)
-        y0 = phase_y + stride * i0
-        for j0 in range(0, cols, block_points):
-            n_j = min(block_points, cols - j0)
-            x0 = phase_x + stride * j0
-            window = padded[y0 : y0 + stride * (n_i - 1) + rf, x0 : x0 + stride * (n_j - 1) + rf]
-            batch = window[None].astype(np.float32)
-            batch *= scale
-            grid[i0 : i0 + n_i, j0 : j0 + n_j] = coarse.run(batch)[0, :n_i, :n_j, channel]
+    for block in geometry.blocks(rows, cols, block_points, 2 * meta.halo_px + 1):
+        n, m = block.shape
+        grid[block.rows, block.cols] = coarse.run(block.batch(padded, meta.input_scale))[0, :n, :m, meta.positive_index]
     return grid
 
 

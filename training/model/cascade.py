@@ -36,7 +36,7 @@ from training.model.export import read_metadata, set_metadata
 
 log = logging.getLogger(__name__)
 
-CASCADE_CHECK_FIELDS = 4  # fields the cascade reading everything is compared with the networks on
+CASCADE_CHECK_FIELDS = 2  # fields the cascade reading everything is compared with the networks on
 COARSE_TRUNK_ONNX = "bacilli_trunk_coarse.onnx"
 DENSE_TRUNK_ONNX = "bacilli_trunk_dense.onnx"
 HEAD_ONNX = "bacilli_head.onnx"

@@ -37,6 +37,7 @@ from service.engine.model_folder import (
     PATCH_KERAS,
 )
 from training.model.card_sections import replace_section
+from training.model.cascade import CASCADE_CHECK_FIELDS, write_cascade
 from training.model.export import set_metadata
 from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 
@@ -353,7 +354,8 @@ def write_fast_variants(
     seed: int = 0,
     recipe: QuantRecipe = DEFAULT_RECIPE,
 ) -> dict[str, object]:
-    """Export the coarse network of ``folder``'s patch CNN and int8 copies of both networks into ``folder``.
+    """Export the coarse network of ``folder``'s patch CNN, int8 copies of both networks and the cascade's parts
+    (:mod:`training.model.cascade`) into ``folder``.
 
     Args:
         folder: a model folder with ``patch_cnn.keras`` and ``bacilli_dense.onnx``.
@@ -408,8 +410,7 @@ def write_fast_variants(
     }
     (folder / FAST_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     _write_card(folder, _card_section(stride, report, agreements))
-    from training.model.cascade import CASCADE_CHECK_FIELDS, write_cascade  # the cascade is cut from the networks
-
+    # the cascade is cut from the networks just written, and checked against them on a few of the check fields
     write_cascade(folder, list(check[:CASCADE_CHECK_FIELDS]), check_source)
     for a in agreements:
         log.info(
