@@ -11,8 +11,10 @@ Issue 28, item 5. For the shipped model's fast mode (the service's default) on t
   matrix products, timed in the same run; each stage's multiply-adds per second as a share of it.
 
 A stage far below the GEMM rate is bound by something else (memory traffic, small matrices, overhead); one close to
-it can only get faster with fewer multiply-adds (int8, a smaller network, less refinement). Writes a figure of the
-time per stage with ``--figure``.
+it can only get faster with fewer multiply-adds (int8, a smaller network, less refinement). Both ways fast mode reads:
+every grid point and refined pixel (``TBSEG_FAST_CASCADE=false``), and with the folder's cascade (the default:
+:mod:`service.engine.cascade`), whose multiply-adds are its trunks' (counted like the networks') and the head's per
+output it reads (counted from the head's weights). Writes a figure of the time per stage with ``--figure``.
 
     .venv/bin/python bench/compute_limit.py --out bench/results/compute_limit_cpu_2cores.json \\
         --figure docs/figures/compute_limit.png
@@ -41,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.json_output import emit_json  # noqa: E402
+from service.engine.cascade import TRUNK_BLOCK, Cascade  # noqa: E402
+from service.engine.fast import fast_heatmap, grid_shape  # noqa: E402
 from service.engine.image_io import decode_image  # noqa: E402
 from service.engine.loading import load_segmenter  # noqa: E402
 from service.engine.model_folder import open_folder  # noqa: E402
@@ -98,6 +102,34 @@ def coarse_field_macs(path: Path, height: int, width: int, stride: int, halo: in
             total += _BLOCK_MACS[key]
             blocks += 1
     return blocks, total
+
+
+def head_macs_per_read(path: Path) -> int:
+    """Multiply-adds of the cascade's head for one window: its two matrix products' weights."""
+    weights = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+    total = 0
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type == "Gemm":
+            total += int(np.prod(weights[node.input[1]].dims))
+    return total
+
+
+def coarse_trunk_macs(cascade: Cascade, height: int, width: int) -> int:
+    """Multiply-adds of the cascade's coarse trunk over a field, in the blocks it reads them in."""
+    rows, cols = grid_shape((height, width), cascade.geometry)
+    total = 0
+    size = (rows + cascade.window - 1, cols + cascade.window - 1)
+    for block in cascade.geometry.blocks(*size, TRUNK_BLOCK, cascade.trunk_rf):
+        n, m = block.shape
+        side = (
+            cascade.geometry.stride * (n - 1) + cascade.trunk_rf,
+            cascade.geometry.stride * (m - 1) + cascade.trunk_rf,
+        )
+        key = (cascade.files.coarse_trunk, *side)
+        if key not in _BLOCK_MACS:
+            _BLOCK_MACS[key] = sum(layer["macs"] for layer in conv_macs(cascade.files.coarse_trunk, *side))
+        total += _BLOCK_MACS[key]
+    return total
 
 
 def gemm_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
@@ -165,10 +197,15 @@ def main() -> None:
     parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
 
-    settings = Settings(providers="CPUExecutionProvider")
+    settings = Settings(providers="CPUExecutionProvider", fast_cascade=False)
     folder = open_folder(SHIPPED_DIR)
     config = settings.segmenter_config(folder)  # the service's settings (TBSEG_FAST_TILE_PX and the others)
     segmenter = load_segmenter(config)
+    cascading = load_segmenter(Settings(providers="CPUExecutionProvider").segmenter_config(folder))
+    cascade = cascading.fast.cascade if cascading.fast is not None else None
+    if cascade is None:
+        raise SystemExit(f"{folder.path}: no cascade (python -m training cascade)")
+    head_macs = head_macs_per_read(cascade.files.head)
     fast = config.fast_settings
     coarse_path, dense_path = folder.path / "bacilli_coarse.onnx", folder.dense
     coarse_meta = {p.key: p.value for p in onnx.load(str(coarse_path)).metadata_props}
@@ -179,6 +216,7 @@ def main() -> None:
     dense_layers = conv_macs(dense_path, tile_side, tile_side)
     coarse_block_macs = sum(layer["macs"] for layer in coarse_layers)
     dense_tile_macs = sum(layer["macs"] for layer in dense_layers)
+    dense_trunk_tile_macs = sum(layer["macs"] for layer in conv_macs(cascade.files.dense_trunk, tile_side, tile_side))
 
     ids = list(DatasetSplit.load(ZNSM_MS2_SPLIT).test)[: args.fields]
     per_field = []
@@ -203,6 +241,23 @@ def main() -> None:
                 "refine_gmac": round(result.refined_tiles * dense_tile_macs / 1e9, 2),
             }
         )
+        assert cascading.fast is not None
+        heat = fast_heatmap(cascading.prepare(rgb), cascading.fast, cascading.fast_settings, cascading.threshold)
+        trunk_macs = coarse_trunk_macs(cascade, height, width)
+        per_field[-1]["cascade"] = {
+            "coarse_s": round(heat.coarse_seconds, 3),
+            "refine_s": round(heat.refine_seconds, 3),
+            "grid_points_read": heat.coarse_read,
+            "refined_pixels_read": heat.refine_read,
+            "refined_tiles": heat.refined_tiles,
+            "coarse_trunk_gmac": round(trunk_macs / 1e9, 2),
+            "coarse_head_gmac": round(heat.coarse_read * head_macs / 1e9, 2),
+            "refine_trunk_gmac": round(heat.refined_tiles * dense_trunk_tile_macs / 1e9, 2),
+            "refine_head_gmac": round(heat.refine_read * head_macs / 1e9, 2),
+        }
+        c = per_field[-1]["cascade"]
+        c["coarse_gmac"] = round(c["coarse_trunk_gmac"] + c["coarse_head_gmac"], 2)
+        c["refine_gmac"] = round(c["refine_trunk_gmac"] + c["refine_head_gmac"], 2)
         print(json.dumps(per_field[-1]), file=sys.stderr, flush=True)
 
     # the largest convolutions as matrix products: [output pixels, in·k·k] @ [in·k·k, out]
@@ -215,9 +270,10 @@ def main() -> None:
     gemms |= {f"ONNX Runtime MatMul, {name}": ort_gemm_rate(*shape) for name, shape in shapes.items()}
     peak = max(gemms.values())
 
-    def stage(seconds_key: str, gmac_key: str) -> dict[str, float]:
-        seconds = statistics.median(f[seconds_key] for f in per_field)
-        gmac = statistics.median(f[gmac_key] for f in per_field)
+    def stage(seconds_key: str, gmac_key: str, way: str | None = None) -> dict[str, float]:
+        rows = [f[way] if way else f for f in per_field]
+        seconds = statistics.median(r[seconds_key] for r in rows)
+        gmac = statistics.median(r[gmac_key] for r in rows)
         rate = gmac * 1e9 / seconds
         return {
             "median_seconds": round(seconds, 3),
@@ -245,6 +301,13 @@ def main() -> None:
             "gmac_per_output_pixel_k": round(dense_tile_macs / fast.tile_px**2 / 1e3, 1),
             **stage("refine_s", "refine_gmac"),
         },
+        "cascade": {
+            "rule": json.loads(cascade.files.path.read_text(encoding="utf-8"))["rule"],
+            "head_macs_per_read": head_macs,
+            "dense_trunk_gmac_per_tile": round(dense_trunk_tile_macs / 1e9, 3),
+            "coarse": stage("coarse_s", "coarse_gmac", "cascade"),
+            "refinement": stage("refine_s", "refine_gmac", "cascade"),
+        },
         "gemm_gmac_per_second": {k: round(v / 1e9, 2) for k, v in gemms.items()},
         "per_field": per_field,
     }
@@ -259,27 +322,44 @@ def plot(record: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     fields = record["per_field"]
     names = [f["field"] for f in fields]
-    coarse = [f["coarse_s"] for f in fields]
-    refine = [f["refine_s"] for f in fields]
-    left.bar(names, coarse, label="coarse pass")
-    left.bar(names, refine, bottom=coarse, label="refinement (dense network on refined tiles)")
+    x = np.arange(len(names))
+    for offset, way, hatch in ((-0.2, None, ""), (0.2, "cascade", "//")):
+        rows = [f[way] if way else f for f in fields]
+        coarse = [r["coarse_s"] for r in rows]
+        refine = [r["refine_s"] for r in rows]
+        said = "with the cascade" if way else "reading everything"
+        left.bar(x + offset, coarse, 0.38, color="tab:blue", hatch=hatch, label=f"coarse pass, {said}")
+        left.bar(x + offset, refine, 0.38, bottom=coarse, color="tab:orange", hatch=hatch, label=f"refinement, {said}")
+    left.set_xticks(x, names)
     left.set_xlabel("ZNSM-iDB MS-2 test field")
     left.set_ylabel("seconds (fast mode, fp32)")
-    left.legend()
+    left.legend(fontsize=7)
     left.set_title(f"time per stage, {record['machine']['cpus']} cores")
-    stages = ["coarse", "refinement"]
-    achieved = [record[s]["gmac_per_second"] for s in stages]
+    bars = [
+        ("coarse", record["coarse"]),
+        ("refinement", record["refinement"]),
+        ("coarse\n(cascade)", record["cascade"]["coarse"]),
+        ("refinement\n(cascade)", record["cascade"]["refinement"]),
+    ]
     peak = max(record["gemm_gmac_per_second"].values())
-    right.bar(stages, achieved, color=["tab:blue", "tab:orange"])
+    achieved = [b["gmac_per_second"] for _, b in bars]
+    right.bar([n for n, _ in bars], achieved, color=["tab:blue", "tab:orange", "tab:blue", "tab:orange"])
     right.axhline(peak, color="k", linestyle="--", label=f"float32 GEMM, best shape: {peak:.0f} GMAC/s")
-    for x, value, stage_name in zip(range(2), achieved, stages, strict=True):
-        right.text(x, value, f"{record[stage_name]['share_of_gemm_peak']:.0%}", ha="center", va="bottom")
+    for k, (_, b) in enumerate(bars):
+        right.text(
+            k,
+            b["gmac_per_second"],
+            f"{b['share_of_gemm_peak']:.0%}\n{b['median_gmac']:.0f} G in {b['median_seconds']:.2f} s",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     right.set_ylabel("multiply-adds per second (G)")
-    right.set_title("achieved against the machine's GEMM rate")
-    right.legend()
+    right.set_title("achieved against the machine's GEMM rate (medians)")
+    right.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
