@@ -13,7 +13,9 @@ bacilli only, 0/255) and ``<stem>_objects.json`` (the ``/v1/analyze`` answer wit
 file's path), optionally ``<stem>_heatmap.png`` and ``<stem>_overlay.png``; every file is written atomically
 (temporary name, then rename), fields whose outputs all exist (and whose ``_objects.json`` reads) are skipped, and
 ``summary.csv`` lists every field with its counts. With ``--slide`` the fields are graded as one slide
-(WHO/IUATLD) into ``slide.json``, in the schema of ``GET /v1/slides/{id}``. Settings come from ``TBSEG_*``
+(WHO/IUATLD) into ``slide.json``, in the schema of ``GET /v1/slides/{id}``, and share their scale as a slide's fields
+do through the service (:class:`service.engine.scale_estimate.SlideScaleEvidence`; the fields found done give
+theirs). Settings come from ``TBSEG_*``
 environment variables, as for the service. ``batch-ray`` runs the same engine over an archive on a Ray cluster
 (:mod:`service.scale.ray_batch`; needs the ``ray`` extra).
 """
@@ -30,7 +32,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -41,6 +43,7 @@ from service.engine.image_io import ImageRejected, encode_png
 from service.engine.loading import load_segmenter
 from service.engine.model_folder import ModelFolder, default_model_id, scan_models
 from service.engine.modes import resolve_mode
+from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode, Segmenter
 from service.engine.slide_decision import ModelEvidence
 from service.field_result import AnalyzedField, FieldOptions, segment_field
@@ -48,7 +51,7 @@ from service.files import write_atomically
 from service.model_registry import DEFAULT_MODEL_SETTING
 from service.render import heatmap_png_array, mask_pngs, overlay
 from service.settings import Settings
-from service.slides.intake import slide_field
+from service.slides.intake import scale_estimate, slide_field
 from service.slides.model import SLIDE_ID, Slide
 from service.slides.report import slide_report
 
@@ -290,6 +293,10 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
     folder, mode = chosen
     segmenter = load_segmenter(settings.segmenter_config(folder))
     options = FieldOptions(object_threshold=args.object_threshold, mode=mode, microns_per_pixel=args.microns_per_pixel)
+    as_slide = args.slide or args.slide_id is not None
+    evidence = SlideScaleEvidence() if as_slide else None
+    if evidence is not None:  # one slide: its fields share their scale once three agree, as through the service
+        options = replace(options, slide_scale=evidence)
     log.info("model %s (%s), %s mode", folder.model_id, folder.path, mode.value)
     rows: list[BatchRow] = []
     started_at, started = time.time(), time.perf_counter()
@@ -300,6 +307,8 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
             earlier = _done_before(image, wanted[1], mode)
         if earlier is not None:
             rows.append(earlier)
+            if evidence is not None and earlier.result is not None and earlier.result.scale is not None:
+                evidence.record(scale_estimate(earlier.result.scale), earlier.result.scale.empty_probe)
             continue
         try:
             rows.append(
@@ -322,7 +331,7 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
     writer.writeheader()
     writer.writerows(r.csv_row() for r in rows)
     write_atomically(summary, table.getvalue().encode("utf-8"))
-    if args.slide or args.slide_id is not None:
+    if as_slide:
         slide_id = args.slide_id or default_slide_id(args.out)
         write_slide(args.out / "slide.json", slide_id, rows, started_at, ModelEvidence.of(segmenter.domain))
     failures = sum(r.result is None for r in rows)

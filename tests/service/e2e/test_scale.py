@@ -4,8 +4,13 @@ metadata is used when credible; nothing known is said; impossible pixel sizes ar
 
 from __future__ import annotations
 
+import csv
 import io
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -23,6 +28,7 @@ from tests.service.engine.test_scale_estimate import rods_field
 from training.data.synthetic import synthetic_field
 
 MODEL_UM = 0.1
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +110,9 @@ def test_impossible_pixel_sizes_are_problems_and_nothing_is_queued(scaled_server
 
 
 @pytest.fixture(scope="module")
-def estimating_server(red_fast_folder: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real server on the red-seeing model, whose scale.json gives the length of its 40 px rods: it estimates."""
+def estimating_models(red_fast_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory of the red-seeing model, whose scale.json gives the length of its 40 px rods: it
+    estimates a field's scale from them."""
     root = tmp_path_factory.mktemp("slide-scale")
     folder = shutil.copytree(red_fast_folder, root / "models" / "red")
     segmenter = load_segmenter(SegmenterConfig(folder / DENSE_ONNX, providers=("CPUExecutionProvider",)))
@@ -113,9 +120,63 @@ def estimating_server(red_fast_folder: Path, tmp_path_factory: pytest.TempPathFa
     ModelScale(model_id_of(folder / DENSE_ONNX), MODEL_UM, "set by the test", {}, lengths[len(lengths) // 2]).write(
         folder
     )
-    server = start_server(root / "models", root / "server.log")
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def estimating_server(estimating_models: Path):
+    """A real server on :func:`estimating_models`."""
+    server = start_server(estimating_models, estimating_models.parent / "server.log")
     yield server
     stop_server(server)
+
+
+def _half_scale_slide(folder: Path) -> int:
+    """Half-scale fields of six rods each (``d*.png``, enough for the slide's scale) and one of two rods, too few
+    alone (``s.png``, read last); returns how many six-rod fields."""
+    folder.mkdir(parents=True)
+    dense = resample(rods_field(40), (128, 128))
+    two = np.minimum.reduce([red_rod_field(s, 40, (256, 256)) for s in [(20, 20), (150, 150)]])
+    needed = -(-SLIDE_OBJECTS // 6)
+    for i in range(needed):
+        Image.fromarray(dense).save(folder / f"d{i}.png")
+    Image.fromarray(resample(two, (128, 128))).save(folder / "s.png")
+    return needed
+
+
+def test_the_batch_command_reads_a_slides_fields_at_the_scale_they_agree_on(
+    estimating_models: Path, tmp_path: Path
+) -> None:
+    """``python -m service segment --slide`` pools its fields' scale as the service does a slide's, and a run that
+    resumes takes the estimates of the fields it finds done."""
+    needed = _half_scale_slide(tmp_path / "fields")
+    env = {**os.environ, "TBSEG_MODELS_DIR": str(estimating_models), "TBSEG_PROVIDERS": "CPUExecutionProvider"}
+
+    def run(*more: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "service", "segment", str(tmp_path / "fields"), "-o", str(tmp_path / "out")]
+        return subprocess.run(
+            [*command, *more], env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=300
+        )
+
+    alone = run()  # not a slide: the two-rod field is read alone, at the model's scale
+    assert alone.returncode == 0, alone.stderr
+    scale = json.loads((tmp_path / "out" / "s_objects.json").read_text())["scale"]
+    assert scale["source"] == "assumed" and scale["factor"] == 1.0
+    done = run("--slide", "--force")
+    assert done.returncode == 0, done.stderr
+    last = json.loads((tmp_path / "out" / "s_objects.json").read_text())
+    assert last["scale"]["source"] == "slide" and last["scale"]["factor"] == pytest.approx(2.0, rel=0.2)
+    assert last["scale"]["slide_fields"] == needed and last["count"] == 2
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "summary.csv").read_text())))
+    assert [r["scale_source"] for r in rows] == [*["estimated"] * needed, "slide"]
+    slide = json.loads((tmp_path / "out" / "slide.json").read_text())
+    assert [f["scale_source"] for f in slide["fields"]] == [*["estimated"] * needed, "slide"]
+    for path in (tmp_path / "out").glob("s_*"):
+        path.unlink()
+    resumed = run("--slide")  # the six-rod fields are done: their stored estimates give the scale
+    assert resumed.returncode == 0, resumed.stderr
+    again = json.loads((tmp_path / "out" / "s_objects.json").read_text())["scale"]
+    assert again["source"] == "slide" and again["slide_fields"] == needed
 
 
 def test_a_slides_sparse_field_is_read_at_the_scale_its_earlier_fields_agree_on(estimating_server) -> None:
