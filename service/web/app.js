@@ -6,6 +6,13 @@ import { Viewer } from "./viewer.js";
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
 const IMAGE_CACHE = 4;
+// where a field's pixel size came from, said where a person should know it (a given or lab pixel size goes unsaid)
+const SCALE_SAID = {
+  estimated: "scale estimated from the field",
+  slide: "at the slide's scale",
+  assumed: "pixel size unknown: read as uploaded",
+  "model-scale-unknown": "read as uploaded",
+};
 
 const state = {
   slideId: null,
@@ -286,7 +293,8 @@ function render() {
       const f = entry.field;
       counts.textContent = f.reviewed_afb === f.afb ? `${f.afb} AFB` : `${f.afb} → ${f.reviewed_afb} AFB`;
       const domain = f.in_domain === false ? " · not like the model's training fields" : "";
-      status.textContent = `read (${f.mode})${f.objects_reviewed ? ` · ${f.objects_reviewed} reviewed` : ""}${domain}`;
+      const scale = SCALE_SAID[f.scale_source] ? ` · ${SCALE_SAID[f.scale_source]}` : "";
+      status.textContent = `read (${f.mode})${f.objects_reviewed ? ` · ${f.objects_reviewed} reviewed` : ""}${domain}${scale}`;
       if (f.in_domain === false) {
         status.classList.add("error");
         button.title = f.domain_reasons.join("\n");

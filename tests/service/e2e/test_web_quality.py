@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.service.e2e.conftest import LiveServer, png_bytes
@@ -34,10 +35,17 @@ def test_an_unreadable_field_says_why_before_its_count(shipped_server: LiveServe
                  name: li.querySelector('.name').textContent,
                  order: [...li.querySelector('.entry').children].map((c) => c.className),
                  quality: li.querySelector('.quality')?.textContent ?? null,
+                 state: li.querySelector('.state').textContent,
                  counts: li.querySelector('.counts').textContent }))"""
         )
         by_name = {e["name"]: e for e in entries}
         assert by_name["sharp.png"]["quality"] is None and "not counted" not in by_name["sharp.png"]["counts"]
+        # sent with no pixel size: each field says where the scale it was read at came from
+        report = httpx.get(f"{shipped_server.url}/v1/slides/quality-page", timeout=30).json()
+        said = {"estimated": "scale estimated from the field", "assumed": "pixel size unknown: read as uploaded"}
+        for field in report["fields"]:
+            assert field["scale_source"] in said, field["scale_source"]
+            assert by_name[field["name"]]["state"].endswith(said[field["scale_source"]])
         unreadable = by_name["blurred.png"]
         assert unreadable["quality"].startswith("unreadable: out of focus: sharpness ")
         assert unreadable["order"].index("quality error") < unreadable["order"].index("counts")
