@@ -53,27 +53,31 @@ Rgb = npt.NDArray[np.uint8]
 WAYS = ("everything", "cascade")
 
 
-def test_sets(patches: bool) -> dict[str, tuple[list[Rgb], bool]]:
-    """Every lab's test images by set, each with whether it is made of whole fields."""
+def test_sets(patches: bool, subset: str = "test") -> dict[str, tuple[list[Rgb], bool]]:
+    """Every lab's images of ``subset`` of its split by set, each with whether it is made of whole fields."""
     ms2 = {f.field_id: f for f in discover_fields(ZNSM_MS2)}
     ms1 = {f.field_id: f for f in discover_fields(ZNSM_MS1)}
+    ms2_ids, ms1_ids = (
+        DatasetSplit.load(ZNSM_MS2_SPLIT).subset(subset),
+        DatasetSplit.load(ZNSM_MS1_SPLIT).subset(subset),
+    )
     sets: dict[str, tuple[list[Rgb], bool]] = {
-        "znsm-ms2 test fields ×1": ([read_rgb(ms2[i].image) for i in DatasetSplit.load(ZNSM_MS2_SPLIT).test], True),
-        f"znsm-ms1 test fields ×{MS1_FACTOR:.2f}": (
-            [scaled(read_rgb(ms1[i].image), MS1_FACTOR) for i in DatasetSplit.load(ZNSM_MS1_SPLIT).test],
+        f"znsm-ms2 {subset} fields ×1": ([read_rgb(ms2[i].image) for i in ms2_ids], True),
+        f"znsm-ms1 {subset} fields ×{MS1_FACTOR:.2f}": (
+            [scaled(read_rgb(ms1[i].image), MS1_FACTOR) for i in ms1_ids],
             True,
         ),
     }
-    part = ufam_part("test")
+    part = ufam_part(subset)
     for factor in (1.0, UFAM_FACTOR):
-        sets[f"ufam-dds1 test negative fields ×{factor:g}"] = (
+        sets[f"ufam-dds1 {subset} negative fields ×{factor:g}"] = (
             [scaled(read_rgb(n.path), factor) for n in part.negatives],
             True,
         )
     if patches:
         found, _ = read_positives(part, None)
         for factor in (1.0, UFAM_FACTOR):
-            sets[f"ufam-dds1 test positive centre patches ×{factor:g}"] = (
+            sets[f"ufam-dds1 {subset} positive centre patches ×{factor:g}"] = (
                 [scaled(found[p.patch_id], factor) for p in part.positives],
                 False,
             )
@@ -94,6 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="runs per whole field and way (default: 2)")
     parser.add_argument("--no-patches", action="store_true", help="whole fields only")
+    parser.add_argument(
+        "--subset", default="test", choices=("train", "validation", "test"), help="which part of each lab's split"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -112,9 +119,10 @@ def main() -> None:
         "model": SHIPPED_DIR.name,
         "rule": json.loads((folder.path / "cascade.json").read_text(encoding="utf-8"))["rule"],
         "repeats": args.repeats,
+        "subset": args.subset,
         "sets": {},
     }
-    for name, (images, whole) in test_sets(not args.no_patches).items():
+    for name, (images, whole) in test_sets(not args.no_patches, args.subset).items():
         repeats = args.repeats if whole else 1
         seconds: dict[str, list[float]] = {w: [] for w in WAYS}
         stages: dict[str, dict[str, list[float]]] = {w: {"coarse": [], "refine": []} for w in WAYS}
