@@ -1,4 +1,5 @@
-"""Fast mode with its cascade against fast mode reading everything, on every lab's test data. Prints JSON.
+"""Fast mode with its cascade (its coarse grid read in fp32, and in int8) against fast mode reading everything, on
+every lab's test data. Prints JSON.
 
 The cascade (:mod:`service.engine.cascade`) reads the network's last convolution at every other coarse grid point
 first and at the rest only around what that saw, then at every other pixel of a refined tile and at the rest only
@@ -8,8 +9,12 @@ point and every refined pixel (exact mode's heatmap wherever refined, ``docs/res
 
 * every candidate and every kept bacillus the same (their boxes), and the mask the same pixel for pixel;
 * seconds per image of the whole field read in fast mode (``Segmenter.segment``, median of ``--repeats`` runs, the
-  two ways alternating), and of the coarse pass and the refinement alone;
-* the outputs the network computed (grid points and refined pixels).
+  ways alternating), and of the coarse pass and the refinement alone;
+* the outputs the network computed (grid points and refined pixels) and the tiles refined.
+
+Three ways: reading everything; the cascade with its grid read in fp32 (``TBSEG_FAST_SCREENING=fp32``); the cascade
+with its grid (and each refined tile's first level) read by the folder's int8 screening parts, screening at the
+threshold less the model's margin (the default).
 
 The data: ZNSM-iDB MS-2's test fields (×1), MS-1's test fields at its pixel size (×2.10), UFAM's test negative fields
 and test positive centre patches as uploaded (×1) and at its lab profile's scale (×2.5). The cascade's thresholds
@@ -50,7 +55,12 @@ from training.data.ufam import read_positives  # noqa: E402
 from training.paths import SHIPPED_DIR, ZNSM_MS1, ZNSM_MS1_SPLIT, ZNSM_MS2, ZNSM_MS2_SPLIT  # noqa: E402
 
 Rgb = npt.NDArray[np.uint8]
-WAYS = ("everything", "cascade")
+WAYS = ("everything", "cascade", "cascade_int8_screening")
+SETTINGS = {
+    "everything": {"fast_cascade": False},
+    "cascade": {"fast_cascade": True, "fast_screening": "fp32"},
+    "cascade_int8_screening": {"fast_cascade": True, "fast_screening": "int8"},
+}
 
 
 def test_sets(patches: bool, subset: str = "test") -> dict[str, tuple[list[Rgb], bool]]:
@@ -107,17 +117,25 @@ def main() -> None:
     folder = open_folder(SHIPPED_DIR)
     segmenters = {
         way: load_segmenter(
-            Settings(providers="CPUExecutionProvider", fast_cascade=way == "cascade").segmenter_config(folder)
+            Settings(providers="CPUExecutionProvider", **SETTINGS[way]).segmenter_config(folder)  # type: ignore[arg-type]
         )
         for way in WAYS
     }
-    if segmenters["cascade"].fast is None or segmenters["cascade"].fast.cascade is None:
-        raise SystemExit(f"{folder.path}: no cascade (python -m training cascade)")
+    for way in WAYS[1:]:
+        fast = segmenters[way].fast
+        if fast is None or fast.cascade is None:
+            raise SystemExit(f"{folder.path}: no cascade (python -m training cascade)")
+        if way.endswith("int8_screening") and fast.cascade.screening is None:
+            raise SystemExit(f"{folder.path}: no int8 screening (python -m training screening)")
+    cascade_json = json.loads((folder.path / "cascade.json").read_text(encoding="utf-8"))
     record: dict[str, Any] = {
         "bench": "fast_cascade",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "model": SHIPPED_DIR.name,
-        "rule": json.loads((folder.path / "cascade.json").read_text(encoding="utf-8"))["rule"],
+        "rule": cascade_json["rule"],
+        "screening": {
+            k: cascade_json.get("screening", {}).get(k) for k in ("margin", "first_threshold", "refine_threshold")
+        },
         "repeats": args.repeats,
         "subset": args.subset,
         "sets": {},
@@ -126,8 +144,8 @@ def main() -> None:
         repeats = args.repeats if whole else 1
         seconds: dict[str, list[float]] = {w: [] for w in WAYS}
         stages: dict[str, dict[str, list[float]]] = {w: {"coarse": [], "refine": []} for w in WAYS}
-        reads: dict[str, list[int]] = {w: [0, 0] for w in WAYS}
-        same = {"candidates": 0, "kept": 0, "mask": 0}
+        reads: dict[str, list[int]] = {w: [0, 0, 0] for w in WAYS}
+        same = {w: {"candidates": 0, "kept": 0, "mask": 0} for w in WAYS[1:]}
         kept_total, mask_px = 0, 0
         for rgb in tqdm(images, desc=name, unit="image"):
             runs: dict[str, list[float]] = {w: [] for w in WAYS}
@@ -146,17 +164,20 @@ def main() -> None:
                 stages[way]["refine"].append(heat.refine_seconds)
                 reads[way][0] += heat.coarse_read
                 reads[way][1] += heat.refine_read
-            a, b = results["everything"], results["cascade"]
-            same["candidates"] += boxes((*a.bacilli, *a.rejected)) == boxes((*b.bacilli, *b.rejected))
-            same["kept"] += boxes(a.bacilli) == boxes(b.bacilli)
-            same["mask"] += bool(np.array_equal(a.mask, b.mask))
+                reads[way][2] += heat.refined_tiles
+            a = results["everything"]
+            for way in WAYS[1:]:
+                b = results[way]
+                same[way]["candidates"] += boxes((*a.bacilli, *a.rejected)) == boxes((*b.bacilli, *b.rejected))
+                same[way]["kept"] += boxes(a.bacilli) == boxes(b.bacilli)
+                same[way]["mask"] += bool(np.array_equal(a.mask, b.mask))
             kept_total += len(a.bacilli)
             mask_px += int(a.mask.sum())
         record["sets"][name] = {
             "images": len(images),
             "kept_bacilli_reading_everything": kept_total,
             "mask_px_reading_everything": mask_px,
-            "images_with_the_same": same,
+            "images_with_the_same_as_reading_everything": same,
             "by_way": {
                 way: {
                     "median_seconds": round(statistics.median(seconds[way]), 3),
@@ -165,6 +186,7 @@ def main() -> None:
                     "median_refine_seconds": round(statistics.median(stages[way]["refine"]), 3),
                     "grid_points_read": reads[way][0],
                     "refined_pixels_read": reads[way][1],
+                    "refined_tiles": reads[way][2],
                 }
                 for way in WAYS
             },

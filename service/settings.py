@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -154,6 +155,13 @@ class InferenceSettings(BaseSettings):
         "saw anything, with the model's cascade (cascade.json; about twice as fast on 2 cores, the same bacilli on "
         "every test field measured); false reads every grid point and every refined pixel",
     )
+    fast_screening: Literal["int8", "fp32"] = Field(
+        "int8",
+        description="the cascade's coarse grid (which only decides where fp32 refinement runs): int8 reads it with "
+        "the folder's int8 screening parts and screens at the threshold less the model's margin for int8's error "
+        "(cascade.json; the mask stays fp32), fp32 reads it with the fp32 parts; int8 falls back to fp32 for a "
+        "folder without them",
+    )
     fast_screen_threshold: float = Field(
         FastSettings.screen_threshold,
         gt=0.0,
@@ -285,6 +293,7 @@ class Settings(ServerSettings, ModelSettings, InferenceSettings, LimitSettings, 
             fast_paths=fast_paths,
             fast_precision=precision,
             cascade_path=folder.cascade if self.fast_cascade else None,
+            cascade_screening=self.fast_screening,
             fast_settings=FastSettings(
                 screen_threshold=self.fast_screen_threshold,
                 tile_px=self.fast_tile_px,

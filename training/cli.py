@@ -18,7 +18,8 @@ Commands:
     finetune adapt a model folder to a lab's own annotated fields, into a new servable model folder
     fast     write a model folder's fast-mode networks: the coarse pass, int8 copies and the cascade (mode=fast)
     cascade  cut a model folder's fast networks at their last convolution (cascade.json): fast mode reads that
-             convolution only where a sparser look saw anything
+             convolution only where a sparser look saw anything; with int8 copies for its screening
+    screening  (re)write only the cascade's int8 screening parts, their margin chosen on every lab's validation fields
     domain   write a model folder's training domain (domain.json): the per-field domain check's spreads, its limit
              (chosen on validation fields of two labs) and the false bacilli the slide decision rests on
     lab-profile  write a lab's profile (labs/<lab_id>/profile.json) from its confirmed-negative fields and
@@ -625,6 +626,10 @@ def add_cascade(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="validation fields of each lab on which the cascade reading everything is compared with the networks "
         "(training/data/every_lab.py; default: 1; 0: none)",
     )
+    cascade.add_argument("--no-screening", action="store_true", help="do not write the int8 screening parts")
+    cascade.add_argument(
+        "--screening-fields", type=int, default=12, help="as `screening --fields` (default: %(default)s)"
+    )
 
 
 def run_cascade(args: argparse.Namespace) -> int:
@@ -638,6 +643,43 @@ def run_cascade(args: argparse.Namespace) -> int:
     )
     report = write_cascade(args.model, chosen, source)
     sys.stdout.write(f"wrote the cascade into {args.model}: {json.dumps(report['check'])}\n")
+    if not args.no_screening:
+        _write_screening(args.model, args.screening_fields)
+    return 0
+
+
+def _write_screening(model: Path, per_lab: int) -> None:
+    """The cascade's int8 screening, calibrated on train fields of every lab and chosen on their validation fields."""
+    from training.data.every_lab import every_lab_fields
+    from training.model.screening import write_screening
+
+    record = write_screening(model, every_lab_fields("train", per_lab), every_lab_fields("validation", per_lab))
+    if record.get("chosen"):
+        said = (
+            f"margin {record['margin']}, first threshold {record['first_threshold']}, "
+            f"lattice threshold {record['refine_threshold']}"
+        )
+    else:
+        said = "no margin qualified: the grid stays fp32"
+    sys.stdout.write(f"int8 screening in {model}: {said}\n")
+
+
+def add_screening(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    screening = commands.add_parser(
+        "screening", help="int8 copies of the cascade's coarse trunk and head for fast mode's screening (cascade.json)"
+    )
+    screening.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder (default: %(default)s)")
+    screening.add_argument(
+        "--fields",
+        type=int,
+        default=12,
+        help="train fields per ZNSM microscope calibrating int8, and at most as many validation fields choosing its "
+        "margin (UFAM: the negative fields of its train and validation slides; default: %(default)s)",
+    )
+
+
+def run_screening(args: argparse.Namespace) -> int:
+    _write_screening(args.model, args.fields)
     return 0
 
 
@@ -684,6 +726,8 @@ def run_fast(args: argparse.Namespace) -> int:
         seed=args.seed,
         recipe=QuantRecipe(float_convs=tuple(args.float_convs)),
     )
+    if args.calibrate_on == "every-lab":  # the cascade was cut again: its int8 screening too
+        _write_screening(args.model, args.calibration_fields)
     if args.detections is not None:
         add_detections(args.model, args.detections)
     sys.stdout.write(f"wrote the fast-mode networks into {args.model}\n")
@@ -985,6 +1029,7 @@ COMMANDS: dict[str, tuple[Adder, Callable[[argparse.Namespace], int]]] = {  # in
     "finetune": (add_finetune, run_finetune),
     "fast": (add_fast, run_fast),
     "cascade": (add_cascade, run_cascade),
+    "screening": (add_screening, run_screening),
     "domain": (add_domain, run_domain),
     "lab-profile": (add_lab_profile, run_lab_profile),
     "pixel-size": (add_pixel_size, run_pixel_size),

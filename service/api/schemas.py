@@ -25,8 +25,10 @@ class FastVariant(BaseModel):
     cascade: dict[str, object] | None = Field(
         None,
         description="the cascade's rule when fast mode reads the network's last convolution only where a sparser look "
-        "saw anything (the folder's cascade.json: first_step, first_threshold, refine_step, refine_threshold); null "
-        "when it reads every grid point and refined pixel",
+        "saw anything (the folder's cascade.json: first_step, first_threshold, refine_step, refine_threshold), and "
+        "`screening`: how its coarse grid is read (precision fp32, or int8 with the model's margin, the threshold it "
+        "screens at, its first-level threshold and the int8 lattice threshold of a refined tile); null when it reads "
+        "every grid point and refined pixel",
     )
 
 

@@ -28,6 +28,14 @@ What this can change is a grid point above the screening threshold whose first-l
 ``refine_threshold``. Both thresholds are the model's, chosen on validation fields of every lab (``cascade.json``
 says how); how often either happens on test fields is measured (``bench/fast_cascade.py``, ``docs/results.md``
 section 15), not assumed.
+
+**Screening in int8** (:class:`Screening`, optional: ``cascade.json``'s ``screening``). The coarse grid decides only
+where refinement runs (and the heatmap outside refined tiles, which is approximate anyway); every output that can
+reach the mask comes from the fp32 dense trunk and head. So the coarse pass may read int8 copies of the coarse trunk
+and the head, which do the same work in about half the time, provided the screening threshold is lowered by a
+*margin* that covers int8's error: a tile fp32 would refine is then refined too (fast mode can only refine more, never
+less). The margin and the int8 first-level threshold are the model's, chosen on validation fields of every lab
+(``cascade.json`` says how, and what the check measured).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from service.engine.grid import GridGeometry
 from service.engine.model import OnnxModel
 
 CASCADE_JSON = "cascade.json"
+SCREENING_PRECISIONS = ("int8", "fp32")
 HEAD_CHUNK = 2048  # windows per head call: 19 MB of features; as fast as 4096 on 2 cores, 80 MB less peak memory
 TRUNK_BLOCK = 64  # coarse feature positions per side of a trunk call (its window overlaps its neighbours' by 9 px)
 NEIGHBOURS = np.ones((3, 3), dtype=bool)
@@ -74,6 +83,42 @@ class CascadeRule:
 
 
 @dataclass(frozen=True)
+class Screening:
+    """The cascade's int8 screening parts (``cascade.json``'s ``screening``).
+
+    Attributes:
+        coarse_trunk, head: the int8 copies' ONNX files.
+        margin: the screening threshold is lowered by this much when the grid is read in int8 (covers int8's error
+            on the grid points that matter, with room to spare: ``choice`` says how it was chosen).
+        first_threshold: the int8 first level's threshold (the rule's ``first_threshold`` for the int8 grid).
+        refine_threshold: when set, a refined tile's first level (its lattice) is read in int8 too and the pixels
+            near a lattice point above this are read in fp32, the lattice point itself included (None: the lattice
+            is read in fp32, with the rule's ``refine_threshold``).
+        raw: the JSON as stored.
+    """
+
+    coarse_trunk: Path
+    head: Path
+    margin: float
+    first_threshold: float
+    refine_threshold: float | None
+    raw: dict[str, Any]
+
+    @staticmethod
+    def of(raw: dict[str, Any], folder: Path) -> Screening:
+        files = raw["files"]
+        refine = raw.get("refine_threshold")
+        return Screening(
+            coarse_trunk=folder / files["coarse_trunk"],
+            head=folder / files["head"],
+            margin=float(raw["margin"]),
+            first_threshold=float(raw["first_threshold"]),
+            refine_threshold=None if refine is None else float(refine),
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True)
 class CascadeFiles:
     """A folder's ``cascade.json``: its three parts and how they fit.
 
@@ -85,6 +130,7 @@ class CascadeFiles:
         trunk_receptive_field: pixels one coarse feature position reads (15).
         rule: where the cascade reads.
         raw: the JSON as stored.
+        screening: the int8 screening parts, when the folder has them.
     """
 
     path: Path
@@ -96,6 +142,7 @@ class CascadeFiles:
     trunk_receptive_field: int
     rule: CascadeRule
     raw: dict[str, Any]
+    screening: Screening | None = None
 
     @staticmethod
     def load(path: Path) -> CascadeFiles:
@@ -118,14 +165,21 @@ class CascadeFiles:
                 trunk_receptive_field=int(raw["trunk_receptive_field"]),
                 rule=rule,
                 raw=raw,
+                screening=(
+                    Screening.of(raw["screening"], path.parent) if (raw.get("screening") or {}).get("chosen") else None
+                ),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelContractError(f"{path}: not a readable cascade description ({exc!r})") from exc
-        for part in (loaded.coarse_trunk, loaded.dense_trunk, loaded.head):
+        screening = loaded.screening
+        extra = (screening.coarse_trunk, screening.head) if screening is not None else ()
+        for part in (loaded.coarse_trunk, loaded.dense_trunk, loaded.head, *extra):
             if not part.is_file():
                 raise ModelContractError(f"{path}: names {part.name}, which is not in the folder")
         if rule.first_step < 1 or rule.refine_step < 1 or loaded.window < 1:
             raise ModelContractError(f"{path}: steps and window must be at least 1")
+        if screening is not None and not 0.0 <= screening.margin < 1.0:
+            raise ModelContractError(f"{path}: the screening margin must lie in [0, 1)")
         return loaded
 
 
@@ -145,6 +199,8 @@ class Cascade:
         dense: the dense network the parts must come from (its id is checked).
         geometry: the coarse grid's stride and phase.
         providers, intra_op_threads: as the networks'.
+        screening: read the coarse grid with the folder's int8 screening parts when it has them (``int8``: the
+            service's default, :class:`service.engine.loading.SegmenterConfig`), or in fp32 (``fp32``).
 
     Raises:
         ModelContractError: parts of another model, or parts that do not fit the geometry.
@@ -157,7 +213,10 @@ class Cascade:
         geometry: GridGeometry,
         providers: tuple[str, ...] | list[str],
         intra_op_threads: int = 0,
+        screening: str = "fp32",
     ) -> None:
+        if screening not in SCREENING_PRECISIONS:
+            raise ModelContractError(f"screening {screening!r}: expected one of {', '.join(SCREENING_PRECISIONS)}")
         if files.dense_model_id != dense.meta.model_id:
             raise ModelContractError(
                 f"{files.path}: cut from {files.dense_model_id}, not from {dense.meta.model_id}; "
@@ -169,6 +228,17 @@ class Cascade:
             OnnxModel(part, providers=providers, intra_op_threads=intra_op_threads, spinning=False)
             for part in (files.coarse_trunk, files.dense_trunk, files.head)
         )
+        self.screening = files.screening if screening == "int8" else None
+        self.screen_trunk, self.screen_head = self.coarse_trunk, self.head
+        if self.screening is not None:
+            self.screen_trunk, self.screen_head = (
+                OnnxModel(part, providers=providers, intra_op_threads=intra_op_threads, spinning=False)
+                for part in (self.screening.coarse_trunk, self.screening.head)
+            )
+            for part in (self.screen_trunk, self.screen_head):
+                made_from = part.meta.raw.get("dense_model_id")
+                if made_from != dense.meta.model_id:
+                    raise ModelContractError(f"{part.path}: made from {made_from}, not from {dense.meta.model_id}")
         self.meta = dense.meta
         self.window = files.window
         rf = files.trunk_receptive_field
@@ -179,36 +249,64 @@ class Cascade:
             )
         self.trunk_rf = rf
 
+    @property
+    def screen_margin(self) -> float:
+        """How much the screening threshold is lowered for the grid this cascade reads (0 in fp32)."""
+        return 0.0 if self.screening is None else self.screening.margin
+
+    @property
+    def first_threshold(self) -> float:
+        """The coarse first level's threshold for the grid this cascade reads."""
+        return self.rule.first_threshold if self.screening is None else self.screening.first_threshold
+
+    def applies(self, screen_threshold: float, mask_threshold: float) -> bool:
+        """Whether the cascade keeps its promise at these thresholds (:meth:`CascadeRule.applies`, with the
+        screening threshold lowered by the margin when screening in int8)."""
+        cut = screen_threshold - self.screen_margin
+        return cut > 0 and self.first_threshold < cut and self.rule.applies(screen_threshold, mask_threshold)
+
     def warm_up(self, tile_px: int, batch_tiles: int) -> None:
         """Run each part once at the sizes fast mode gives it."""
         block = self.geometry.stride * (TRUNK_BLOCK - 1) + self.trunk_rf
-        self.coarse_trunk.run(np.zeros((1, block, block, 3), np.float32))
         read = tile_px + 2 * self.meta.halo_px
         self.dense_trunk.run(np.zeros((batch_tiles, read, read, 3), np.float32))
         channels = int(self.head.session.get_inputs()[0].shape[3])
-        self.head.run(np.zeros((HEAD_CHUNK, self.window, self.window, channels), np.float32))
+        pairs = [(self.coarse_trunk, self.head)]
+        if self.screening is not None:
+            pairs.append((self.screen_trunk, self.screen_head))
+        for trunk_part, head_part in pairs:
+            trunk_part.run(np.zeros((1, block, block, 3), np.float32))
+            head_part.run(np.zeros((HEAD_CHUNK, self.window, self.window, channels), np.float32))
 
     def read_windows(
-        self, view: npt.NDArray[np.float32], index: tuple[npt.NDArray[np.intp], ...]
+        self,
+        view: npt.NDArray[np.float32],
+        index: tuple[npt.NDArray[np.intp], ...],
+        head: OnnxModel | None = None,
     ) -> npt.NDArray[np.float32]:
-        """P(bacillus) of the head on the windows ``view[index]`` (``view``'s last three axes are one window)."""
+        """P(bacillus) of the head (default: the fp32 head) on the windows ``view[index]`` (``view``'s last three
+        axes are one window)."""
+        head = head or self.head
         count = int(index[0].size)
         out = np.empty(count, dtype=np.float32)
         channel = self.meta.positive_index
         for start in range(0, count, HEAD_CHUNK):
             part = tuple(axis[start : start + HEAD_CHUNK] for axis in index)
             windows = np.ascontiguousarray(view[part], dtype=np.float32)
-            out[start : start + HEAD_CHUNK] = self.head.run(windows)[:, channel]
+            out[start : start + HEAD_CHUNK] = head.run(windows)[:, channel]
         return out
 
-    def features(self, padded: npt.NDArray[np.uint8], rows: int, cols: int) -> npt.NDArray[np.float32]:
-        """The coarse trunk's features ``[rows + window − 1, cols + window − 1, channels]`` of a padded field
-        (padded as :func:`service.engine.fast.predict_grid` pads it)."""
+    def features(
+        self, padded: npt.NDArray[np.uint8], rows: int, cols: int, trunk: OnnxModel | None = None
+    ) -> npt.NDArray[np.float32]:
+        """The coarse trunk's (default: the fp32 trunk's) features ``[rows + window − 1, cols + window − 1,
+        channels]`` of a padded field (padded as :func:`service.engine.fast.predict_grid` pads it)."""
+        trunk = trunk or self.coarse_trunk
         height, width = rows + self.window - 1, cols + self.window - 1
         out: npt.NDArray[np.float32] | None = None
         for block in self.geometry.blocks(height, width, TRUNK_BLOCK, self.trunk_rf):
             n, m = block.shape
-            found = self.coarse_trunk.run(block.batch(padded, self.meta.input_scale))[0]  # [channels, n, m]
+            found = trunk.run(block.batch(padded, self.meta.input_scale))[0]  # [channels, n, m]
             if out is None:
                 out = np.empty((height, width, found.shape[0]), dtype=np.float32)
             out[block.rows, block.cols] = found[:, :n, :m].transpose(1, 2, 0)
@@ -216,8 +314,10 @@ class Cascade:
         return out
 
     def grid(self, padded: npt.NDArray[np.uint8], rows: int, cols: int) -> CascadeReading:
-        """The coarse grid ``[rows, cols]`` read as the rule says (module description, step 1)."""
-        features = self.features(padded, rows, cols)
+        """The coarse grid ``[rows, cols]`` read as the rule says (module description, step 1), by the screening
+        parts (int8 when the cascade screens in int8: then within :attr:`screen_margin` of the network where it
+        matters)."""
+        features = self.features(padded, rows, cols, self.screen_trunk)
         s0, s1, s2 = features.strides
         view = np.lib.stride_tricks.as_strided(
             features,
@@ -225,16 +325,16 @@ class Cascade:
             strides=(s0, s1, s0, s1, s2),
             writeable=False,
         )
-        step, cut = self.rule.first_step, self.rule.first_threshold
+        step, cut = self.rule.first_step, self.first_threshold
         first_i, first_j = np.meshgrid(np.arange(0, rows, step), np.arange(0, cols, step), indexing="ij")
-        first = self.read_windows(view, (first_i.ravel(), first_j.ravel())).reshape(first_i.shape)
+        first = self.read_windows(view, (first_i.ravel(), first_j.ravel()), self.screen_head).reshape(first_i.shape)
         near = ndi.binary_dilation(first > cut, NEIGHBOURS)
         block = np.ones((step, step), dtype=bool)
         todo = np.kron(near, block)[:rows, :cols]
         todo[::step, ::step] = False
         grid = np.kron(first, np.ones((step, step), dtype=np.float32))[:rows, :cols]
         ii, jj = np.nonzero(todo)
-        grid[ii, jj] = self.read_windows(view, (ii, jj))
+        grid[ii, jj] = self.read_windows(view, (ii, jj), self.screen_head)
         return CascadeReading(np.ascontiguousarray(grid, dtype=np.float32), int(first.size + ii.size))
 
     def refine(self, batch: npt.NDArray[np.float32]) -> CascadeReading:
@@ -254,12 +354,16 @@ class Cascade:
             writeable=False,
         )
         step, cut = self.rule.refine_step, self.rule.refine_threshold
+        lattice_head, in_int8 = self.head, self.screening is not None and self.screening.refine_threshold is not None
+        if in_int8:
+            assert self.screening is not None and self.screening.refine_threshold is not None
+            lattice_head, cut = self.screen_head, self.screening.refine_threshold
         # the lattice includes the tile's last row and column: every pixel's neighbours that decide whether it is
         # read lie in its own tile
         lattice_y = np.unique(np.r_[np.arange(0, th, step), th - 1])
         lattice_x = np.unique(np.r_[np.arange(0, tw, step), tw - 1])
         b, y, x = np.meshgrid(np.arange(n), lattice_y, lattice_x, indexing="ij")
-        first = self.read_windows(view, (b.ravel(), y.ravel(), x.ravel())).reshape(b.shape)
+        first = self.read_windows(view, (b.ravel(), y.ravel(), x.ravel()), lattice_head).reshape(b.shape)
         lower_y = np.searchsorted(lattice_y, np.arange(th), side="right") - 1
         lower_x = np.searchsorted(lattice_x, np.arange(tw), side="right") - 1
         values = first[:, lower_y][:, :, lower_x]
@@ -269,7 +373,8 @@ class Cascade:
         hot[:, on_lattice] = (first > cut).reshape(n, -1)
         reach = 2 * step - 1
         todo = ndi.binary_dilation(hot, np.ones((1, reach, reach), dtype=bool))
-        todo[:, on_lattice] = False
+        if not in_int8:
+            todo[:, on_lattice] = False  # read in fp32 already; an int8 lattice point near a hot one is read again
         bb, yy, xx = np.nonzero(todo)
         values[bb, yy, xx] = self.read_windows(view, (bb, yy, xx))
         return CascadeReading(np.ascontiguousarray(values, dtype=np.float32), int(first.size + bb.size))

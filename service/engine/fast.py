@@ -23,7 +23,9 @@ assumed.
 
 With the model folder's cascade (:mod:`service.engine.cascade`, fp32 on the CPU), steps 1 and 3 compute the
 network's output only where a sparser look of the same network saw anything (a third of the grid points and of the
-refined pixels on real fields); what it leaves unread stays below the screening and mask thresholds.
+refined pixels on real fields); what it leaves unread stays below the screening and mask thresholds. Its coarse
+grid may be read by int8 copies of its parts (step 1 only), screening at the threshold less the model's margin for
+int8's error: refinement, and so the mask, stays fp32.
 """
 
 from __future__ import annotations
@@ -201,9 +203,10 @@ class FastHeatmap:
         return int(self.refined.sum())
 
 
-def _screen(
+def screened(
     grid: npt.NDArray[np.float32], geometry: GridGeometry, tiles: list[Tile], margin: int, cut: float
 ) -> list[bool]:
+    """Whether each tile is refined: a grid point within ``margin`` px of its output area is above ``cut``."""
     hot = []
     for t in tiles:
         i0, i1 = geometry.index_range(t.y - margin, t.y + t.height + margin, 0, grid.shape[0])
@@ -232,8 +235,10 @@ def fast_heatmap(
     started = time.perf_counter()
     geometry, cascade = networks.geometry, networks.cascade
     cut = min(settings.screen_threshold, threshold)
-    if cascade is not None and not cascade.rule.applies(cut, threshold):
+    if cascade is not None and not cascade.applies(cut, threshold):
         cascade = None  # thresholds at or below the cascade's own: read everything, as without one
+    if cascade is not None:
+        cut -= cascade.screen_margin  # a grid read in int8 screens with the model's margin for int8's error
     read = {"refine": 0}
     if cascade is None:
         grid = predict_grid(field, networks.coarse, geometry, settings.block_points)
@@ -261,7 +266,7 @@ def fast_heatmap(
     tiles, columns = padded.tiles, padded.columns
     rows = len(tiles) // columns
     refined = np.zeros((rows, columns), dtype=bool)
-    todo = [k for k, hot in enumerate(_screen(grid, geometry, tiles, geometry.stride, cut)) if hot]
+    todo = [k for k, hot in enumerate(screened(grid, geometry, tiles, geometry.stride, cut)) if hot]
     while todo:
         for k in todo:
             refined[divmod(k, columns)] = True

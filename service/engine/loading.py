@@ -45,6 +45,8 @@ class SegmenterConfig:
         fast_precision: their precision, ``fp32`` or ``int8``.
         cascade_path: the folder's ``cascade.json`` (:mod:`service.engine.cascade`), or None to read every grid
             point and refined pixel; used for fp32 on the CPU only.
+        cascade_screening: the cascade's coarse grid read by its int8 screening parts (``int8``, when the folder
+            has them) or in fp32 (:class:`service.engine.cascade.Cascade`).
         fast_settings: how fast mode screens and refines.
         domain_path: the folder's ``domain.json`` (None: fields are not checked against a domain).
         scale_path: the folder's ``scale.json`` (None: the model declares no pixel size; fields are read as given).
@@ -63,6 +65,7 @@ class SegmenterConfig:
     fast_paths: tuple[Path, Path] | None = None
     fast_precision: str = "fp32"
     cascade_path: Path | None = None
+    cascade_screening: str = "int8"
     fast_settings: FastSettings = field(default_factory=FastSettings)
     domain_path: Path | None = None
     scale_path: Path | None = None
@@ -108,15 +111,18 @@ def _with_cascade(config: SegmenterConfig, model: OnnxModel, fast: FastNetworks)
         fast.geometry,
         providers=config.providers,
         intra_op_threads=config.intra_op_threads,
+        screening=config.cascade_screening,
     )
     rule = cascade.rule
     log.info(
         "fast mode's cascade: every %d grid points first (more around P > %g), every %d px of a refined tile first "
-        "(more around P > %g)",
+        "(more around P > %g); coarse grid in %s%s",
         rule.first_step,
-        rule.first_threshold,
+        cascade.first_threshold,
         rule.refine_step,
         rule.refine_threshold,
+        "int8" if cascade.screening is not None else "fp32",
+        f" (screening margin {cascade.screen_margin:g})" if cascade.screening is not None else "",
     )
     return replace(fast, cascade=cascade)
 

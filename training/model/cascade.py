@@ -100,11 +100,13 @@ def head(proto: onnx.ModelProto) -> onnx.ModelProto:
     (w3, b3), (w4, b4) = weight_and_bias(last), weight_and_bias(classifier)
     out_channels, in_channels, kh, kw = w3.shape
     nodes = [
-        helper.make_node("Reshape", ["window", "flat_shape"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "conv_weight", "conv_bias"], ["conv"], transB=1),
-        helper.make_node("Relu", ["conv"], ["relu"]),
-        helper.make_node("Gemm", ["relu", "classifier_weight", "classifier_bias"], ["logits"], transB=1),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("Reshape", ["window", "flat_shape"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "conv_weight", "conv_bias"], ["conv"], name="conv3", transB=1),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu3"),
+        helper.make_node(
+            "Gemm", ["relu", "classifier_weight", "classifier_bias"], ["logits"], name="classifier", transB=1
+        ),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1),
     ]
     initialisers = [
         numpy_helper.from_array(np.array([-1, in_channels * kh * kw], dtype=np.int64), "flat_shape"),

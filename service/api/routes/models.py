@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query
 from service.api.problems import Conflict
 from service.api.schemas import FastVariant, ModelInfo, ModelList, ModelSummary, Override, ReloadResult
 from service.api.state import ReadyDep, Serving
+from service.engine.cascade import Cascade
 from service.engine.errors import ModelContractError
 from service.model_registry import LoadedModel
 
@@ -46,8 +47,26 @@ def fast_variant(loaded: LoadedModel) -> FastVariant | None:
         phase_px=list(fast.geometry.phase),
         screen_threshold=segmenter.fast_settings.screen_threshold,
         tile_px=segmenter.fast_settings.tile_px,
-        cascade=dataclasses.asdict(fast.cascade.rule) if fast.cascade is not None else None,
+        cascade=(
+            _cascade(fast.cascade, segmenter.fast_settings.screen_threshold) if fast.cascade is not None else None
+        ),
     )
+
+
+def _cascade(cascade: Cascade, screen_threshold: float) -> dict[str, object]:
+    """The cascade's rule, and how its coarse grid is read (fp32, or int8 screening at the threshold less the
+    model's margin)."""
+    screening = cascade.screening
+    read: dict[str, object] = {"precision": "fp32"}
+    if screening is not None:
+        read = {
+            "precision": "int8",
+            "margin": screening.margin,
+            "screens_at": round(screen_threshold - screening.margin, 6),
+            "first_threshold": screening.first_threshold,
+            "lattice_threshold": screening.refine_threshold,
+        }
+    return {**dataclasses.asdict(cascade.rule), "screening": read}
 
 
 def summary(loaded: LoadedModel, serving: Serving) -> ModelSummary:

@@ -231,7 +231,17 @@ def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms
     model = httpx.get(f"{shipped_server.url}/v1/model", timeout=30).json()
     assert body["model_id"] == model["model_id"]
     # fast mode read with the folder's cascade, and found exact mode's bacilli above
-    assert model["fast"]["cascade"] == json.loads((SHIPPED_DIR / "cascade.json").read_text())["rule"]
+    described = json.loads((SHIPPED_DIR / "cascade.json").read_text())
+    cascade = model["fast"]["cascade"]
+    assert {k: v for k, v in cascade.items() if k != "screening"} == described["rule"]
+    # its grid read in int8, screening at the threshold less the model's margin
+    assert (
+        cascade["screening"]["precision"] == "int8"
+        and cascade["screening"]["margin"] == described["screening"]["margin"]
+    )
+    assert cascade["screening"]["screens_at"] == pytest.approx(
+        model["fast"]["screen_threshold"] - cascade["screening"]["margin"]
+    )
     declared = model["metadata"].get("input_normalisation")
     if declared is None:
         assert model["input_normalisation"] is None

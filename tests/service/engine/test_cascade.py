@@ -36,6 +36,7 @@ def _segmenter(folder: Path, cascade: bool, tile_px: int = 32) -> Segmenter:
             providers=CPU,
             fast_paths=opened.fast_files("fp32"),
             cascade_path=opened.cascade if cascade else None,
+            cascade_screening="fp32",  # int8 screening: tests/training/test_screening.py
             fast_settings=FastSettings(tile_px=tile_px, batch_tiles=4),
         )
     )
