@@ -39,6 +39,7 @@ from service.engine.model_folder import (
 from training.model.card_sections import replace_section
 from training.model.cascade import CASCADE_CHECK_FIELDS, write_cascade
 from training.model.export import set_metadata
+from training.model.qdq import static_int8
 from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,6 @@ def quantise(
 ) -> None:
     """Write the static int8 (QDQ) copy of ``source`` to ``target``, calibrated on ``windows``, with
     ``metadata`` as its ONNX metadata, the softmax and ``recipe``'s convolutions in float."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = target.with_suffix(".pre.onnx")
@@ -158,17 +158,7 @@ def quantise(
             for n in onnx.load(str(prepared)).graph.node
             if n.op_type == "Softmax" or any(f"/{conv}_" in n.name for conv in recipe.float_convs)
         ]
-        quantize_static(
-            str(prepared),
-            str(target),
-            _Windows(windows),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=float_only,
-        )
+        static_int8(prepared, target, _Windows(windows), float_only)
     finally:
         prepared.unlink(missing_ok=True)
     proto = onnx.load(str(target))

@@ -33,6 +33,7 @@ from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX
 from service.engine.mosaic import PaddedField
 from training.model.export import set_metadata
+from training.model.qdq import static_int8
 from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _quantise(source: Path, target: Path, feed: _Feed, metadata: dict[str, str],
     named = target.with_suffix(".named.onnx")
     onnx.save(proto, str(named))
     try:
-        _quantise_named(named, target, feed, float_only)
+        static_int8(named, target, feed, float_only)
     finally:
         named.unlink(missing_ok=True)
     proto = pool_before_relu(onnx.load(str(target)))
@@ -115,22 +116,6 @@ def pool_before_relu(proto: onnx.ModelProto) -> onnx.ModelProto:
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     return proto
-
-
-def _quantise_named(source: Path, target: Path, feed: _Feed, float_only: list[str]) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        str(source),
-        str(target),
-        feed,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=float_only,
-    )
 
 
 def _padded(cascade: Cascade, rgb: Rgb) -> tuple[npt.NDArray[np.uint8], int, int]:
