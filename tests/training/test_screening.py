@@ -108,6 +108,8 @@ def test_int8_screening_is_written_with_its_margin_and_chosen_on_the_fields_give
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, ops
     files = CascadeFiles.load(screened_folder / CASCADE_JSON)
     assert files.screening is not None and files.screening.margin == record["margin"]
+    card = (screened_folder / "MODEL_CARD.md").read_text(encoding="utf-8")  # the card says how the grid is read
+    assert f"less the margin **{record['margin']}**" in card and SCREEN_HEAD_ONNX in card
 
 
 def test_fast_mode_screening_in_int8_refines_at_least_fp32s_tiles_and_keeps_its_mask(screened_folder: Path) -> None:

@@ -21,12 +21,14 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 from tqdm import tqdm
 
+from service.engine.cascade import CASCADE_JSON
 from service.engine.model import OnnxModel
 from service.engine.model_folder import (
     CARD_MD,
@@ -191,7 +193,9 @@ def agreement(network: str, fp32: OnnxModel, int8: OnnxModel, windows: Sequence[
     )
 
 
-def _card_section(stride: int, report: dict[str, object], agreements: list[Agreement]) -> str:
+def _card_section(
+    stride: int, report: dict[str, object], agreements: list[Agreement], cascade: dict[str, Any] | None = None
+) -> str:
     settings = report.get("quantisation")
     float_nodes = settings.get("float_nodes", "Softmax") if isinstance(settings, dict) else "Softmax"
     lines = [
@@ -261,8 +265,41 @@ def _card_section(stride: int, report: dict[str, object], agreements: list[Agree
                 f"| {name} ({count}) | {row['reference_kept']} | {row['found']} / {row['missed']} / {row['added']} | "
                 f"{timing} |"
             )
+    lines += _cascade_lines(cascade)
     lines += ["", "Detections and timings of fast against exact mode: `docs/results.md`, sections 10 and 15.", ""]
     return "\n".join(lines)
+
+
+def _cascade_lines(cascade: dict[str, Any] | None) -> list[str]:
+    """The card's paragraph on the folder's cascade (``cascade.json``) and how its coarse grid is read."""
+    if cascade is None:
+        return []
+    rule = cascade["rule"]
+    lines = [
+        "",
+        f"The cascade (`{CASCADE_JSON}`, `python -m training cascade`): both fp32 networks cut at their last "
+        f"convolution; fast mode on the CPU reads it first at one grid point in {rule['first_step']} of each row and "
+        f"column (more around P > {rule['first_threshold']}) and at one pixel in {rule['refine_step']} of a refined "
+        f"tile (more around P > {rule['refine_threshold']}).",
+    ]
+    screening = cascade.get("screening") or {}
+    if screening.get("chosen"):
+        lines[-1] += (
+            f" Its coarse grid and each refined tile's first level are read by int8 copies ("
+            f"{', '.join(f'`{f}`' for f in screening['files'].values())}), and fast mode screens at its threshold less "
+            f"the margin **{screening['margin']}** (first threshold {screening['first_threshold']}, lattice threshold "
+            f"{screening['refine_threshold']}); every output that can reach the mask is read in fp32. This is the "
+            "default (`TBSEG_FAST_SCREENING=fp32` reads the grid in fp32). The margin is at least twice int8's largest "
+            "error, chosen on validation fields of every lab: "
+            + ", ".join(
+                f"{lab} ({row['fields']} fields, largest error {row['max_abs_diff_relevant']:.3f})"
+                for lab, row in screening["check"]["by_lab"].items()
+            )
+            + "."
+        )
+    elif screening:
+        lines[-1] += " No margin covered int8's error on the validation fields: its coarse grid is read in fp32."
+    return lines
 
 
 def _write_card(folder: Path, section: str) -> None:
@@ -308,8 +345,13 @@ def restore_card_section(folder: Path) -> bool:
         return False
     report = json.loads(path.read_text(encoding="utf-8"))
     agreements = [Agreement(**a) for a in report["agreement"]]
-    _write_card(folder, _card_section(int(report["output_stride"]), report, agreements))
+    _write_card(folder, _card_section(int(report["output_stride"]), report, agreements, _cascade_json(folder)))
     return True
+
+
+def _cascade_json(folder: Path) -> dict[str, Any] | None:
+    path = folder / CASCADE_JSON
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def write_coarse_network(folder: Path) -> Path:
@@ -402,6 +444,7 @@ def write_fast_variants(
     _write_card(folder, _card_section(stride, report, agreements))
     # the cascade is cut from the networks just written, and checked against them on a few of the check fields
     write_cascade(folder, list(check[:CASCADE_CHECK_FIELDS]), check_source)
+    restore_card_section(folder)
     for a in agreements:
         log.info(
             "int8 %s: max |ΔP| %.4f, same side of 0.5 %.3f%%, mask IoU %.2f%%",

@@ -33,6 +33,7 @@ from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX
 from service.engine.mosaic import PaddedField
 from training.model.export import set_metadata
+from training.model.fast_variants import restore_card_section
 from training.model.qdq import static_int8
 from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 
@@ -385,4 +386,5 @@ def write_screening(
         log.info("int8 screening: margin %.2f, first threshold %g, lattice threshold %s", margin, first, refine)
     raw["screening"] = record
     path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    restore_card_section(folder)  # the card's fast-mode section says how the grid is read
     return record
