@@ -6,7 +6,7 @@
         [--slide-id ID] [--force]
     python -m service models
     python -m service batch-ray INPUT -o OUTPUT [--address auto|ray://HOST:PORT] [--model ID] [--mode M]
-        [--slides-from-folders] [--gpus-per-worker 0|1] [--workers N] [--masks]
+        [--slides-from-folders] [--gpus-per-worker 0|1] [--workers N] [--masks] [--scale-fields N]
 
 ``segment`` writes, per field, ``<stem>_mask.png`` (the paper's mask, 0/255), ``<stem>_objects.png`` (the kept
 bacilli only, 0/255) and ``<stem>_objects.json`` (the ``/v1/analyze`` answer with the rejected candidates and the
@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--microns-per-pixel",
         type=_positive_float,
         help=MICRONS_HELP,
+    )
+    scale.add_argument(
+        "--scale-fields",
+        type=int,
+        default=8,
+        help="with no pixel size given, each slide's first N fields are read on their own scale estimate, then the "
+        "rest with the slide's pooled evidence, as the service reads a slide (default: %(default)s; 0: each field "
+        "alone)",
     )
     scale.add_argument("--force", action="store_true", help="redo fields written before")
     return parser
@@ -402,6 +410,7 @@ def run_batch_ray(args: argparse.Namespace, settings: Settings) -> int:
         object_threshold=args.object_threshold,
         microns_per_pixel=args.microns_per_pixel,
         masks=args.masks,
+        scale_fields=max(0, args.scale_fields),
     )
     log.info(
         "%s, %s mode: %d workers × %d CPU%s", folder.model_id, mode.value, workers, cpus, " + 1 GPU" if gpus else ""

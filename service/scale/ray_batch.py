@@ -9,6 +9,11 @@ each batch reads the fields' bytes where they lie, decodes them with the service
 segmented is written as ``failed`` with its error, and the rest go on; a field written ``done`` is skipped by the
 next run, a ``failed`` one is tried again.
 
+A slide's fields share their scale as through the service (:mod:`service.engine.scale_estimate`) when no pixel size
+is given: the first :attr:`BatchPlan.scale_fields` fields of each slide (less those done before) are read first, each
+estimating its own scale; the driver pools what the slide's done fields estimated, and the rest of the slide is read
+with that evidence (at the slide's scale once its fields agree; ``scale_source: slide``), in a second pass.
+
 When every batch is written the driver grades each slide from the latest row of each of its fields into
 ``OUTPUT/slides/<slide_id>.json`` (the schema of ``GET /v1/slides/{id}``), and writes ``OUTPUT/summary.json``:
 fields done, skipped and failed, fields per second, and each worker's throughput.
@@ -45,12 +50,13 @@ from pyarrow import fs
 
 from service.engine.domain import DomainModel
 from service.engine.loading import SegmenterConfig, load_segmenter
+from service.engine.scale_estimate import SlideScaleEvidence
 from service.engine.segmenter import Mode
 from service.engine.slide_decision import ModelEvidence
-from service.field_result import AnalyzedField, FieldOptions, segment_field
+from service.field_result import AnalyzedField, FieldOptions, ScaleOut, segment_field
 from service.render import mask_pngs
 from service.scale.inputs import FieldInput, is_uri, read_field
-from service.slides.intake import slide_field
+from service.slides.intake import scale_estimate, slide_field
 from service.slides.model import Slide
 from service.slides.report import slide_report
 
@@ -132,8 +138,11 @@ class BatchPlan:
         output: the output folder's location.
         max_pixels: largest image read.
         object_threshold: filter score to keep a candidate (None: the filter's own).
-        microns_per_pixel: the fields' pixel size (None: each image's metadata, else the model's scale assumed).
+        microns_per_pixel: the fields' pixel size (None: each image's metadata, else the field's scale estimated
+            and, within a slide, pooled with its other fields').
         masks: also write each field's masks as PNG.
+        scale_fields: fields of each slide read first, on their own estimate, before the rest are read with the
+            slide's pooled evidence (0: every field on its own).
     """
 
     config: SegmenterConfig
@@ -143,6 +152,7 @@ class BatchPlan:
     object_threshold: float | None = None
     microns_per_pixel: float | None = None
     masks: bool = False
+    scale_fields: int = 8
 
     @property
     def options(self) -> FieldOptions:
@@ -165,12 +175,13 @@ class FieldSegmenter:
         self.output = Output(plan.output)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def _one(self, field: FieldInput) -> dict[str, Any]:
+    def _one(self, field: FieldInput, evidence: SlideScaleEvidence | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         row: dict[str, Any] = {"field_id": field.field_id, "slide_id": field.slide_id, "name": field.name}
+        options = self.plan.options if evidence is None else replace(self.plan.options, slide_scale=evidence)
         try:
             result = segment_field(
-                self.segmenter, read_field(field.field_id), max_pixels=self.plan.max_pixels, options=self.plan.options
+                self.segmenter, read_field(field.field_id), max_pixels=self.plan.max_pixels, options=options
             )
             if self.plan.masks:
                 slug = _slug(field)
@@ -203,8 +214,15 @@ class FieldSegmenter:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         rows = []
-        for field_id, slide_id, name in zip(batch["field_id"], batch["slide_id"], batch["name"], strict=True):
-            row = self._one(FieldInput(str(field_id), str(slide_id) if slide_id else None, str(name)))
+        evidence = batch.get("slide_evidence", np.full(len(batch["field_id"]), "", dtype=object))
+        shared: dict[str, SlideScaleEvidence] = {}  # one slide's fields in this batch also learn from each other
+        for field_id, slide_id, name, known in zip(
+            batch["field_id"], batch["slide_id"], batch["name"], evidence, strict=True
+        ):
+            pooled = None
+            if known:
+                pooled = shared.setdefault(str(slide_id), evidence_from_json(str(known)))
+            row = self._one(FieldInput(str(field_id), str(slide_id) if slide_id else None, str(name)), pooled)
             rows.append(row | {"worker": self.worker, "finished_at": time.time()})
         table = pa.Table.from_pylist(rows, schema=FIELD_SCHEMA)
         sink = pa.BufferOutputStream()
@@ -301,6 +319,49 @@ class RunSummary:
         }
 
 
+def evidence_to_json(estimates: list[tuple[float, int]], empty_probes: int) -> str:
+    """A slide's pooled scale evidence as the second pass's items carry it."""
+    return json.dumps({"estimates": [list(e) for e in estimates], "empty_probes": empty_probes})
+
+
+def evidence_from_json(text: str) -> SlideScaleEvidence:
+    raw = json.loads(text)
+    return SlideScaleEvidence([(float(f), int(n)) for f, n in raw["estimates"]], int(raw["empty_probes"]))
+
+
+def slide_evidence(rows: Mapping[str, dict[str, Any]], model_id: str, mode: Mode) -> dict[str, str]:
+    """Each slide's scale evidence from its fields done by this model in this mode (their own estimates and empty
+    probes), as JSON by slide id."""
+    estimates: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    empty: dict[str, int] = defaultdict(int)
+    for row in rows.values():
+        if row.get("status") != "done" or not row.get("slide_id") or row.get("model_id") != model_id:
+            continue
+        if row.get("mode") != mode.value or not row.get("result"):
+            continue
+        raw = json.loads(row["result"]).get("scale")
+        if not raw:
+            continue
+        scale = ScaleOut.model_validate(raw)
+        own = scale_estimate(scale)
+        estimates[row["slide_id"]] += [own] if own is not None else []
+        empty[row["slide_id"]] += int(scale.empty_probe)
+    return {slide: evidence_to_json(estimates[slide], empty[slide]) for slide in set(estimates) | set(empty)}
+
+
+def first_pass(todo: list[FieldInput], done_before: Mapping[str, int], per_slide: int) -> list[FieldInput]:
+    """The fields read on their own estimate: those without a slide, and the first ``per_slide`` of each slide less
+    the fields it has done before."""
+    taken: dict[str, int] = defaultdict(int)
+    first = []
+    for f in todo:
+        if f.slide_id is None or taken[f.slide_id] + done_before.get(f.slide_id, 0) < per_slide:
+            first.append(f)
+            if f.slide_id is not None:
+                taken[f.slide_id] += 1
+    return first
+
+
 def run_batch(
     fields: list[FieldInput],
     plan: BatchPlan,
@@ -327,8 +388,17 @@ def run_batch(
     todo = [f for f in fields if force or f.field_id not in done_before]
     summary.skipped = len(fields) - len(todo)
     log.info("%d fields: %d to segment, %d done before (skipped)", len(fields), len(todo), summary.skipped)
-    if todo:
-        items = [{"field_id": f.field_id, "slide_id": f.slide_id or "", "name": f.name} for f in todo]
+
+    def segment(batch_of: list[FieldInput], evidence: Mapping[str, str]) -> None:
+        items = [
+            {
+                "field_id": f.field_id,
+                "slide_id": f.slide_id or "",
+                "name": f.name,
+                "slide_evidence": evidence.get(f.slide_id or "", ""),
+            }
+            for f in batch_of
+        ]
         # a short list is spread over every worker (smaller batches); a long one goes in batches of batch_fields
         per_batch = max(1, min(batch_fields, math.ceil(len(items) / workers)))
         dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_batch))
@@ -348,12 +418,32 @@ def run_batch(
                 w = summary.workers.setdefault(str(worker), {"fields": 0, "seconds": 0.0})
                 w["fields"] += 1
                 w["seconds"] += float(seconds)
+
+    if todo:
+        pooling = plan.microns_per_pixel is None and plan.scale_fields > 0
+        first = first_pass(todo, _done_by_slide(fields, done_before), plan.scale_fields) if pooling else todo
+        if first:
+            segment(first, {})
+        read_first = {f.field_id for f in first}
+        rest = [f for f in todo if f.field_id not in read_first]
+        if rest:  # the rest of each slide with what its done fields estimated
+            evidence = slide_evidence(latest(read_rows(output)), model_id, plan.mode)
+            log.info("%d fields read with their slide's scale evidence (%d slides)", len(rest), len(evidence))
+            segment(rest, evidence)
     domain = DomainModel.load(plan.config.domain_path) if plan.config.domain_path is not None else None
     summary.slides = write_slides(output, fields, latest(read_rows(output)), {model_id: ModelEvidence.of(domain)})
     summary.seconds = time.perf_counter() - started
     body = summary.as_json(plan, model_id, workers)
     output.write(SUMMARY_JSON, (json.dumps(body, indent=1) + "\n").encode())
     return body
+
+
+def _done_by_slide(fields: list[FieldInput], done: set[str]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for f in fields:
+        if f.slide_id is not None and f.field_id in done:
+            counts[f.slide_id] += 1
+    return counts
 
 
 def cluster_resources() -> dict[str, float]:

@@ -15,6 +15,9 @@ import pytest
 
 from service.cli import main
 from tests.conftest import install_model
+from tests.service.e2e.test_scale import (
+    estimating_models as estimating_models,
+)  # a fixture: the red model that estimates
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]'; make test does)")
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow comes with the ray extra")
@@ -143,3 +146,41 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, models: Path, caplog) ->
         and "no field images" in caplog.text
         and "missing.png: no such file" in caplog.text
     )
+
+
+def test_a_slides_fields_share_their_scale_as_through_the_service(
+    local_ray, estimating_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half-scale fields of six rods each, then one of two rods (too few alone): the batch reads a slide's first
+    fields on their own estimate, then the rest with the slide's pooled evidence, so the two-rod field is read at the
+    slide's scale, as the service and ``segment --slide`` read it; with ``--scale-fields 0`` it is read alone."""
+    from tests.service.e2e.test_scale import _half_scale_slide
+
+    needed = _half_scale_slide(tmp_path / "archive" / "slide-S")
+    monkeypatch.setenv("TBSEG_MODELS_DIR", str(estimating_models))
+    monkeypatch.setenv("TBSEG_PROVIDERS", "CPUExecutionProvider")
+    out = tmp_path / "out"
+    code, summary = _run(
+        str(tmp_path / "archive"),
+        "-o",
+        str(out),
+        "--slides-from-folders",
+        "--workers",
+        "2",
+        "--scale-fields",
+        str(needed),
+    )
+    assert code == 0 and summary["done"] == needed + 1
+    rows = {r["name"]: r for r in _rows(out)}
+    assert rows["s.png"]["scale_source"] == "slide" and rows["s.png"]["count"] == 2
+    assert rows["s.png"]["scale_factor"] == pytest.approx(2.0, rel=0.2)
+    first = [rows[f"d{i}.png"]["scale_source"] for i in range(needed)]
+    assert first == ["estimated"] * needed  # the first fields on their own estimate, in the first pass
+    slide = json.loads((out / "slides" / "slide-S.json").read_text())
+    assert {f["name"]: f["scale_source"] for f in slide["fields"]}["s.png"] == "slide"
+
+    alone = tmp_path / "alone"  # each field on its own: the two-rod field is read at the model's scale
+    code, summary = _run(str(tmp_path / "archive"), "-o", str(alone), "--slides-from-folders", "--scale-fields", "0")
+    assert code == 0
+    by_name = {r["name"]: r for r in _rows(alone)}
+    assert by_name["s.png"]["scale_source"] == "assumed" and by_name["s.png"]["scale_factor"] == 1.0
