@@ -223,19 +223,19 @@ class Cascade:
                 "write it again (python -m training cascade)"
             )
         self.files, self.rule, self.geometry = files, files.rule, geometry
-        # called in alternation, many times a field: no spinning (see OnnxModel)
-        self.coarse_trunk, self.dense_trunk, self.head = (
-            OnnxModel(part, providers=providers, intra_op_threads=intra_op_threads, spinning=False)
-            for part in (files.coarse_trunk, files.dense_trunk, files.head)
-        )
         self.screening = files.screening if screening == "int8" else None
-        self.screen_trunk, self.screen_head = self.coarse_trunk, self.head
-        if self.screening is not None:
-            self.screen_trunk, self.screen_head = (
-                OnnxModel(part, providers=providers, intra_op_threads=intra_op_threads, spinning=False)
-                for part in (self.screening.coarse_trunk, self.screening.head)
-            )
-            for part in (self.screen_trunk, self.screen_head):
+
+        def load(part: Path) -> OnnxModel:  # called in alternation, many times a field: no spinning (see OnnxModel)
+            return OnnxModel(part, providers=providers, intra_op_threads=intra_op_threads, spinning=False)
+
+        self.dense_trunk, self.head = load(files.dense_trunk), load(files.head)
+        # the grid's parts: the fp32 coarse trunk and head, or their int8 copies (then the fp32 coarse trunk is not
+        # loaded at all)
+        if self.screening is None:
+            self.grid_trunk, self.grid_head = load(files.coarse_trunk), self.head
+        else:
+            self.grid_trunk, self.grid_head = load(self.screening.coarse_trunk), load(self.screening.head)
+            for part in (self.grid_trunk, self.grid_head):
                 made_from = part.meta.raw.get("dense_model_id")
                 if made_from != dense.meta.model_id:
                     raise ModelContractError(f"{part.path}: made from {made_from}, not from {dense.meta.model_id}")
@@ -271,12 +271,9 @@ class Cascade:
         read = tile_px + 2 * self.meta.halo_px
         self.dense_trunk.run(np.zeros((batch_tiles, read, read, 3), np.float32))
         channels = int(self.head.session.get_inputs()[0].shape[3])
-        pairs = [(self.coarse_trunk, self.head)]
-        if self.screening is not None:
-            pairs.append((self.screen_trunk, self.screen_head))
-        for trunk_part, head_part in pairs:
-            trunk_part.run(np.zeros((1, block, block, 3), np.float32))
-            head_part.run(np.zeros((HEAD_CHUNK, self.window, self.window, channels), np.float32))
+        self.grid_trunk.run(np.zeros((1, block, block, 3), np.float32))
+        for head in {id(h): h for h in (self.head, self.grid_head)}.values():
+            head.run(np.zeros((HEAD_CHUNK, self.window, self.window, channels), np.float32))
 
     def read_windows(
         self,
@@ -296,17 +293,15 @@ class Cascade:
             out[start : start + HEAD_CHUNK] = head.run(windows)[:, channel]
         return out
 
-    def features(
-        self, padded: npt.NDArray[np.uint8], rows: int, cols: int, trunk: OnnxModel | None = None
-    ) -> npt.NDArray[np.float32]:
-        """The coarse trunk's (default: the fp32 trunk's) features ``[rows + window − 1, cols + window − 1,
-        channels]`` of a padded field (padded as :func:`service.engine.fast.predict_grid` pads it)."""
-        trunk = trunk or self.coarse_trunk
+    def features(self, padded: npt.NDArray[np.uint8], rows: int, cols: int) -> npt.NDArray[np.float32]:
+        """The grid trunk's features ``[rows + window − 1, cols + window − 1, channels]`` of a padded field (padded
+        as :func:`service.engine.fast.predict_grid` pads it): the fp32 coarse trunk's, or its int8 copy's when the
+        cascade screens in int8."""
         height, width = rows + self.window - 1, cols + self.window - 1
         out: npt.NDArray[np.float32] | None = None
         for block in self.geometry.blocks(height, width, TRUNK_BLOCK, self.trunk_rf):
             n, m = block.shape
-            found = trunk.run(block.batch(padded, self.meta.input_scale))[0]  # [channels, n, m]
+            found = self.grid_trunk.run(block.batch(padded, self.meta.input_scale))[0]  # [channels, n, m]
             if out is None:
                 out = np.empty((height, width, found.shape[0]), dtype=np.float32)
             out[block.rows, block.cols] = found[:, :n, :m].transpose(1, 2, 0)
@@ -317,7 +312,7 @@ class Cascade:
         """The coarse grid ``[rows, cols]`` read as the rule says (module description, step 1), by the screening
         parts (int8 when the cascade screens in int8: then within :attr:`screen_margin` of the network where it
         matters)."""
-        features = self.features(padded, rows, cols, self.screen_trunk)
+        features = self.features(padded, rows, cols)
         s0, s1, s2 = features.strides
         view = np.lib.stride_tricks.as_strided(
             features,
@@ -327,14 +322,14 @@ class Cascade:
         )
         step, cut = self.rule.first_step, self.first_threshold
         first_i, first_j = np.meshgrid(np.arange(0, rows, step), np.arange(0, cols, step), indexing="ij")
-        first = self.read_windows(view, (first_i.ravel(), first_j.ravel()), self.screen_head).reshape(first_i.shape)
+        first = self.read_windows(view, (first_i.ravel(), first_j.ravel()), self.grid_head).reshape(first_i.shape)
         near = ndi.binary_dilation(first > cut, NEIGHBOURS)
         block = np.ones((step, step), dtype=bool)
         todo = np.kron(near, block)[:rows, :cols]
         todo[::step, ::step] = False
         grid = np.kron(first, np.ones((step, step), dtype=np.float32))[:rows, :cols]
         ii, jj = np.nonzero(todo)
-        grid[ii, jj] = self.read_windows(view, (ii, jj), self.screen_head)
+        grid[ii, jj] = self.read_windows(view, (ii, jj), self.grid_head)
         return CascadeReading(np.ascontiguousarray(grid, dtype=np.float32), int(first.size + ii.size))
 
     def refine(self, batch: npt.NDArray[np.float32]) -> CascadeReading:
@@ -357,7 +352,7 @@ class Cascade:
         lattice_head, in_int8 = self.head, self.screening is not None and self.screening.refine_threshold is not None
         if in_int8:
             assert self.screening is not None and self.screening.refine_threshold is not None
-            lattice_head, cut = self.screen_head, self.screening.refine_threshold
+            lattice_head, cut = self.grid_head, self.screening.refine_threshold
         # the lattice includes the tile's last row and column: every pixel's neighbours that decide whether it is
         # read lie in its own tile
         lattice_y = np.unique(np.r_[np.arange(0, th, step), th - 1])

@@ -15,13 +15,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from service.engine.cascade import CASCADE_JSON, CascadeFiles
 from service.engine.errors import ModelContractError
-from service.engine.fast import FastSettings, fast_heatmap
-from service.engine.loading import SegmenterConfig, load_segmenter
+from service.engine.fast import fast_heatmap
+from service.engine.loading import load_segmenter
 from service.engine.model import OnnxModel
 from service.engine.model_folder import DENSE_ONNX, open_folder
 from service.engine.segmenter import Mode, Segmenter
 from service.settings import Settings
 from tests.conftest import red_rod_field
+from tests.service.engine.test_cascade import _segmenter as cascade_segmenter
 from training.model import screening
 from training.model.screening import SCREEN_HEAD_ONNX, SCREEN_TRUNK_ONNX, pool_before_relu, write_screening
 from training.paths import SHIPPED_DIR, ZNSM_MS2
@@ -50,17 +51,7 @@ def screened_folder(red_fast_folder: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def _segmenter(folder: Path, screening_precision: str) -> Segmenter:
-    opened = open_folder(folder)
-    return load_segmenter(
-        SegmenterConfig(
-            opened.dense,
-            providers=CPU,
-            fast_paths=opened.fast_files("fp32"),
-            cascade_path=opened.cascade,
-            cascade_screening=screening_precision,
-            fast_settings=FastSettings(tile_px=32, batch_tiles=4),
-        )
-    )
+    return cascade_segmenter(folder, True, screening=screening_precision)
 
 
 def _conv_relu_pool() -> onnx.ModelProto:

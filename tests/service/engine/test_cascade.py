@@ -28,7 +28,7 @@ CPU = ("CPUExecutionProvider",)
 READ_EVERYTHING = CascadeRule(first_step=1, first_threshold=-1.0, refine_step=1, refine_threshold=-1.0)
 
 
-def _segmenter(folder: Path, cascade: bool, tile_px: int = 32) -> Segmenter:
+def _segmenter(folder: Path, cascade: bool, tile_px: int = 32, screening: str = "fp32") -> Segmenter:
     opened = open_folder(folder)
     return load_segmenter(
         SegmenterConfig(
@@ -36,7 +36,7 @@ def _segmenter(folder: Path, cascade: bool, tile_px: int = 32) -> Segmenter:
             providers=CPU,
             fast_paths=opened.fast_files("fp32"),
             cascade_path=opened.cascade if cascade else None,
-            cascade_screening="fp32",  # int8 screening: tests/training/test_screening.py
+            cascade_screening=screening,  # int8 screening: tests/training/test_screening.py
             fast_settings=FastSettings(tile_px=tile_px, batch_tiles=4),
         )
     )
