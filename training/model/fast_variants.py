@@ -41,7 +41,7 @@ from service.engine.model_folder import (
 from training.model.card_sections import replace_section
 from training.model.cascade import CASCADE_CHECK_FIELDS, write_cascade
 from training.model.export import set_metadata
-from training.model.qdq import static_int8
+from training.model.qdq import described, static_int8
 from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -409,13 +409,7 @@ def write_fast_variants(
     dense, coarse = OnnxModel(folder / DENSE_ONNX, providers=cpu), OnnxModel(folder / COARSE_ONNX, providers=cpu)
     stride = int(coarse.meta.raw["output_stride"])
     dense_windows, coarse_windows = sample_windows(dense, coarse, calibration, windows_per_field, seed)
-    settings = {
-        "format": "QDQ",
-        "weights": "int8 per channel",
-        "activations": "uint8 per tensor",
-        "calibration": "min-max",
-        "float_nodes": recipe.describe(),
-    }
+    settings = described(recipe.describe())
     pairs = (
         (DENSE_ONNX, DENSE_INT8_ONNX, dense_windows, dense),
         (COARSE_ONNX, COARSE_INT8_ONNX, coarse_windows, coarse),

@@ -17,6 +17,18 @@ class CalibrationInputs(Protocol):
     def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None: ...
 
 
+def described(float_nodes: str) -> dict[str, str]:
+    """The setting in words, for ``fast_variants.json``, ``cascade.json`` and the card (``float_nodes``: the nodes
+    kept in float, e.g. ``QuantRecipe.describe()``)."""
+    return {
+        "format": "QDQ",
+        "weights": "int8 per channel",
+        "activations": "uint8 per tensor",
+        "calibration": "min-max",
+        "float_nodes": float_nodes,
+    }
+
+
 def static_int8(source: Path, target: Path, inputs: CalibrationInputs, float_nodes: list[str]) -> None:
     """Write the static int8 (QDQ) copy of ``source`` to ``target``, ranges calibrated on ``inputs``, the nodes
     named in ``float_nodes`` in float."""

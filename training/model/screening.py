@@ -34,7 +34,7 @@ from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX
 from service.engine.mosaic import PaddedField
 from training.model.export import set_metadata
 from training.model.fast_variants import restore_card_section
-from training.model.qdq import static_int8
+from training.model.qdq import described, static_int8
 from training.model.quant_recipe import DEFAULT_RECIPE, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def write_screening(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: cut the cascade first (python -m training cascade)")
     raw = json.loads(path.read_text(encoding="utf-8"))
-    raw.pop("screening", None)
+    raw.pop("screening", None)  # written back at once: a run that stops midway leaves no half-made parts named
     path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     files = CascadeFiles.load(path)
     dense = OnnxModel(folder / DENSE_ONNX, providers=CPU)
@@ -299,13 +299,7 @@ def write_screening(
     everything32 = Cascade(replace(files, rule=READ_EVERYTHING), dense, geometry, CPU, screening="fp32")
     calibration_rgb = [rgb for items in calibration.values() for _, rgb in items]
     blocks, windows = calibration_inputs(everything32, calibration_rgb, blocks_per_field, windows_per_field, seed)
-    quantisation = {
-        "format": "QDQ",
-        "weights": "int8 per channel",
-        "activations": "uint8 per tensor",
-        "calibration": "min-max",
-        "float_nodes": recipe.describe(),
-    }
+    quantisation = described(recipe.describe())
     model_id = dense.meta.model_id
     for source, target, feed, role in (
         (files.coarse_trunk, folder / SCREEN_TRUNK_ONNX, _Feed("image", blocks), "coarse trunk, int8 screening"),
