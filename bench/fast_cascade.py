@@ -10,11 +10,15 @@ point and every refined pixel (exact mode's heatmap wherever refined, ``docs/res
 * every candidate and every kept bacillus the same (their boxes), and the mask the same pixel for pixel;
 * seconds per image of the whole field read in fast mode (``Segmenter.segment``, median of ``--repeats`` runs, the
   ways alternating), and of the coarse pass and the refinement alone;
-* the outputs the network computed (grid points and refined pixels) and the tiles refined.
+* the outputs the network computed (grid points and refined pixels) and the tiles refined;
+* inside the mask, whether the pixels above the object filter's sure level are the same, and the largest difference
+  of P (the fp32 band leaves int8's readings inside the mask away from the levels).
 
-Three ways: reading everything; the cascade with its grid read in fp32 (``TBSEG_FAST_SCREENING=fp32``); the cascade
+Four ways: reading everything; the cascade with its grid read in fp32 (``TBSEG_FAST_SCREENING=fp32``); the cascade
 with its grid (and each refined tile's first level) read by the folder's int8 screening parts, screening at the
-threshold less the model's margin (the default).
+threshold less the model's margin, every pixel near a hot lattice point read in fp32 (the default before the band);
+and the same with the model's fp32 band: those pixels read in int8 and again in fp32 only near the mask threshold or
+the sure level (the default).
 
 The data: ZNSM-iDB MS-2's test fields (×1), MS-1's test fields at its pixel size (×2.10), UFAM's test negative fields
 and test positive centre patches as uploaded (×1) and at its lab profile's scale (×2.5). The cascade's thresholds
@@ -32,6 +36,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.json_output import emit_json  # noqa: E402
+from service.engine.candidates import SURE_P  # noqa: E402
 from service.engine.fast import fast_heatmap  # noqa: E402
 from service.engine.loading import load_segmenter  # noqa: E402
 from service.engine.model_folder import open_folder  # noqa: E402
@@ -55,11 +61,12 @@ from training.data.ufam import read_positives  # noqa: E402
 from training.paths import SHIPPED_DIR, ZNSM_MS1, ZNSM_MS1_SPLIT, ZNSM_MS2, ZNSM_MS2_SPLIT  # noqa: E402
 
 Rgb = npt.NDArray[np.uint8]
-WAYS = ("everything", "cascade", "cascade_int8_screening")
+WAYS = ("everything", "cascade", "cascade_int8_screening", "cascade_int8_band")
 SETTINGS = {
     "everything": {"fast_cascade": False},
     "cascade": {"fast_cascade": True, "fast_screening": "fp32"},
-    "cascade_int8_screening": {"fast_cascade": True, "fast_screening": "int8"},
+    "cascade_int8_screening": {"fast_cascade": True, "fast_screening": "int8"},  # with its band taken off below
+    "cascade_int8_band": {"fast_cascade": True, "fast_screening": "int8"},
 }
 
 
@@ -125,8 +132,14 @@ def main() -> None:
         fast = segmenters[way].fast
         if fast is None or fast.cascade is None:
             raise SystemExit(f"{folder.path}: no cascade (python -m training cascade)")
-        if way.endswith("int8_screening") and fast.cascade.screening is None:
+        if "int8" in way and fast.cascade.screening is None:
             raise SystemExit(f"{folder.path}: no int8 screening (python -m training screening)")
+        if way == "cascade_int8_band" and fast.cascade.screening.band_logit is None:
+            raise SystemExit(f"{folder.path}: its int8 screening has no fp32 band (python -m training screening)")
+    # the int8 screening of before the band: every pixel near a hot lattice point read in fp32
+    unbanded = segmenters["cascade_int8_screening"].fast
+    assert unbanded is not None and unbanded.cascade is not None and unbanded.cascade.screening is not None
+    unbanded.cascade.screening = replace(unbanded.cascade.screening, band_logit=None)
     cascade_json = json.loads((folder.path / "cascade.json").read_text(encoding="utf-8"))
     record: dict[str, Any] = {
         "bench": "fast_cascade",
@@ -134,7 +147,8 @@ def main() -> None:
         "model": SHIPPED_DIR.name,
         "rule": cascade_json["rule"],
         "screening": {
-            k: cascade_json.get("screening", {}).get(k) for k in ("margin", "first_threshold", "refine_threshold")
+            k: cascade_json.get("screening", {}).get(k)
+            for k in ("margin", "first_threshold", "refine_threshold", "fp32_band_logit")
         },
         "repeats": args.repeats,
         "subset": args.subset,
@@ -145,7 +159,8 @@ def main() -> None:
         seconds: dict[str, list[float]] = {w: [] for w in WAYS}
         stages: dict[str, dict[str, list[float]]] = {w: {"coarse": [], "refine": []} for w in WAYS}
         reads: dict[str, list[int]] = {w: [0, 0, 0] for w in WAYS}
-        same = {w: {"candidates": 0, "kept": 0, "mask": 0} for w in WAYS[1:]}
+        same = {w: {"candidates": 0, "kept": 0, "mask": 0, "sure_pixels": 0} for w in WAYS[1:]}
+        mask_error = dict.fromkeys(WAYS[1:], 0.0)
         kept_total, mask_px = 0, 0
         for rgb in tqdm(images, desc=name, unit="image"):
             runs: dict[str, list[float]] = {w: [] for w in WAYS}
@@ -171,6 +186,10 @@ def main() -> None:
                 same[way]["candidates"] += boxes((*a.bacilli, *a.rejected)) == boxes((*b.bacilli, *b.rejected))
                 same[way]["kept"] += boxes(a.bacilli) == boxes(b.bacilli)
                 same[way]["mask"] += bool(np.array_equal(a.mask, b.mask))
+                both = a.mask & b.mask
+                same[way]["sure_pixels"] += bool(np.array_equal(a.heatmap[both] > SURE_P, b.heatmap[both] > SURE_P))
+                if both.any():
+                    mask_error[way] = max(mask_error[way], float(np.abs(a.heatmap[both] - b.heatmap[both]).max()))
             kept_total += len(a.bacilli)
             mask_px += int(a.mask.sum())
         record["sets"][name] = {
@@ -178,6 +197,7 @@ def main() -> None:
             "kept_bacilli_reading_everything": kept_total,
             "mask_px_reading_everything": mask_px,
             "images_with_the_same_as_reading_everything": same,
+            "largest_p_difference_inside_the_mask": {w: round(e, 6) for w, e in mask_error.items()},
             "by_way": {
                 way: {
                     "median_seconds": round(statistics.median(seconds[way]), 3),

@@ -27,8 +27,10 @@ class FastVariant(BaseModel):
         description="the cascade's rule when fast mode reads the network's last convolution only where a sparser look "
         "saw anything (the folder's cascade.json: first_step, first_threshold, refine_step, refine_threshold), and "
         "`screening`: how its coarse grid is read (precision fp32, or int8 with the model's margin, the threshold it "
-        "screens at, its first-level threshold and the int8 lattice threshold of a refined tile); null when it reads "
-        "every grid point and refined pixel",
+        "screens at, its first-level threshold, the int8 lattice threshold of a refined tile, and `fp32_band_logit`: "
+        "refined pixels are read in int8 and again in fp32 within this many logits of the mask threshold or the object "
+        "filter's sure level, null when every refined pixel that can reach the mask is read in fp32); null when it "
+        "reads every grid point and refined pixel",
     )
 
 

@@ -27,6 +27,7 @@ from service.engine.defaults import MIN_OBJECT_PX, THRESHOLD
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 RING_PX = 4
+SURE_P = 0.9  # a pixel above this counts towards a candidate's sure share (a filter feature)
 FEATURES = (
     "area_px",
     "length_px",
@@ -160,7 +161,7 @@ def measure(
         p.mean(),
         np.percentile(p, 10),
         p.max(),
-        (p > 0.9).mean(),
+        (p > SURE_P).mean(),
         *inside,
         inside[0] / total,
         inside[2] / total,

@@ -207,11 +207,17 @@ def screened(
     grid: npt.NDArray[np.float32], geometry: GridGeometry, tiles: list[Tile], margin: int, cut: float
 ) -> list[bool]:
     """Whether each tile is refined: a grid point within ``margin`` px of its output area is above ``cut``."""
+    # grid points above the cut counted over any rectangle at once (a summed-area table); tiles share their ranges
+    above = np.zeros((grid.shape[0] + 1, grid.shape[1] + 1), dtype=np.int64)
+    above[1:, 1:] = np.cumsum(np.cumsum(grid > cut, axis=0), axis=1)
+    rows = {
+        (t.y, t.height): geometry.index_range(t.y - margin, t.y + t.height + margin, 0, grid.shape[0]) for t in tiles
+    }
+    cols = {(t.x, t.width): geometry.index_range(t.x - margin, t.x + t.width + margin, 1, grid.shape[1]) for t in tiles}
     hot = []
     for t in tiles:
-        i0, i1 = geometry.index_range(t.y - margin, t.y + t.height + margin, 0, grid.shape[0])
-        j0, j1 = geometry.index_range(t.x - margin, t.x + t.width + margin, 1, grid.shape[1])
-        hot.append(bool(i1 > i0 and j1 > j0 and grid[i0:i1, j0:j1].max() > cut))
+        (i0, i1), (j0, j1) = rows[t.y, t.height], cols[t.x, t.width]
+        hot.append(bool(above[i1, j1] - above[i0, j1] - above[i1, j0] + above[i0, j0] > 0))
     return hot
 
 
@@ -258,7 +264,7 @@ def fast_heatmap(
             probabilities = networks.refine.run(batch)
             read["refine"] += probabilities.shape[0] * probabilities.shape[1] * probabilities.shape[2]
             return probabilities[..., meta.positive_index : meta.positive_index + 1]
-        tiles_read = cascade.refine(batch)
+        tiles_read = cascade.refine(batch, threshold)
         read["refine"] += tiles_read.read
         return tiles_read.values[..., None]
 

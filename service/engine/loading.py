@@ -116,13 +116,16 @@ def _with_cascade(config: SegmenterConfig, model: OnnxModel, fast: FastNetworks)
     rule = cascade.rule
     log.info(
         "fast mode's cascade: every %d grid points first (more around P > %g), every %d px of a refined tile first "
-        "(more around P > %g); coarse grid in %s%s",
+        "(more around P > %g); coarse grid in %s%s%s",
         rule.first_step,
         cascade.first_threshold,
         rule.refine_step,
         rule.refine_threshold,
         "int8" if cascade.screening is not None else "fp32",
         f" (screening margin {cascade.screen_margin:g})" if cascade.screening is not None else "",
+        f"; refined pixels in int8, in fp32 within {cascade.screening.band_logit:g} logits of the mask threshold"
+        if cascade.screening is not None and cascade.screening.band_logit is not None
+        else "",
     )
     return replace(fast, cascade=cascade)
 

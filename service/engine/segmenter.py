@@ -93,7 +93,8 @@ class Segmentation:
     @property
     def heatmap_exact(self) -> bool:
         """False in fast mode: below the mask threshold the heatmap may be interpolated (outside refined tiles, and
-        inside them where the cascade did not read)."""
+        inside them where the cascade did not read), and with the cascade's fp32 band a refined pixel away from the
+        mask threshold and the filter's sure level holds its int8 reading (within the error its folder records)."""
         return self.origin.mode is Mode.EXACT
 
     @property

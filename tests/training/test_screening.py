@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.engine.cascade import CASCADE_JSON, CascadeFiles
+from service.engine.candidates import SURE_P
+from service.engine.cascade import CASCADE_JSON, CascadeFiles, near_levels
 from service.engine.errors import ModelContractError
 from service.engine.fast import fast_heatmap
 from service.engine.loading import load_segmenter
@@ -24,7 +25,14 @@ from service.settings import Settings
 from tests.conftest import red_rod_field
 from tests.service.engine.test_cascade import _segmenter as cascade_segmenter
 from training.model import screening
-from training.model.screening import SCREEN_HEAD_ONNX, SCREEN_TRUNK_ONNX, pool_before_relu, write_screening
+from training.model.screening import (
+    SCREEN_HEAD_ONNX,
+    SCREEN_TRUNK_ONNX,
+    BandCheck,
+    choose_band,
+    pool_before_relu,
+    write_screening,
+)
 from training.paths import SHIPPED_DIR, ZNSM_MS2
 
 CPU = ("CPUExecutionProvider",)
@@ -99,6 +107,13 @@ def test_int8_screening_is_written_with_its_margin_and_chosen_on_the_fields_give
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, ops
     files = CascadeFiles.load(screened_folder / CASCADE_JSON)
     assert files.screening is not None and files.screening.margin == record["margin"]
+    # refined pixels in int8, and in fp32 only within a band about the levels the answer uses: chosen the same way
+    band = record["fp32_band_logit"]
+    assert band in screening.BAND_LOGITS and files.screening.band_logit == band
+    assert set(record["band_check"]["by_lab"]) == {"red rods", "crossing"}
+    largest = max(lab["max_abs_logit_diff"] for lab in record["band_check"]["by_lab"].values())
+    assert band >= screening.BAND_SAFETY * largest
+    assert all(f["crossed"][str(band)] == 0 for lab in record["band_check"]["fields"].values() for f in lab)
     card = (screened_folder / "MODEL_CARD.md").read_text(encoding="utf-8")  # the card says how the grid is read
     assert f"less the margin **{record['margin']}**" in card and SCREEN_HEAD_ONNX in card
 
@@ -114,7 +129,11 @@ def test_fast_mode_screening_in_int8_refines_at_least_fp32s_tiles_and_keeps_its_
     a, b = fp32.segment(field, mode=Mode.FAST), int8.segment(field, mode=Mode.FAST)
     np.testing.assert_array_equal(a.mask, b.mask)
     assert [o.bbox for o in a.bacilli] == [o.bbox for o in b.bacilli] and len(a.bacilli) == 3
-    np.testing.assert_allclose(b.heatmap[b.mask], a.heatmap[b.mask], atol=1e-5, rtol=0)  # fp32 where it matters
+    # inside the mask: the pixels counted as sure are fp32's; the others int8's, within the error measured
+    np.testing.assert_array_equal(a.heatmap[a.mask] > SURE_P, b.heatmap[b.mask] > SURE_P)
+    record = json.loads((screened_folder / CASCADE_JSON).read_text(encoding="utf-8"))["screening"]
+    largest = max(lab["max_abs_diff"] for lab in record["band_check"]["by_lab"].values())
+    assert np.abs(b.heatmap[b.mask] - a.heatmap[b.mask]).max() <= largest + 1e-6
     fa = fast_heatmap(field, fp32.fast, fp32.fast_settings, fp32.threshold)
     fb = fast_heatmap(field, int8.fast, int8.fast_settings, int8.threshold)
     assert not (fa.refined & ~fb.refined).any()  # every tile fp32 screening refines is refined
@@ -192,5 +211,31 @@ def test_on_a_real_field_int8_screening_gives_the_same_mask() -> None:
     a = fast_heatmap(field, fp32.fast, fp32.fast_settings, fp32.threshold)
     b = fast_heatmap(field, int8.fast, int8.fast_settings, int8.threshold)
     np.testing.assert_array_equal(a.heatmap > fp32.threshold, b.heatmap > int8.threshold)
+    mask = a.heatmap > fp32.threshold
+    np.testing.assert_array_equal(a.heatmap[mask] > SURE_P, b.heatmap[mask] > SURE_P)
+    assert np.abs(a.heatmap[mask] - b.heatmap[mask]).max() < 0.1
+    assert b.refine_read < a.refine_read * 1.5  # the band: most pixels near a hot lattice point read once, in int8
     assert not (a.refined & ~b.refined).any() and b.refined_tiles >= a.refined_tiles
     assert b.coarse_read <= a.coarse_read * 1.05
+
+
+def test_the_fp32_band_is_measured_in_logits_about_each_level() -> None:
+    p = np.array([0.5, 0.7, 0.9, 0.95, 0.99, 0.1, 0.3], dtype=np.float32)
+    # logits: 0, 0.85, 2.20, 2.94, 4.60, -2.20, -0.85 against the levels' 0 and 2.20
+    assert near_levels(p, (0.5, 0.9), 1.0).tolist() == [True, True, True, True, False, False, True]
+    assert near_levels(p, (0.5,), 0.5).tolist() == [True, False, False, False, False, False, False]
+
+
+def _band(error: float, crossed: dict[str, int] | None = None) -> BandCheck:
+    crossed = crossed or {str(b): 0 for b in screening.BAND_LOGITS}
+    in_band = {str(b): 0 for b in screening.BAND_LOGITS}
+    return BandCheck("f", 1, 1024, 100, error, error / 4, crossed, in_band)
+
+
+def test_the_band_is_the_narrowest_covering_the_error_with_room_that_crossed_nothing() -> None:
+    assert screening.BAND_SAFETY == 3
+    assert choose_band([_band(0.2), _band(0.3)]) == 1.0
+    assert choose_band([_band(0.1)]) == 0.5
+    crossed = {str(b): int(b < 1.5) for b in screening.BAND_LOGITS}
+    assert choose_band([_band(0.1, crossed)]) == 1.5
+    assert choose_band([_band(0.7)]) is None  # no candidate covers it: every pixel near a hot one is read in fp32

@@ -288,9 +288,21 @@ def _cascade_lines(cascade: dict[str, Any] | None) -> list[str]:
             f" Its coarse grid and each refined tile's first level are read by int8 copies ("
             f"{', '.join(f'`{f}`' for f in screening['files'].values())}), and fast mode screens at its threshold less "
             f"the margin **{screening['margin']}** (first threshold {screening['first_threshold']}, lattice threshold "
-            f"{screening['refine_threshold']}); every output that can reach the mask is read in fp32. This is the "
-            "default (`TBSEG_FAST_SCREENING=fp32` reads the grid in fp32). The margin is at least twice int8's largest "
-            "error, chosen on validation fields of every lab: "
+            f"{screening['refine_threshold']}); "
+            + (
+                "every output that can reach the mask is read in fp32. "
+                if screening.get("fp32_band_logit") is None
+                else "the pixels near a hot lattice point are read in int8 too, and again in fp32 where int8's logit "
+                f"lies within **{screening['fp32_band_logit']}** of the mask threshold's or the object filter's sure "
+                "level's: the mask and the pixels counted as sure are fp32's, and the other P values inside the mask "
+                "are int8's (largest error measured "
+                + ", ".join(
+                    f"{lab} {row['max_abs_diff']:.3f}" for lab, row in screening["band_check"]["by_lab"].items()
+                )
+                + "). "
+            )
+            + "This is the default (`TBSEG_FAST_SCREENING=fp32` reads the grid in fp32). The margin is at least twice "
+            "int8's largest error, chosen on validation fields of every lab: "
             + ", ".join(
                 f"{lab} ({row['fields']} fields, largest error {row['max_abs_diff_relevant']:.3f})"
                 for lab, row in screening["check"]["by_lab"].items()

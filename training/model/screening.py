@@ -12,6 +12,13 @@ rule in int8 at each candidate first threshold. The margin is the smallest of :d
 largest int8 error on grid points where either reading is ≥ 0.1; the first threshold is the largest of
 :data:`FIRST_THRESHOLDS` at which no grid point above the screening threshold in fp32 reads at or under the lowered
 threshold in int8. When none qualifies, no screening is written and the cascade reads its grid in fp32.
+
+Then, with the lattice read in int8, the *fp32 band* (:func:`check_band`, :func:`choose_band`): every pixel of the
+tiles int8 screening refines on each validation field is read by the fp32 and the int8 head on the same fp32 trunk
+features; the band is the narrowest of :data:`BAND_LOGITS` at least :data:`BAND_SAFETY` times int8's largest logit
+error where either reading lies in :data:`BAND_REGION`, leaving no pixel on the wrong side of the mask threshold or
+:data:`service.engine.candidates.SURE_P`. Refinement then reads the pixels near a hot lattice point in int8 and again
+in fp32 only inside the band.
 """
 
 from __future__ import annotations
@@ -26,7 +33,18 @@ import numpy.typing as npt
 import onnx
 from tqdm import tqdm
 
-from service.engine.cascade import CASCADE_JSON, TRUNK_BLOCK, Cascade, CascadeFiles, CascadeRule, Screening
+from service.engine.candidates import SURE_P
+from service.engine.cascade import (
+    CASCADE_JSON,
+    TRUNK_BLOCK,
+    Cascade,
+    CascadeFiles,
+    CascadeRule,
+    Screening,
+    logit,
+    near_levels,
+)
+from service.engine.defaults import THRESHOLD
 from service.engine.fast import FastSettings, grid_shape, pad_for_grid, screened
 from service.engine.grid import GridGeometry
 from service.engine.model import OnnxModel
@@ -49,6 +67,11 @@ FIRST_THRESHOLDS = (0.01, 0.005, 0.0025)
 RELEVANT_P = 0.1  # int8's error counts for the margin where either reading is at least this
 REFINE_THRESHOLDS = (0.05, 0.025, 0.01)  # candidates for reading a refined tile's lattice in int8
 REFINE_BAND = (0.02, 0.2)  # int8's error counts for the lattice's threshold where either reading lies in this band
+BAND_LOGITS = (0.5, 0.75, 1.0, 1.5, 2.0)  # candidates for the fp32 band about the mask threshold and SURE_P (logits)
+BAND_REGION = (0.1, 0.99)  # int8's error counts for the band where either reading lies in this (covers every band)
+# the band is at least this many times int8's largest logit error on validation (3, not the margin's 2: a probe on 4
+# ZNSM test fields before the choice found 0.37 logits where validation's largest was 0.17; docs/results.md §15)
+BAND_SAFETY = 3
 READ_EVERYTHING = CascadeRule(first_step=1, first_threshold=-1.0, refine_step=1, refine_threshold=-1.0)
 CPU = ("CPUExecutionProvider",)
 
@@ -246,6 +269,96 @@ def check_field(
     )
 
 
+@dataclass(frozen=True)
+class BandCheck:
+    """One validation field's refined pixels read by the fp32 and the int8 head (on the same fp32 dense trunk
+    features), for the fp32 band.
+
+    Attributes:
+        field: the field's id.
+        tiles: the tiles int8 screening refines (every pixel of each read both ways).
+        pixels: their pixels.
+        relevant: pixels where either reading lies in :data:`BAND_REGION`.
+        max_abs_logit_diff: int8's largest logit error there.
+        max_abs_diff: int8's largest error in P there.
+        crossed: by candidate band, pixels whose int8 reading lies outside the band about a level yet on the other
+            side of that level from the fp32 reading (the band must leave none).
+        in_band: by candidate band, pixels whose int8 reading lies inside it (read again in fp32 when near a hot
+            lattice point).
+    """
+
+    field: str
+    tiles: int
+    pixels: int
+    relevant: int
+    max_abs_logit_diff: float
+    max_abs_diff: float
+    crossed: dict[str, int]
+    in_band: dict[str, int]
+
+
+def check_band(cascade: Cascade, field_id: str, rgb: Rgb, screen: float, levels: tuple[float, ...]) -> BandCheck:
+    """Every pixel of the tiles that ``cascade`` (screening in int8) refines on one field, read by its fp32 and its
+    int8 head, against the ``levels`` the answer uses (the mask threshold and :data:`SURE_P`)."""
+    meta, settings = cascade.meta, FastSettings()
+    assert cascade.screening is not None
+    padded, rows, cols = _padded(cascade, rgb)
+    grid = cascade.grid(padded, rows, cols).values
+    field = rgb if meta.normalisation is None else meta.normalisation.apply(rgb)
+    tiles = PaddedField(
+        field, halo_px=meta.halo_px, input_scale=meta.input_scale, padding=meta.input_padding, tile_px=settings.tile_px
+    )
+    cut = screen - cascade.screening.margin
+    refined = screened(grid, cascade.geometry, tiles.tiles, cascade.geometry.stride, cut)
+    hot = [t for t, chosen in zip(tiles.tiles, refined, strict=True) if chosen]
+    fp32: list[npt.NDArray[np.float32]] = []
+    int8: list[npt.NDArray[np.float32]] = []
+
+    def both(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        view = cascade.tile_windows(batch)
+        index = tuple(axis.ravel() for axis in np.indices(view.shape[:3]))
+        fp32.append(cascade.read_windows(view, index))
+        int8.append(cascade.read_windows(view, index, cascade.grid_head))
+        return fp32[-1].reshape(*view.shape[:3], 1)
+
+    if hot:
+        tiles.run(hot, both, np.zeros(field.shape[:2], np.float32), batch_tiles=settings.batch_tiles, channel=0)
+    p32 = np.concatenate(fp32) if fp32 else np.zeros(0, np.float32)
+    p8 = np.concatenate(int8) if int8 else np.zeros(0, np.float32)
+    low, high = BAND_REGION
+    relevant = ((p32 >= low) & (p32 <= high)) | ((p8 >= low) & (p8 <= high))
+    logit_diff = np.abs(logit(p8) - logit(p32))[relevant]
+    crossed: dict[str, int] = {}
+    in_band: dict[str, int] = {}
+    for band in BAND_LOGITS:
+        near = near_levels(p8, levels, band)
+        wrong = np.zeros(p8.shape, dtype=bool)
+        for level in levels:
+            wrong |= (p8 > level) != (p32 > level)
+        crossed[str(band)] = int((wrong & ~near).sum())
+        in_band[str(band)] = int(near.sum())
+    return BandCheck(
+        field=field_id,
+        tiles=len(hot),
+        pixels=int(p32.size),
+        relevant=int(relevant.sum()),
+        max_abs_logit_diff=float(logit_diff.max()) if logit_diff.size else 0.0,
+        max_abs_diff=float(np.abs(p8 - p32)[relevant].max()) if relevant.any() else 0.0,
+        crossed=crossed,
+        in_band=in_band,
+    )
+
+
+def choose_band(checks: list[BandCheck]) -> float | None:
+    """The fp32 band: the narrowest of :data:`BAND_LOGITS` at least :data:`BAND_SAFETY` times int8's largest logit
+    error in :data:`BAND_REGION` that left no pixel on the wrong side of a level; None when none."""
+    error = max((c.max_abs_logit_diff for c in checks), default=0.0)
+    for band in BAND_LOGITS:
+        if band >= BAND_SAFETY * error and all(c.crossed[str(band)] == 0 for c in checks):
+            return band
+    return None
+
+
 def choose(checks: list[FieldCheck]) -> tuple[float, float] | None:
     """The margin and first threshold (module description), or None when none qualifies."""
     error = max(c.max_abs_diff_relevant for c in checks)
@@ -370,14 +483,52 @@ def write_screening(
     else:
         margin, first = chosen
         refine = choose_refine(every, files.rule.refine_threshold)
+        band = None
+        if refine is not None:
+            parts = Screening(folder / SCREEN_TRUNK_ONNX, folder / SCREEN_HEAD_ONNX, margin, first, refine, {})
+            int8 = Cascade(replace(files, screening=parts), dense, geometry, CPU, screening="int8")
+            levels = (THRESHOLD, SURE_P)
+            bands: dict[str, list[BandCheck]] = {}
+            for lab, items in validation.items():
+                for field_id, rgb in tqdm(items, desc=f"fp32 band check {lab}", unit="field"):
+                    bands.setdefault(lab, []).append(check_band(int8, field_id, rgb, screen, levels))
+            band = choose_band([c for found in bands.values() for c in found])
+            record["band_choice"] = (
+                f"on the same validation fields, every pixel of the tiles int8 screening refines read by the fp32 "
+                f"and the int8 head: the band is the narrowest of {', '.join(map(str, BAND_LOGITS))} (logits about "
+                f"the mask threshold {THRESHOLD} and the filter's sure level {SURE_P}) at least {BAND_SAFETY} times "
+                f"int8's largest logit error where either reading lies in {list(BAND_REGION)}, that left no pixel on "
+                "the wrong side of a level (none: every pixel near a hot lattice point is read in fp32)"
+            )
+            record["band_check"] = {
+                "by_lab": {
+                    lab: {
+                        "fields": len(found),
+                        "tiles": sum(c.tiles for c in found),
+                        "pixels": sum(c.pixels for c in found),
+                        "max_abs_logit_diff": max(c.max_abs_logit_diff for c in found),
+                        "max_abs_diff": max(c.max_abs_diff for c in found),
+                        "in_band": sum(c.in_band[str(band)] for c in found) if band is not None else None,
+                    }
+                    for lab, found in bands.items()
+                },
+                "fields": {lab: [asdict(c) for c in found] for lab, found in bands.items()},
+            }
         record.update(
             chosen=True,
             files={"coarse_trunk": SCREEN_TRUNK_ONNX, "head": SCREEN_HEAD_ONNX},
             margin=margin,
             first_threshold=first,
             refine_threshold=refine,
+            fp32_band_logit=band,
         )
-        log.info("int8 screening: margin %.2f, first threshold %g, lattice threshold %s", margin, first, refine)
+        log.info(
+            "int8 screening: margin %.2f, first threshold %g, lattice threshold %s, fp32 band %s logits",
+            margin,
+            first,
+            refine,
+            band,
+        )
     raw["screening"] = record
     path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     restore_card_section(folder)  # the card's fast-mode section says how the grid is read

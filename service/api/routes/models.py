@@ -65,6 +65,7 @@ def _cascade(cascade: Cascade, screen_threshold: float) -> dict[str, object]:
             "screens_at": round(screen_threshold - screening.margin, 6),
             "first_threshold": screening.first_threshold,
             "lattice_threshold": screening.refine_threshold,
+            "fp32_band_logit": screening.band_logit,
         }
     return {**dataclasses.asdict(cascade.rule), "screening": read}
 

@@ -238,6 +238,7 @@ def test_a_real_field_with_the_shipped_model(shipped_server: LiveServer, znsm_ms
     assert (
         cascade["screening"]["precision"] == "int8"
         and cascade["screening"]["margin"] == described["screening"]["margin"]
+        and cascade["screening"]["fp32_band_logit"] == described["screening"]["fp32_band_logit"]
     )
     assert cascade["screening"]["screens_at"] == pytest.approx(
         model["fast"]["screen_threshold"] - cascade["screening"]["margin"]

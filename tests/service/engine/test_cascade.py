@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine.cascade import CASCADE_JSON, Cascade, CascadeFiles, CascadeRule
+from service.engine.cascade import CASCADE_JSON, Cascade, CascadeFiles, CascadeRule, gather_windows
 from service.engine.errors import ModelContractError
 from service.engine.fast import FastSettings, fast_heatmap, grid_shape, pad_for_grid, predict_grid
 from service.engine.grid import GridGeometry
@@ -160,3 +160,22 @@ def test_on_a_real_field_the_cascade_gives_fast_modes_mask() -> None:
     b = fast_heatmap(field, cascade.fast, cascade.fast_settings, cascade.threshold)
     np.testing.assert_array_equal(a.heatmap > everything.threshold, b.heatmap > cascade.threshold)
     np.testing.assert_array_equal(a.refined, b.refined)
+
+
+def test_gathering_windows_row_by_row_is_indexing_the_view() -> None:
+    rng = np.random.default_rng(3)
+    tiles = rng.random((3, 20, 21, 5), dtype=np.float32)  # dense trunk features, channels last: dilated windows
+    s0, s1, s2, s3 = tiles.strides
+    dilated = np.lib.stride_tricks.as_strided(tiles, (3, 8, 9, 3, 3, 5), (s0, s1, s2, 6 * s1, 6 * s2, s3))
+    index = (rng.integers(0, 3, 50), rng.integers(0, 8, 50), rng.integers(0, 9, 50))
+    np.testing.assert_array_equal(gather_windows(dilated, index), dilated[index])
+    grid = rng.random((12, 11, 5), dtype=np.float32)  # the coarse grid's features: windows at step 1
+    g0, g1, g2 = grid.strides
+    windows = np.lib.stride_tricks.as_strided(grid, (7, 6, 6, 6, 5), (g0, g1, g0, g1, g2))
+    index2 = (rng.integers(0, 7, 40), rng.integers(0, 6, 40))
+    np.testing.assert_array_equal(gather_windows(windows, index2), windows[index2])
+    assert gather_windows(windows, (index2[0][:0], index2[1][:0])).shape == (0, 6, 6, 5)
+    odd = grid[:, :, 1:4]  # channels not whole rows of the buffer: indexed the plain way, the same answer
+    o0, o1, o2 = odd.strides
+    view = np.lib.stride_tricks.as_strided(odd, (7, 6, 6, 6, 3), (o0, o1, o0, o1, o2))
+    np.testing.assert_array_equal(gather_windows(view, index2), view[index2])
