@@ -141,6 +141,20 @@ def test_the_folder_gains_the_cascade_cut_from_its_networks(red_fast_folder: Pat
         assert meta.raw["cascade_part"] == role and meta.raw["dense_model_id"] == dense.meta.model_id
     head_ops = [n.op_type for n in onnx.load(str(red_fast_folder / HEAD_ONNX)).graph.node]
     assert head_ops == ["Reshape", "Gemm", "Relu", "Gemm", "Softmax"]
+    # the dense trunk's pools (exported as strided slices and maxima) are one MaxPool each: the same function
+    trunk_nodes = onnx.load(str(red_fast_folder / DENSE_TRUNK_ONNX)).graph.node
+    assert [n.op_type for n in trunk_nodes] == ["Transpose", "Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool"]
+    pools = [{a.name: list(a.ints) for a in n.attribute} for n in trunk_nodes if n.op_type == "MaxPool"]
+    assert [(p["kernel_shape"], p["dilations"], p["strides"]) for p in pools] == [
+        ([2, 2], [1, 1], [1, 1]),
+        ([3, 3], [2, 2], [1, 1]),
+    ]
+    from training.model.cascade import pools_as_maxpool, same_function, trunk
+
+    exported = trunk(onnx.load(str(red_fast_folder / DENSE_ONNX)))
+    assert {n.op_type for n in exported.graph.node} >= {"Slice", "Max"}  # as tf2onnx wrote it
+    pooled = pools_as_maxpool(exported, onnx.load(str(red_fast_folder / COARSE_ONNX)))
+    assert pooled is not None and same_function(exported, pooled, 76) and same_function(exported, pooled, 53, seed=1)
     files = CascadeFiles.load(red_fast_folder / CASCADE_JSON)
     assert (files.window, files.trunk_receptive_field, files.dense_model_id) == (6, 15, dense.meta.model_id)
     check = files.raw["check"]

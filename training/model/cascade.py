@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 from onnx.utils import Extractor
 
 from service.engine.cascade import CASCADE_JSON, Cascade, CascadeFiles, CascadeRule
-from service.engine.fast import predict_grid
+from service.engine.fast import FastSettings, predict_grid
 from service.engine.grid import GridGeometry
 from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX
@@ -85,6 +85,105 @@ def trunk(proto: onnx.ModelProto) -> onnx.ModelProto:
     part = Extractor(inferred).extract_model([proto.graph.input[0].name], [last.input[0]])
     part.graph.output[0].name = last.input[0]
     return part
+
+
+def _pool_shapes(coarse: onnx.ModelProto) -> list[tuple[int, int]]:
+    """(kernel, stride) of each of the coarse network's max pools, in order (square pools)."""
+    return [
+        (_attribute(n, "kernel_shape")[0], (_attribute(n, "strides") or [1])[0])
+        for n in coarse.graph.node
+        if n.op_type == "MaxPool"
+    ]
+
+
+def pools_as_maxpool(dense_trunk: onnx.ModelProto, coarse: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The dense trunk with each of its pools, exported as chains of strided slices and element-wise maxima, as one
+    ``MaxPool`` (the coarse network's kernel, stride 1, dilated by the product of the earlier pools' strides): the
+    same function, which ONNX Runtime runs about twice as fast (a tile batch 31 ms → 14 ms on 2 cores). None when the
+    graph is not the expected conv, ReLU, (slices and maxima) sequence."""
+    graph = dense_trunk.graph
+    nodes = list(graph.node)
+    producer = {out: n for n in nodes for out in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    pools = _pool_shapes(coarse)
+    if len(convs) != len(pools) or not pools:
+        return None
+    removed: set[int] = set()
+    added: list[onnx.NodeProto] = []
+    dilation = 1
+    for k, (conv, (kernel, stride)) in enumerate(zip(convs, pools, strict=True)):
+        relus = [n for n in nodes if n.op_type == "Relu" and n.input[0] == conv.output[0]]
+        if len(relus) != 1:
+            return None
+        start = relus[0].output[0]
+        target = convs[k + 1].input[0] if k + 1 < len(convs) else graph.output[0].name
+        # every node from the ReLU's output to the target: slices and maxima only
+        todo, seen = [target], set()
+        while todo:
+            name = todo.pop()
+            if name == start or name in seen:
+                continue
+            seen.add(name)
+            node = producer.get(name)
+            if node is None or node.op_type not in ("Slice", "Max"):
+                return None
+            removed.add(id(node))
+            todo.extend(node.input[:1] if node.op_type == "Slice" else node.input)
+        added.append(
+            helper.make_node(
+                "MaxPool",
+                [start],
+                [target],
+                name=f"pool{k + 1}_maxpool",
+                kernel_shape=[kernel, kernel],
+                strides=[1, 1],
+                dilations=[dilation, dilation],
+            )
+        )
+        dilation *= stride
+    kept = [n for n in nodes if id(n) not in removed]
+    # each MaxPool goes where its pool began: after the ReLU it reads
+    ordered: list[onnx.NodeProto] = []
+    for n in kept:
+        ordered.append(n)
+        ordered.extend(p for p in added if p.input[0] in n.output)
+    used = {name for n in ordered for name in n.input}
+    rewritten = helper.make_graph(
+        ordered,
+        graph.name,
+        list(graph.input),
+        list(graph.output),
+        [i for i in graph.initializer if i.name in used],
+    )
+    model = helper.make_model(
+        rewritten, opset_imports=list(dense_trunk.opset_import), ir_version=dense_trunk.ir_version
+    )
+    model.metadata_props.extend(dense_trunk.metadata_props)
+    onnx.checker.check_model(model)
+    return model
+
+
+def same_function(a: onnx.ModelProto, b: onnx.ModelProto, side: int, seed: int = 0) -> bool:
+    """Whether two trunks give exactly the same features on random ``[2, side, side, 3]`` inputs in [0, 1]."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(seed).random((2, side, side, 3), dtype=np.float32)
+    outputs = []
+    for proto in (a, b):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    return bool(np.array_equal(outputs[0], outputs[1]))
+
+
+def dense_trunk_part(dense: onnx.ModelProto, coarse: onnx.ModelProto, side: int) -> onnx.ModelProto:
+    """The dense network's trunk, its pools as ``MaxPool`` nodes when that gives exactly the same features on
+    ``side``-px tiles (:func:`pools_as_maxpool`), else as exported."""
+    cut = trunk(dense)
+    pooled = pools_as_maxpool(cut, coarse)
+    if pooled is not None and same_function(cut, pooled, side):
+        return pooled
+    log.warning("the dense trunk's pools stay as exported (no exact MaxPool form found)")
+    return cut
 
 
 def head(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -191,9 +290,10 @@ def write_cascade(
             raise FileNotFoundError(f"{folder / needed}: needed to cut the cascade (python -m training fast)")
     dense_proto, coarse_proto = onnx.load(str(folder / DENSE_ONNX)), onnx.load(str(folder / COARSE_ONNX))
     dense_meta, coarse_meta = read_metadata(folder / DENSE_ONNX), read_metadata(folder / COARSE_ONNX)
+    tile_side = FastSettings().tile_px + 2 * int(dense_meta["halo"])  # a refinement tile as read
     parts = (
         (COARSE_TRUNK_ONNX, trunk(coarse_proto), coarse_meta, "coarse trunk"),
-        (DENSE_TRUNK_ONNX, trunk(dense_proto), dense_meta, "dense trunk"),
+        (DENSE_TRUNK_ONNX, dense_trunk_part(dense_proto, coarse_proto, tile_side), dense_meta, "dense trunk"),
         (HEAD_ONNX, head(dense_proto), dense_meta, "head"),
     )
     for name, proto, metadata, role in parts:
