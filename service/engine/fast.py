@@ -211,9 +211,13 @@ def screened(
     above = np.zeros((grid.shape[0] + 1, grid.shape[1] + 1), dtype=np.int64)
     above[1:, 1:] = np.cumsum(np.cumsum(grid > cut, axis=0), axis=1)
     rows = {
-        (t.y, t.height): geometry.index_range(t.y - margin, t.y + t.height + margin, 0, grid.shape[0]) for t in tiles
+        key: geometry.index_range(key[0] - margin, key[0] + key[1] + margin, 0, grid.shape[0])
+        for key in {(t.y, t.height) for t in tiles}
     }
-    cols = {(t.x, t.width): geometry.index_range(t.x - margin, t.x + t.width + margin, 1, grid.shape[1]) for t in tiles}
+    cols = {
+        key: geometry.index_range(key[0] - margin, key[0] + key[1] + margin, 1, grid.shape[1])
+        for key in {(t.x, t.width) for t in tiles}
+    }
     hot = []
     for t in tiles:
         (i0, i1), (j0, j1) = rows[t.y, t.height], cols[t.x, t.width]
