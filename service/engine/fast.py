@@ -99,8 +99,13 @@ def upsample(grid: npt.NDArray[np.float32], geometry: GridGeometry, shape: tuple
     rows, t = _weights(shape[0], geometry.phase[0], geometry.stride, grid.shape[0])
     by_row = grid[rows] * (1 - t)[:, None] + grid[rows + 1] * t[:, None]
     cols, u = _weights(shape[1], geometry.phase[1], geometry.stride, grid.shape[1])
-    out = by_row[:, cols] * (1 - u)[None, :] + by_row[:, cols + 1] * u[None, :]
-    return np.asarray(out, dtype=np.float32)
+    # the same products and sum as by_row[:, cols] · (1 − u) + by_row[:, cols + 1] · u, with two field-sized arrays
+    out = np.asarray(by_row[:, cols], dtype=np.float32)
+    out *= (1 - u)[None, :]
+    right = by_row[:, cols + 1]
+    right *= u[None, :]
+    out += right
+    return out
 
 
 @dataclass(frozen=True)
