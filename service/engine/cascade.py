@@ -40,8 +40,8 @@ less). The margin and the int8 first-level threshold are the model's, chosen on 
 Inside a refined tile the lattice may be read in int8 as well (``refine_threshold``), and with an *fp32 band*
 (``fp32_band_logit``) so may the pixels near a hot lattice point: a pixel is then read again by the fp32 head only
 where its int8 reading's logit lies within the band of a level the answer uses, the mask threshold or the object
-filter's sure level (:data:`service.engine.candidates.SURE_P`). The band is at least twice int8's largest logit error
-measured on validation fields, so the mask, the candidates and the share of sure pixels are fp32's; the other P
+filter's sure level (:data:`service.engine.candidates.SURE_P`). The band is at least three times int8's largest logit
+error measured on validation fields, so the mask, the candidates and the share of sure pixels are fp32's; the other P
 values inside the mask (a candidate's mean, 10th percentile and maximum) are int8's, within the error the folder
 records.
 """
@@ -232,7 +232,9 @@ def gather_windows(view: npt.NDArray[np.float32], index: tuple[npt.NDArray[np.in
     rows = base[:, None] + taps[None, :]
     if rows.size == 0:
         return np.empty((0, *view.shape[lead:]), dtype=np.float32)
-    flat = np.lib.stride_tricks.as_strided(view, shape=(int(rows.max()) + 1, channels), strides=(row, item))
+    flat = np.lib.stride_tricks.as_strided(
+        view, shape=(int(rows.max()) + 1, channels), strides=(row, item), writeable=False
+    )
     return np.take(flat, rows.ravel(), axis=0).reshape(base.size, *view.shape[lead:])
 
 

@@ -142,11 +142,16 @@ def pool_before_relu(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def _padded(cascade: Cascade, rgb: Rgb) -> tuple[npt.NDArray[np.uint8], int, int]:
+def _normalised(cascade: Cascade, rgb: Rgb) -> Rgb:
     meta = cascade.meta
-    field = rgb if meta.normalisation is None else meta.normalisation.apply(rgb)
+    return rgb if meta.normalisation is None else meta.normalisation.apply(rgb)
+
+
+def _padded(cascade: Cascade, rgb: Rgb, normalised: Rgb | None = None) -> tuple[npt.NDArray[np.uint8], int, int]:
+    """The field (normalised here unless ``normalised`` is given) padded for the coarse grid, and the grid's shape."""
+    field = _normalised(cascade, rgb) if normalised is None else normalised
     rows, cols = grid_shape(field.shape, cascade.geometry)
-    return pad_for_grid(field, meta, cascade.geometry), rows, cols
+    return pad_for_grid(field, cascade.meta, cascade.geometry), rows, cols
 
 
 def _windows_view(features: npt.NDArray[np.float32], rows: int, cols: int, window: int) -> npt.NDArray[np.float32]:
@@ -302,9 +307,9 @@ def check_band(cascade: Cascade, field_id: str, rgb: Rgb, screen: float, levels:
     int8 head, against the ``levels`` the answer uses (the mask threshold and :data:`SURE_P`)."""
     meta, settings = cascade.meta, FastSettings()
     assert cascade.screening is not None
-    padded, rows, cols = _padded(cascade, rgb)
+    field = _normalised(cascade, rgb)
+    padded, rows, cols = _padded(cascade, rgb, field)
     grid = cascade.grid(padded, rows, cols).values
-    field = rgb if meta.normalisation is None else meta.normalisation.apply(rgb)
     tiles = PaddedField(
         field, halo_px=meta.halo_px, input_scale=meta.input_scale, padding=meta.input_padding, tile_px=settings.tile_px
     )
