@@ -50,6 +50,7 @@ from service.engine.grid import GridGeometry
 from service.engine.model import OnnxModel
 from service.engine.model_folder import COARSE_ONNX, DENSE_ONNX
 from service.engine.mosaic import PaddedField
+from service.engine.tiling import Tile
 from training.model.export import set_metadata
 from training.model.fast_variants import restore_card_section
 from training.model.qdq import described, static_int8
@@ -190,16 +191,26 @@ def calibration_inputs(
     return blocks, windows
 
 
-def _tiles_refined(grid: npt.NDArray[np.float32], cascade: Cascade, shape: tuple[int, ...], cut: float) -> int:
-    meta, settings = cascade.meta, FastSettings()
-    tiles = PaddedField(
-        np.zeros((shape[0], shape[1], 3), np.uint8),
+def _tiled(cascade: Cascade, field: Rgb) -> PaddedField:
+    """``field`` cut into fast mode's refinement tiles, as the engine cuts it."""
+    meta = cascade.meta
+    return PaddedField(
+        field,
         halo_px=meta.halo_px,
         input_scale=meta.input_scale,
         padding=meta.input_padding,
-        tile_px=settings.tile_px,
-    ).tiles
-    return sum(screened(grid, cascade.geometry, tiles, cascade.geometry.stride, cut))
+        tile_px=FastSettings().tile_px,
+    )
+
+
+def _refined(grid: npt.NDArray[np.float32], cascade: Cascade, tiles: PaddedField, cut: float) -> list[Tile]:
+    """The tiles fast mode refines when it screens ``grid`` at ``cut``."""
+    hot = screened(grid, cascade.geometry, tiles.tiles, cascade.geometry.stride, cut)
+    return [t for t, chosen in zip(tiles.tiles, hot, strict=True) if chosen]
+
+
+def _tiles_refined(grid: npt.NDArray[np.float32], cascade: Cascade, shape: tuple[int, ...], cut: float) -> int:
+    return len(_refined(grid, cascade, _tiled(cascade, np.zeros((shape[0], shape[1], 3), np.uint8)), cut))
 
 
 @dataclass(frozen=True)
@@ -305,17 +316,12 @@ class BandCheck:
 def check_band(cascade: Cascade, field_id: str, rgb: Rgb, screen: float, levels: tuple[float, ...]) -> BandCheck:
     """Every pixel of the tiles that ``cascade`` (screening in int8) refines on one field, read by its fp32 and its
     int8 head, against the ``levels`` the answer uses (the mask threshold and :data:`SURE_P`)."""
-    meta, settings = cascade.meta, FastSettings()
     assert cascade.screening is not None
     field = _normalised(cascade, rgb)
     padded, rows, cols = _padded(cascade, rgb, field)
     grid = cascade.grid(padded, rows, cols).values
-    tiles = PaddedField(
-        field, halo_px=meta.halo_px, input_scale=meta.input_scale, padding=meta.input_padding, tile_px=settings.tile_px
-    )
-    cut = screen - cascade.screening.margin
-    refined = screened(grid, cascade.geometry, tiles.tiles, cascade.geometry.stride, cut)
-    hot = [t for t, chosen in zip(tiles.tiles, refined, strict=True) if chosen]
+    tiles = _tiled(cascade, field)
+    hot = _refined(grid, cascade, tiles, screen - cascade.screening.margin)
     fp32: list[npt.NDArray[np.float32]] = []
     int8: list[npt.NDArray[np.float32]] = []
 
@@ -327,7 +333,7 @@ def check_band(cascade: Cascade, field_id: str, rgb: Rgb, screen: float, levels:
         return fp32[-1].reshape(*view.shape[:3], 1)
 
     if hot:
-        tiles.run(hot, both, np.zeros(field.shape[:2], np.float32), batch_tiles=settings.batch_tiles, channel=0)
+        tiles.run(hot, both, np.zeros(field.shape[:2], np.float32), batch_tiles=FastSettings().batch_tiles, channel=0)
     p32 = np.concatenate(fp32) if fp32 else np.zeros(0, np.float32)
     p8 = np.concatenate(int8) if int8 else np.zeros(0, np.float32)
     low, high = BAND_REGION
